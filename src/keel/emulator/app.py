@@ -1,0 +1,314 @@
+"""The emulator's ASGI app: `/v1/messages` (JSON and SSE), count_tokens, models, with faults and an access log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from .access_log import AccessLog
+from .catalog import ModelSpec, load_catalog
+from .errors import ApiError, invalid
+from .faults import FAULT_HEADER, Fault, FaultSpecError, Rule, Scenario, parse_fault_header
+from .render import message_json, new_id, sse_events
+from .responder import Generation, generate
+from .validation import check_version, resolve_model, validate
+
+DEFAULT_API_KEY = "keel-emulator-key"
+MESSAGES_MAX_BYTES = 32 * 1024 * 1024
+JSON_TYPE = "application/json"
+SSE_HEADERS = {"cache-control": "no-cache", "x-robots-tag": "none"}
+ORGANIZATION_ID = "00000000-0000-4000-8000-00000000e1e1"
+
+
+@dataclass
+class EmulatorConfig:
+    """How the emulator behaves. `api_key=None` accepts any non-empty key."""
+
+    api_key: str | None = DEFAULT_API_KEY
+    seed: int = 0
+    scenario: Scenario = field(default_factory=Scenario)
+    ttft_ms: float = 0.0  # time before a response starts (streams: before message_start)
+    tps: float | None = None  # output tokens per second (None: as fast as possible)
+    max_body_bytes: int = MESSAGES_MAX_BYTES
+
+
+@dataclass
+class _Call:
+    """What the access log records about one request, filled in as handling proceeds."""
+
+    request_id: str
+    retry_count: int | None
+    model: str | None = None
+    stream: bool = False
+    fault: Fault | None = None
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+class Emulator:
+    """An ASGI application emulating the Claude API. Call it like any ASGI app."""
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self.access_log = AccessLog()
+        routes = [
+            Route("/v1/messages", self._endpoint(self._messages), methods=["POST"]),
+            Route("/v1/messages/count_tokens", self._endpoint(self._count_tokens), methods=["POST"]),
+            Route("/v1/models", self._endpoint(self._list_models), methods=["GET"]),
+            Route("/v1/models/{model_id:path}", self._endpoint(self._get_model), methods=["GET"]),
+        ]
+        self.app = Starlette(routes=routes, exception_handlers={HTTPException: self._http_exception})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+    def inject(
+        self,
+        fault: str | Fault,
+        *,
+        path: str = "",
+        model: str | None = None,
+        attempt: int | None = None,
+        probability: float = 1.0,
+    ) -> None:
+        """Add a server-side fault rule (the scenario file's `[[rules]]`, from code); later rules match last."""
+        parsed = parse_fault_header(fault) if isinstance(fault, str) else fault
+        self.config.scenario.rules.append(Rule(parsed, path, model, attempt, probability))
+
+    # --- plumbing shared by every endpoint -------------------------------------------------------
+
+    def _endpoint(
+        self, handler: Callable[[Request, _Call], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            retry = request.headers.get("x-stainless-retry-count")
+            call = _Call(new_id("req_011C", 20), int(retry) if retry and retry.isdigit() else None)
+            try:
+                self._check_auth(request)
+                response = await handler(request, call)
+            except ApiError as err:
+                response = self._error_response(err, call.request_id)
+            response.headers["request-id"] = call.request_id
+            response.headers["anthropic-organization-id"] = ORGANIZATION_ID
+            self.access_log.add(
+                method=request.method,
+                path=request.url.path,
+                status=response.status_code,
+                request_id=call.request_id,
+                retry_count=call.retry_count,
+                fault=call.fault.describe() if call.fault else None,
+                model=call.model,
+                stream=call.stream,
+            )
+            return response
+
+        return endpoint
+
+    def _error_response(self, err: ApiError, request_id: str) -> Response:
+        headers = {"content-type": JSON_TYPE, **err.headers}
+        return Response(_dumps(err.body(request_id)), status_code=err.status, headers=headers)
+
+    async def _http_exception(self, request: Request, exc: Exception) -> Response:
+        """Unknown paths and methods get the API's error shape, not Starlette's plain text."""
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        request_id = new_id("req_011C", 20)
+        err = ApiError(404 if status == 404 else status, "Not Found" if status == 404 else None)
+        if status == 405:
+            err = ApiError(
+                405,
+                f"Method {request.method} is not allowed for {request.url.path}",
+                error_type="invalid_request_error",
+            )
+        response = self._error_response(err, request_id)
+        response.headers["request-id"] = request_id
+        self.access_log.add(
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            request_id=request_id,
+            retry_count=None,
+            fault=None,
+            model=None,
+            stream=False,
+        )
+        return response
+
+    def _check_auth(self, request: Request) -> None:
+        key = request.headers.get("x-api-key")
+        if key is None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            key = token.strip() if scheme.lower() == "bearer" else None
+        if not key:
+            raise ApiError(401, "x-api-key header is required")
+        if self.config.api_key is not None and key != self.config.api_key:
+            raise ApiError(401, "invalid x-api-key")
+
+    async def _read_json(self, request: Request) -> Any:
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413)
+        content_type = request.headers.get("content-type", JSON_TYPE).split(";")[0].strip().lower()
+        if content_type not in (JSON_TYPE, "application/*+json", "text/json", ""):
+            raise invalid(f"Unsupported Content-Type '{content_type}': the request body must be JSON")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413)
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks))
+        except UnicodeDecodeError as err:
+            raise invalid(f"The request body is not valid JSON: {err}") from None
+        except json.JSONDecodeError as err:
+            raise invalid(f"The request body is not valid JSON: {err}") from None
+
+    def _pick_fault(self, request: Request, call: _Call) -> None:
+        attempt = call.retry_count or 0
+        header = request.headers.get(FAULT_HEADER)
+        if header is not None:
+            try:
+                scripted = parse_fault_header(header)
+            except FaultSpecError as err:
+                raise invalid(f"{FAULT_HEADER}: {err}") from None
+            call.fault = scripted if scripted.applies_to(attempt) else None
+        else:
+            call.fault = self.config.scenario.pick(request.url.path, call.model, attempt)
+        fault = call.fault
+        if fault is not None and fault.status is not None:
+            headers = fault.error_headers()
+            if fault.status == 429 and fault.error_code is None and not headers:
+                headers["retry-after"] = "1"
+            raise ApiError(
+                fault.status, fault.message, error_type=fault.error_type, error_code=fault.error_code, headers=headers
+            )
+
+    async def _request_body(self, request: Request, call: _Call) -> tuple[Any, str]:
+        """Read and decode the body, note model and stream for the log, apply any fault; return body, version."""
+        raw = await self._read_json(request)
+        if isinstance(raw, dict):
+            call.model = raw.get("model") if isinstance(raw.get("model"), str) else None
+            call.stream = raw.get("stream") is True
+        self._pick_fault(request, call)
+        return raw, check_version(request.headers.get("anthropic-version"))
+
+    # --- endpoints -------------------------------------------------------------------------------
+
+    async def _messages(self, request: Request, call: _Call) -> Response:
+        raw, version = await self._request_body(request, call)
+        valid = validate(raw, version)
+        gen = generate(valid, self.config.seed, new_id)
+        message_id = new_id("msg_01")
+        if call.stream:
+            events = sse_events(message_id, valid.model.id, gen, valid.input_tokens)
+            return StreamingResponse(
+                self._paced(events, call.fault),
+                media_type="text/event-stream; charset=utf-8",
+                headers=SSE_HEADERS,
+            )
+        await self._delay(gen, call.fault)
+        body = message_json(message_id, valid.model.id, gen, valid.input_tokens)
+        return Response(_dumps(body), media_type=JSON_TYPE)
+
+    async def _count_tokens(self, request: Request, call: _Call) -> Response:
+        raw, version = await self._request_body(request, call)
+        valid = validate(raw, version, count_only=True)
+        return Response(_dumps({"input_tokens": valid.input_tokens}), media_type=JSON_TYPE)
+
+    async def _list_models(self, request: Request, call: _Call) -> Response:
+        self._pick_fault(request, call)
+        models = load_catalog().models
+        params = request.query_params
+        limit_raw = params.get("limit", "20")
+        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
+            raise invalid("limit: Input should be greater than or equal to 1 and less than or equal to 1000")
+        limit = int(limit_raw)
+        ids = [m.id for m in models]
+        start, stop = 0, len(models)
+        if "after_id" in params:
+            start = self._position(ids, params["after_id"], "after_id") + 1
+        if "before_id" in params:
+            stop = self._position(ids, params["before_id"], "before_id")
+            start = max(start, stop - limit) if "after_id" not in params else start
+        page = models[start:stop][:limit]
+        has_more = (start + len(page) < stop) if "before_id" not in params else start > 0
+        data = [_model_info(m) for m in page]
+        body = {
+            "data": data,
+            "has_more": has_more,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+        return Response(_dumps(body), media_type=JSON_TYPE)
+
+    @staticmethod
+    def _position(ids: list[str], model_id: str, name: str) -> int:
+        if model_id not in ids:
+            raise invalid(f"{name}: unknown model id '{model_id}'")
+        return ids.index(model_id)
+
+    async def _get_model(self, request: Request, call: _Call) -> Response:
+        self._pick_fault(request, call)
+        spec = resolve_model(request.path_params["model_id"])
+        return Response(_dumps(_model_info(spec)), media_type=JSON_TYPE)
+
+    # --- pacing ----------------------------------------------------------------------------------
+
+    def _rates(self, fault: Fault | None) -> tuple[float, float | None]:
+        ttft = fault.ttft_ms if fault and fault.ttft_ms is not None else self.config.ttft_ms
+        tps = fault.tps if fault and fault.tps is not None else self.config.tps
+        latency = fault.latency_ms if fault and fault.latency_ms else 0.0
+        return (ttft + latency) / 1000, tps
+
+    async def _delay(self, gen: Generation, fault: Fault | None) -> None:
+        ttft, tps = self._rates(fault)
+        total = ttft + (gen.output_tokens / tps if tps else 0.0)
+        if total > 0:
+            await asyncio.sleep(total)
+
+    async def _paced(self, events: Any, fault: Fault | None) -> AsyncIterator[bytes]:
+        ttft, tps = self._rates(fault)
+        error_after = fault.stream_error_after if fault else None
+        drop_after = fault.drop_after if fault else None
+        if ttft > 0:
+            await asyncio.sleep(ttft)
+        for sent, (chunk, is_content) in enumerate(events):
+            if drop_after is not None and sent >= drop_after:
+                return
+            if error_after is not None and sent >= error_after:
+                assert fault is not None
+                err = ApiError(529, fault.message, error_type=fault.error_type or "overloaded_error")
+                yield f"event: error\ndata: {json.dumps({'type': 'error', 'error': err.error_object()})}\n\n".encode()
+                return
+            if is_content and tps:
+                await asyncio.sleep(1 / tps)
+            yield chunk
+
+
+def _model_info(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "type": "model",
+        "id": spec.id,
+        "display_name": spec.display_name,
+        "created_at": spec.created_at,
+        "max_input_tokens": spec.context_window,
+        "max_tokens": spec.max_output_tokens,
+        "lifecycle": "active",
+    }
+
+
+def create_app(config: EmulatorConfig | None = None) -> Emulator:
+    return Emulator(config)

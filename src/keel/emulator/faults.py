@@ -1,0 +1,205 @@
+"""Fault injection: per request (header `x-keel-fault`) and per server (a TOML scenario file).
+
+Header form: `x-keel-fault: status=529; times=2; retry_after_ms=20`. Scenario file form:
+
+    seed = 7
+    [[rules]]
+    path = "/v1/messages"        # prefix of the request path (default: every path)
+    model = "claude-opus-5"      # only requests for this model (default: any)
+    attempt = 0                  # only this attempt (the SDK's x-stainless-retry-count; default: any)
+    probability = 0.3            # chance the rule fires when it matches (default 1)
+    status = 529
+
+The first rule that matches and fires applies. `times = N` makes a fault apply to attempts 0..N-1 only, so
+the SDK's own retries can be watched succeeding on attempt N.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+FAULT_HEADER = "x-keel-fault"
+
+_INT_FIELDS = {"status", "times", "stream_error_after", "drop_after", "retry_after_ms"}
+_FLOAT_FIELDS = {"retry_after", "ttft_ms", "tps", "latency_ms"}
+_STR_FIELDS = {"error_type", "message", "error_code"}
+_BOOL_FIELDS = {"should_retry"}
+
+
+class FaultSpecError(ValueError):
+    """A fault header or scenario rule that cannot be understood."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    status: int | None = None
+    error_type: str | None = None
+    message: str | None = None
+    error_code: str | None = None
+    retry_after: float | None = None
+    retry_after_ms: int | None = None
+    should_retry: bool | None = None
+    times: int | None = None
+    ttft_ms: float | None = None
+    tps: float | None = None
+    latency_ms: float | None = None
+    stream_error_after: int | None = None
+    drop_after: int | None = None
+
+    def applies_to(self, attempt: int) -> bool:
+        return self.times is None or attempt < self.times
+
+    def describe(self) -> str:
+        """A compact label for the access log, in the header's own syntax."""
+        return "; ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self) if getattr(self, f.name) is not None)
+
+    def error_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.retry_after is not None:
+            headers["retry-after"] = f"{self.retry_after:g}"
+        if self.retry_after_ms is not None:
+            headers["retry-after-ms"] = str(self.retry_after_ms)
+        if self.should_retry is not None:
+            headers["x-should-retry"] = "true" if self.should_retry else "false"
+        return headers
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in _INT_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise FaultSpecError(f"{name}: expected a whole number, got {value!r}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise FaultSpecError(f"{name}: expected a whole number, got {value!r}") from None
+        if number < 0 or (name == "status" and not 400 <= number <= 599):
+            raise FaultSpecError(f"{name}: {number} is out of range")
+        return number
+    if name in _FLOAT_FIELDS:
+        try:
+            number_f = float(value)
+        except (TypeError, ValueError):
+            raise FaultSpecError(f"{name}: expected a number, got {value!r}") from None
+        if number_f < 0 or (name == "tps" and number_f == 0):
+            raise FaultSpecError(f"{name}: {value!r} is out of range")
+        return number_f
+    if name in _BOOL_FIELDS:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "false"):
+            return str(value).lower() == "true"
+        raise FaultSpecError(f"{name}: expected true or false, got {value!r}")
+    if name in _STR_FIELDS:
+        return str(value)
+    known = ", ".join(sorted(_INT_FIELDS | _FLOAT_FIELDS | _STR_FIELDS | _BOOL_FIELDS))
+    raise FaultSpecError(f"unknown fault field '{name}' (known: {known})")
+
+
+def make_fault(values: dict[str, Any]) -> Fault:
+    fault = Fault(**{name: _coerce(name, value) for name, value in values.items()})
+    if (
+        fault.status is None
+        and fault.stream_error_after is None
+        and fault.drop_after is None
+        and not (fault.ttft_ms or fault.tps or fault.latency_ms)
+    ):
+        raise FaultSpecError("a fault needs status, stream_error_after, drop_after or a latency setting")
+    return fault
+
+
+def parse_fault_header(value: str) -> Fault:
+    pairs: dict[str, str] = {}
+    for part in re.split(r"[;,]", value):
+        if not part.strip():
+            continue
+        name, sep, raw = part.partition("=")
+        if not sep:
+            raise FaultSpecError(f"expected name=value, got {part.strip()!r}")
+        pairs[name.strip().replace("-", "_")] = raw.strip()
+    return make_fault(pairs)
+
+
+@dataclass(frozen=True)
+class Rule:
+    fault: Fault
+    path: str = ""
+    model: str | None = None
+    attempt: int | None = None
+    probability: float = 1.0
+
+    def matches(self, path: str, model: str | None, attempt: int) -> bool:
+        return (
+            path.startswith(self.path)
+            and (self.model is None or self.model == model)
+            and (self.attempt is None or self.attempt == attempt)
+            and self.fault.applies_to(attempt)
+        )
+
+
+@dataclass
+class Scenario:
+    """Server-wide rules; `pick` draws from one seeded generator so a run is reproducible."""
+
+    rules: list[Rule] = field(default_factory=list)
+    seed: int = 0
+    _rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def pick(self, path: str, model: str | None, attempt: int) -> Fault | None:
+        for rule in self.rules:
+            if rule.matches(path, model, attempt) and (
+                rule.probability >= 1.0 or self._rng.random() < rule.probability
+            ):
+                return rule.fault
+        return None
+
+
+def _rule(raw: Any) -> Rule:
+    if not isinstance(raw, dict):
+        raise FaultSpecError("a rule must be a table")
+    values = dict(raw)
+    path = values.pop("path", "")
+    model = values.pop("model", None)
+    attempt = values.pop("attempt", None)
+    probability = values.pop("probability", 1.0)
+    if not isinstance(path, str) or (model is not None and not isinstance(model, str)):
+        raise FaultSpecError("path and model must be strings")
+    if attempt is not None and (not isinstance(attempt, int) or attempt < 0):
+        raise FaultSpecError(f"attempt: expected a whole number >= 0, got {attempt!r}")
+    if not isinstance(probability, int | float) or not 0 <= probability <= 1:
+        raise FaultSpecError(f"probability: expected a number from 0 to 1, got {probability!r}")
+    return Rule(make_fault(values), path, model, attempt, float(probability))
+
+
+def load_scenario(path: Path, seed: int | None = None) -> Scenario:
+    """Read a scenario file; a bad file raises `FaultSpecError` naming the file, line and reason."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise FaultSpecError(f"{path}: {err}") from None
+    rule_lines = [n for n, line in enumerate(text.splitlines(), 1) if re.match(r"\s*\[\[\s*rules\s*\]\]", line)]
+    unknown = set(data) - {"seed", "rules"}
+    if unknown:
+        raise FaultSpecError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown))}")
+    raw_rules = data.get("rules", [])
+    if not isinstance(raw_rules, list):
+        raise FaultSpecError(f"{path}: 'rules' must be an array of tables ([[rules]])")
+    rules = []
+    for index, raw in enumerate(raw_rules):
+        try:
+            rules.append(_rule(raw))
+        except (FaultSpecError, TypeError) as err:
+            line = rule_lines[index] if index < len(rule_lines) else "?"
+            raise FaultSpecError(f"{path}:{line}: rule {index + 1}: {err}") from None
+    file_seed = data.get("seed", 0)
+    if not isinstance(file_seed, int):
+        raise FaultSpecError(f"{path}: seed must be a whole number")
+    return Scenario(rules=rules, seed=file_seed if seed is None else seed)

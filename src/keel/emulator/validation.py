@@ -1,0 +1,180 @@
+"""Request validation like the real API: schema first, then the per-model rules of the catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from .catalog import ModelSpec, load_catalog
+from .errors import ApiError, invalid
+from .schema import SAMPLING_FIELDS, CountTokensRequest, MessagesRequest, first_error
+from .tokens import count_input
+
+CURRENT_VERSION = "2026-10-21"
+SUPPORTED_VERSIONS = frozenset({"2023-06-01", "2023-01-01", CURRENT_VERSION})
+FORCED_TOOL_MESSAGE = 'tool_choice: type "tool" and "any" are not supported for this model.'
+THINKING_FORCED_TOOL_MESSAGE = "Thinking may not be enabled when tool_choice forces tool use."
+PREFILL_MESSAGE = (
+    "This model does not support assistant message prefill. The conversation must end with a user message."
+)
+
+
+@dataclass(frozen=True)
+class ValidRequest:
+    """A request that passed validation, with what generation needs to know about it."""
+
+    body: dict[str, Any]
+    model: ModelSpec
+    input_tokens: int
+    thinking: str  # effective thinking type: enabled / adaptive / disabled / between_tools
+    thinking_requested: bool
+    display: str
+
+
+def check_version(version: str | None) -> str:
+    if version is None:
+        raise invalid("anthropic-version: header is required")
+    if version not in SUPPORTED_VERSIONS:
+        raise invalid(f"anthropic-version: invalid version '{version}'")
+    return version
+
+
+def resolve_model(name: Any) -> ModelSpec:
+    spec = load_catalog().resolve(name) if isinstance(name, str) else None
+    if spec is None:
+        raise ApiError(404, f"model: {name}")
+    return spec
+
+
+def _schema(body: dict[str, Any], model_cls: type[CountTokensRequest], version: str) -> None:
+    if version == CURRENT_VERSION:
+        for name in SAMPLING_FIELDS:
+            if name in body:
+                raise invalid(f"{name}: Extra inputs are not permitted")
+    try:
+        model_cls.model_validate(body)
+    except ValidationError as err:
+        raise invalid(first_error(err)) from None
+
+
+def _check_sampling(body: dict[str, Any], spec: ModelSpec) -> None:
+    if spec.sampling == "rejected":
+        defaults = {"temperature": 1, "top_p": 1}
+        for name in SAMPLING_FIELDS:
+            if name in body and body[name] is not None and body[name] != defaults.get(name):
+                raise invalid(f"`{name}` is deprecated for this model.")
+    elif body.get("temperature") is not None and body.get("top_p") is not None:
+        raise invalid("`temperature` and `top_p` cannot both be specified for this model. Please use only one.")
+
+
+def _check_thinking(body: dict[str, Any], spec: ModelSpec, effort: str | None) -> str:
+    thinking = body.get("thinking")
+    kind = thinking["type"] if thinking else spec.default_thinking
+    if thinking and kind in spec.thinking_rejected:
+        raise invalid(spec.thinking_rejected[kind])
+    limit = spec.effort_limits.get(kind)
+    if limit is not None and effort is not None and effort not in limit.levels:
+        raise invalid(limit.message.format(effort=effort))
+    if thinking and kind == "enabled" and "max_tokens" in body and body["max_tokens"] <= thinking["budget_tokens"]:
+        raise invalid("`max_tokens` must be greater than `thinking.budget_tokens`.")
+    return str(kind)
+
+
+def _check_effort(body: dict[str, Any], spec: ModelSpec) -> str | None:
+    effort = (body.get("output_config") or {}).get("effort")
+    if effort is None:
+        return spec.effort_default
+    if spec.effort_levels is None:
+        raise invalid("output_config.effort: Extra inputs are not permitted")
+    if effort not in spec.effort_levels:
+        allowed = ", ".join(f"'{level}'" for level in spec.effort_levels)
+        raise invalid(f"output_config.effort: Input should be one of {allowed} for this model")
+    return str(effort)
+
+
+def _check_tools(body: dict[str, Any], spec: ModelSpec, thinking: str) -> None:
+    choice = body.get("tool_choice")
+    tools = body.get("tools") or []
+    if choice and choice["type"] in ("any", "tool"):
+        if not spec.forced_tool_choice:
+            raise invalid(FORCED_TOOL_MESSAGE)
+        if thinking == "enabled" and body.get("thinking"):
+            raise invalid(THINKING_FORCED_TOOL_MESSAGE)
+        if not tools:
+            raise invalid("tool_choice: tool_choice may only be specified while providing tools.")
+        if choice["type"] == "tool" and choice["name"] not in {tool.get("name") for tool in tools}:
+            raise invalid(f"tool_choice.name: Tool '{choice['name']}' not found in the provided tools.")
+    names = [tool["name"] for tool in tools]
+    if len(names) != len(set(names)):
+        raise invalid("tools: Tool names must be unique.")
+
+
+def _check_messages(messages: list[dict[str, Any]], spec: ModelSpec) -> None:
+    if not messages:
+        raise invalid("messages: at least one message is required")
+    last = len(messages) - 1
+    pending: set[str] = set()
+    for index, message in enumerate(messages):
+        content = message["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if not blocks or (isinstance(content, str) and not content and index != last):
+            raise invalid(
+                f"messages.{index}: all messages must have non-empty content except for the optional "
+                "final assistant message"
+            )
+        for j, block in enumerate(blocks):
+            if (
+                block["type"] == "text"
+                and not block["text"].strip()
+                and not (index == last and message["role"] == "assistant")
+            ):
+                raise invalid(f"messages.{index}.content.{j}.text: text content blocks must be non-empty")
+        results = {block["tool_use_id"] for block in blocks if block["type"] == "tool_result"}
+        if pending and message["role"] == "user" and not pending <= results:
+            missing = ", ".join(sorted(pending - results))
+            raise invalid(
+                f"messages.{index}: `tool_use` ids were found without `tool_result` blocks immediately after: "
+                f"{missing}. Each `tool_use` block must have a corresponding `tool_result` block in the next message."
+            )
+        if results - pending:
+            unknown = ", ".join(sorted(results - pending))
+            raise invalid(
+                f"messages.{index}.content.0: unexpected `tool_use_id` found in `tool_result` blocks: {unknown}. "
+                "Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+            )
+        pending = {block["id"] for block in blocks if block["type"] == "tool_use"}
+    if messages[last]["role"] == "assistant" and not spec.prefill:
+        raise invalid(PREFILL_MESSAGE)
+
+
+def validate(body: Any, version: str, *, count_only: bool = False) -> ValidRequest:
+    """Validate a decoded request body; raises `ApiError` with the API's status and message."""
+    if not isinstance(body, dict):
+        raise invalid("Input should be a valid dictionary")
+    _schema(body, CountTokensRequest if count_only else MessagesRequest, version)
+    spec = resolve_model(body["model"])
+    if not count_only and body["max_tokens"] > spec.max_output_tokens:
+        raise invalid(
+            f"max_tokens: {body['max_tokens']} > {spec.max_output_tokens}, which is the maximum allowed "
+            f"number of output tokens for {spec.id}"
+        )
+    if version != CURRENT_VERSION:
+        _check_sampling(body, spec)
+    effort = _check_effort(body, spec)
+    thinking = _check_thinking(body, spec, effort)
+    _check_tools(body, spec, thinking)
+    _check_messages(body["messages"], spec)
+    input_tokens = count_input(body)
+    if input_tokens > spec.context_window:
+        raise invalid(f"prompt is too long: {input_tokens} tokens > {spec.context_window} maximum")
+    requested = body.get("thinking") or {}
+    return ValidRequest(
+        body=body,
+        model=spec,
+        input_tokens=input_tokens,
+        thinking=thinking,
+        thinking_requested=requested.get("type") in ("enabled", "adaptive"),
+        display=requested.get("display") or spec.display_default,
+    )
