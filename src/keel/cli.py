@@ -46,6 +46,7 @@ def serve(
     typer.echo(f"keel emulator listening on http://{host}:{port}  (ANTHROPIC_BASE_URL=http://{host}:{port})")
     typer.echo(f"{len(scenario.rules)} fault rule(s); Ctrl-C stops it.")
     run_server(Emulator(config), host, port)
+    typer.echo("keel emulator stopped.")
 
 
 def main() -> None:

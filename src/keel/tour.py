@@ -153,7 +153,8 @@ class Tour:
                 f"{attempt.seconds:.3f}",
             )
         self.console.print(table)
-        self.console.print(f"  final answer: {message.content[0].text if message.content else ''!r}")
+        answer = "".join(block.text for block in message.content if block.type == "text")
+        self.console.print(f"  final answer: {answer!r}")
         statuses = [attempt.status for attempt in self.recorder.attempts]
         expected = [200] if self.live else [529, 529, 200]
         self.check(statuses == expected, f"the SDK retried by itself: statuses {statuses} (expected {expected})")

@@ -32,7 +32,11 @@ _BOOL_FIELDS = {"should_retry"}
 
 
 class FaultSpecError(ValueError):
-    """A fault header or scenario rule that cannot be understood."""
+    """A fault header or scenario rule that cannot be understood; `field` names the culprit when known."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,13 @@ class Fault:
 
 
 def _coerce(name: str, value: Any) -> Any:
+    try:
+        return _coerce_value(name, value)
+    except FaultSpecError as err:
+        raise FaultSpecError(str(err), field=name) from None
+
+
+def _coerce_value(name: str, value: Any) -> Any:
     if name in _INT_FIELDS:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise FaultSpecError(f"{name}: expected a whole number, got {value!r}")
@@ -172,10 +183,23 @@ def _rule(raw: Any) -> Rule:
     if not isinstance(path, str) or (model is not None and not isinstance(model, str)):
         raise FaultSpecError("path and model must be strings")
     if attempt is not None and (not isinstance(attempt, int) or attempt < 0):
-        raise FaultSpecError(f"attempt: expected a whole number >= 0, got {attempt!r}")
+        raise FaultSpecError(f"attempt: expected a whole number >= 0, got {attempt!r}", field="attempt")
     if not isinstance(probability, int | float) or not 0 <= probability <= 1:
-        raise FaultSpecError(f"probability: expected a number from 0 to 1, got {probability!r}")
+        raise FaultSpecError(f"probability: expected a number from 0 to 1, got {probability!r}", field="probability")
     return Rule(make_fault(values), path, model, attempt, float(probability))
+
+
+def _line_of(lines: list[str], rule_lines: list[int], index: int, name: str | None) -> int | str:
+    """The line of a rule's offending key (or of its `[[rules]]` header when no key is to blame)."""
+    if index >= len(rule_lines):
+        return "?"
+    start = rule_lines[index]
+    end = rule_lines[index + 1] if index + 1 < len(rule_lines) else len(lines) + 1
+    if name is not None:
+        for number in range(start + 1, end):
+            if re.match(rf"\s*{re.escape(name)}\s*=", lines[number - 1]):
+                return number
+    return start
 
 
 def load_scenario(path: Path, seed: int | None = None) -> Scenario:
@@ -185,7 +209,8 @@ def load_scenario(path: Path, seed: int | None = None) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise FaultSpecError(f"{path}: {err}") from None
-    rule_lines = [n for n, line in enumerate(text.splitlines(), 1) if re.match(r"\s*\[\[\s*rules\s*\]\]", line)]
+    lines = text.splitlines()
+    rule_lines = [n for n, line in enumerate(lines, 1) if re.match(r"\s*\[\[\s*rules\s*\]\]", line)]
     unknown = set(data) - {"seed", "rules"}
     if unknown:
         raise FaultSpecError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown))}")
@@ -196,8 +221,8 @@ def load_scenario(path: Path, seed: int | None = None) -> Scenario:
     for index, raw in enumerate(raw_rules):
         try:
             rules.append(_rule(raw))
-        except (FaultSpecError, TypeError) as err:
-            line = rule_lines[index] if index < len(rule_lines) else "?"
+        except FaultSpecError as err:
+            line = _line_of(lines, rule_lines, index, err.field)
             raise FaultSpecError(f"{path}:{line}: rule {index + 1}: {err}") from None
     file_seed = data.get("seed", 0)
     if not isinstance(file_seed, int):

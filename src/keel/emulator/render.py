@@ -92,7 +92,8 @@ def sse_events(message_id: str, model: str, gen: Generation, input_tokens: int) 
             yield PING, False
         for delta in _deltas(block):
             yield event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}), True
-        yield event("content_block_stop", {"type": "content_block_stop", "index": index}), False
+        if block.complete:
+            yield event("content_block_stop", {"type": "content_block_stop", "index": index}), False
     final: dict[str, Any] = {"stop_reason": gen.stop_reason, "stop_sequence": gen.stop_sequence}
     if gen.stop_details is not None:
         final["stop_details"] = gen.stop_details

@@ -96,6 +96,7 @@ class Block:
     tool_name: str = ""
     signature: str = ""
     tokens: int = 0
+    complete: bool = True  # False for a tool call cut by max_tokens: the real stream never closes that block
 
     def to_json(self) -> dict[str, Any]:
         text = "".join(self.pieces)
@@ -296,6 +297,7 @@ def generate(request: ValidRequest, seed: int, make_id: Callable[[str], str]) ->
             # Cut mid-input like the real API: the partial JSON streams, the block's input is what parses.
             block.pieces = _json_pieces(arguments[: len(arguments) * budget // cost])
             block.tokens = budget
+            block.complete = False
             gen.output_tokens += budget
             gen.stop_reason = truncation
             return gen

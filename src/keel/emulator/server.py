@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -22,8 +23,9 @@ def _config(app: Any, host: str, port: int) -> uvicorn.Config:
 
 
 def serve(app: Any, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve until Ctrl-C (uvicorn handles the signal and shuts down cleanly)."""
-    uvicorn.Server(_config(app, host, port)).run()
+    """Serve until Ctrl-C: uvicorn finishes in-flight requests, then re-raises the signal, which ends here."""
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(_config(app, host, port)).run()
 
 
 class BackgroundServer:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-TOKEN_RE = re.compile(r"\s*(?:\w+|[^\w\s])")
+TOKEN_RE = re.compile(r"\s*(?:\w+|[^\w\s])|\s+")
 IMAGE_TOKENS = 1_600
 DOCUMENT_TOKENS = 1_600
 MESSAGE_OVERHEAD = 3
@@ -24,7 +24,7 @@ def count_text(text: str) -> int:
 
 
 def split_tokens(text: str) -> list[str]:
-    """The text as its tokens; `"".join(split_tokens(t))` is `t` without trailing white space."""
+    """The text as its tokens (trailing white space is a token of its own); they join back to the text."""
     return TOKEN_RE.findall(text)
 
 

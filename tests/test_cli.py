@@ -1,0 +1,79 @@
+"""The `keel` command: the tour, and `keel emulator serve` as a real process."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anthropic
+from rich.console import Console
+
+from keel.emulator.server import free_port
+from keel.tour import run_tour
+
+KEEL = [sys.executable, "-c", "from keel.cli import main; main()"]
+
+
+def test_tour_passes_every_step_offline() -> None:
+    out = io.StringIO()
+    assert run_tour(console=Console(file=out, width=120)) == 0
+    text = out.getvalue()
+    assert "keel's embedded emulator" in text
+    assert "Every step behaved as expected." in text
+    assert "authentication_error" in text and "invalid_request_error" in text
+    assert re.search(r"\b529\b.*\n.*\b529\b.*\n.*\b200\b", text)  # the three attempts, in order
+    assert len(set(re.findall(r"req_011C\w{20}", text))) >= 5
+
+
+def test_tour_live_without_a_key_says_so(monkeypatch: object) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    result = subprocess.run([*KEEL, "tour", "--live"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "ANTHROPIC_API_KEY" in result.stdout
+
+
+def test_emulator_serve_answers_the_sdk_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    scenario = tmp_path / "faults.toml"
+    scenario.write_text('[[rules]]\npath = "/v1/messages/count_tokens"\nstatus = 503\n')
+    port = free_port()
+    proc = subprocess.Popen(
+        [*KEEL, "emulator", "serve", "--port", str(port), "--api-key", "test-key", "--faults", str(scenario)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in banner
+        sdk = anthropic.Anthropic(api_key="test-key", base_url=f"http://127.0.0.1:{port}", max_retries=8)
+        message = sdk.messages.create(
+            model="claude-haiku-5-5", max_tokens=50, messages=[{"role": "user", "content": "[[keel:reply=served]]"}]
+        )
+        assert message.content[0].type == "text" and message.content[0].text == "served"
+        try:
+            sdk.with_options(max_retries=0).messages.count_tokens(model="claude-haiku-5-5", messages=[])
+        except anthropic.InternalServerError as err:
+            assert err.status_code == 503
+        else:
+            raise AssertionError("the scenario's 503 rule did not apply")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_emulator_serve_rejects_a_bad_scenario_with_its_line(tmp_path: Path) -> None:
+    scenario = tmp_path / "faults.toml"
+    scenario.write_text("seed = 1\n[[rules]]\nstatus = 529\nprobability = 'often'\n")
+    result = subprocess.run(
+        [*KEEL, "emulator", "serve", "--faults", str(scenario)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert f"{scenario}:4: rule 1: probability" in result.stderr
