@@ -179,8 +179,7 @@ def test_refusal_without_category(keel_anthropic: anthropic.Anthropic) -> None:
 
 
 @pytest.mark.parametrize(
-    ("directive", "stop_reason"),
-    [("pause", "pause_turn"), ("context-full", "model_context_window_exceeded"), ("empty", "end_turn")],
+    ("directive", "stop_reason"), [("context-full", "model_context_window_exceeded"), ("empty", "end_turn")]
 )
 def test_other_outcomes(sdk: anthropic.Anthropic, directive: str, stop_reason: str) -> None:
     params: dict[str, Any] = {"model": MODEL, "max_tokens": 100, "messages": user(f"x [[keel:{directive}]]")}
@@ -191,6 +190,20 @@ def test_other_outcomes(sdk: anthropic.Anthropic, directive: str, stop_reason: s
         assert created.content == [] and 2 <= created.usage.output_tokens <= 3
     else:
         assert created.content[0].type == "text" and created.stop_details is None
+
+
+def test_pause_turn_ends_in_a_server_tool_call_and_resumes(sdk: anthropic.Anthropic) -> None:
+    params: dict[str, Any] = {"model": MODEL, "max_tokens": 100, "messages": user("search [[keel:pause]]")}
+    created, final, _ = create_and_stream(sdk, **params)
+    assert created.stop_reason == "pause_turn"
+    assert [block.type for block in created.content] == ["text", "server_tool_use"]
+    assert created.content[1].name == "web_search" and created.content[1].input["query"]
+    assert final.content[0].text == created.content[0].text and final.content[1].input == created.content[1].input
+    # the paused response goes back as-is as the assistant turn (not a prefill), and the turn goes on
+    resumed = sdk.messages.create(
+        model=MODEL, max_tokens=100, messages=[*params["messages"], {"role": "assistant", "content": created.content}]
+    )
+    assert resumed.stop_reason == "end_turn" and resumed.content[0].type == "text"
 
 
 def test_context_window_is_real(keel_anthropic: anthropic.Anthropic) -> None:
@@ -273,3 +286,26 @@ async def test_async_client_create_and_stream(keel_async_anthropic: anthropic.As
         final = await stream.get_final_message()
     assert "".join(chunks) == created.content[0].text
     assert same_message(created, final)
+
+
+@pytest.mark.parametrize("form", ["interrupted-message", "assistant-then-continue", "prefill"])
+def test_continuation_requests_get_exactly_the_rest(keel_anthropic: anthropic.Anthropic, form: str) -> None:
+    """The emulator continues like a model asked to resume: the remainder of the original answer, no overlap."""
+    model = "claude-haiku-4-5" if form == "prefill" else MODEL
+    original = user("Write something long [[keel:words=30]]")
+    whole = keel_anthropic.messages.create(model=model, max_tokens=500, messages=original).content[0].text
+    partial = whole[: len(whole) // 2].rstrip()
+    extra: list[dict[str, Any]]
+    if form == "interrupted-message":
+        prompt = f"Your previous response was interrupted and ended with {partial}. Continue from where you left off."
+        extra = [{"role": "user", "content": prompt}]
+    elif form == "assistant-then-continue":
+        extra = [
+            {"role": "assistant", "content": partial},
+            {"role": "user", "content": "Continue from where you left off."},
+        ]
+    else:
+        extra = [{"role": "assistant", "content": partial}]
+    rest = keel_anthropic.messages.create(model=model, max_tokens=500, messages=[*original, *extra])
+    assert rest.stop_reason == "end_turn"
+    assert partial + rest.content[0].text == whole

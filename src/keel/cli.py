@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from keel.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig, FaultSpecError, Scenario, load_scenario
+from keel.emulator import (
+    DEFAULT_API_KEY,
+    Emulator,
+    EmulatorConfig,
+    FaultSpecError,
+    RateLimits,
+    Scenario,
+    load_scenario,
+)
 
 app = typer.Typer(help="keel: production habits for the Claude Messages API.", no_args_is_help=True)
 emulator_app = typer.Typer(help="The local emulator of the Claude API.", no_args_is_help=True)
@@ -33,6 +41,9 @@ def serve(
     seed: Annotated[int | None, typer.Option(help="Seed for generation and fault probabilities.")] = None,
     ttft_ms: Annotated[float, typer.Option(help="Delay before each response starts, in ms.")] = 0.0,
     tps: Annotated[float | None, typer.Option(help="Output tokens per second (default: no pacing).")] = None,
+    rate_limit: Annotated[
+        str | None, typer.Option(help="Enforce RPM,ITPM,OTPM buckets, e.g. 50,40000,8000 (default: report only).")
+    ] = None,
 ) -> None:
     """Serve the emulator over HTTP until Ctrl-C."""
     from keel.emulator.server import serve as run_server
@@ -42,11 +53,22 @@ def serve(
     except (FaultSpecError, OSError) as err:
         typer.echo(f"keel: bad scenario file: {err}", err=True)
         raise typer.Exit(2) from None
-    config = EmulatorConfig(api_key=api_key, seed=seed or 0, scenario=scenario, ttft_ms=ttft_ms, tps=tps)
+    limits = _rate_limits(rate_limit) if rate_limit else RateLimits()
+    config = EmulatorConfig(
+        api_key=api_key, seed=seed or 0, scenario=scenario, ttft_ms=ttft_ms, tps=tps, rate_limits=limits
+    )
     typer.echo(f"keel emulator listening on http://{host}:{port}  (ANTHROPIC_BASE_URL=http://{host}:{port})")
     typer.echo(f"{len(scenario.rules)} fault rule(s); Ctrl-C stops it.")
     run_server(Emulator(config), host, port)
     typer.echo("keel emulator stopped.")
+
+
+def _rate_limits(text: str) -> RateLimits:
+    parts = text.split(",")
+    if len(parts) != 3 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise typer.BadParameter("expected three positive whole numbers: RPM,ITPM,OTPM", param_hint="--rate-limit")
+    rpm, itpm, otpm = (int(part) for part in parts)
+    return RateLimits(rpm, itpm, otpm, enforce=True)
 
 
 def main() -> None:

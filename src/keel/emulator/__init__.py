@@ -7,6 +7,7 @@ from .access_log import AccessEntry, AccessLog
 from .app import DEFAULT_API_KEY, Emulator, EmulatorConfig, create_app
 from .clients import async_client, client
 from .faults import FAULT_HEADER, Fault, FaultSpecError, Scenario, load_scenario, parse_fault_header
+from .ratelimit import RateLimits
 from .transport import AsyncEmulatorTransport, EmulatorTransport
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "EmulatorTransport",
     "Fault",
     "FaultSpecError",
+    "RateLimits",
     "Scenario",
     "async_client",
     "client",

@@ -18,6 +18,7 @@ from .access_log import AccessLog
 from .catalog import ModelSpec, load_catalog
 from .errors import ApiError, invalid
 from .faults import FAULT_HEADER, Fault, FaultSpecError, Rule, Scenario, parse_fault_header
+from .ratelimit import RateLimiter, RateLimits
 from .render import message_json, new_id, sse_events
 from .responder import Generation, generate
 from .validation import check_version, resolve_model, validate
@@ -39,6 +40,7 @@ class EmulatorConfig:
     ttft_ms: float = 0.0  # time before a response starts (streams: before message_start)
     tps: float | None = None  # output tokens per second (None: as fast as possible)
     max_body_bytes: int = MESSAGES_MAX_BYTES
+    rate_limits: RateLimits = field(default_factory=RateLimits)
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         self.access_log = AccessLog()
+        self.limiter = RateLimiter(self.config.rate_limits)
         routes = [
             Route("/v1/messages", self._endpoint(self._messages), methods=["POST"]),
             Route("/v1/messages/count_tokens", self._endpoint(self._count_tokens), methods=["POST"]),
@@ -81,10 +84,11 @@ class Emulator:
         model: str | None = None,
         attempt: int | None = None,
         probability: float = 1.0,
+        limit: int | None = None,
     ) -> None:
         """Add a server-side fault rule (the scenario file's `[[rules]]`, from code); later rules match last."""
         parsed = parse_fault_header(fault) if isinstance(fault, str) else fault
-        self.config.scenario.rules.append(Rule(parsed, path, model, attempt, probability))
+        self.config.scenario.rules.append(Rule(parsed, path, model, attempt, probability, limit))
 
     # --- plumbing shared by every endpoint -------------------------------------------------------
 
@@ -129,6 +133,7 @@ class Emulator:
                 405,
                 f"Method {request.method} is not allowed for {request.url.path}",
                 error_type="invalid_request_error",
+                headers=dict(getattr(exc, "headers", None) or {}),  # `Allow: POST`
             )
         response = self._error_response(err, request_id)
         response.headers["request-id"] = request_id
@@ -210,18 +215,22 @@ class Emulator:
     async def _messages(self, request: Request, call: _Call) -> Response:
         raw, version = await self._request_body(request, call)
         valid = validate(raw, version)
+        call.stream = valid.body.get("stream") is True  # as validated: `"stream": "true"` streams too
+        self.limiter.admit(valid.input_tokens)
         gen = generate(valid, self.config.seed, new_id)
+        self.limiter.settle(gen.output_tokens)
         message_id = new_id("msg_01")
+        headers = self.limiter.headers()
         if call.stream:
             events = sse_events(message_id, valid.model.id, gen, valid.input_tokens)
             return StreamingResponse(
                 self._paced(events, call.fault),
                 media_type="text/event-stream; charset=utf-8",
-                headers=SSE_HEADERS,
+                headers={**SSE_HEADERS, **headers},
             )
         await self._delay(gen, call.fault)
         body = message_json(message_id, valid.model.id, gen, valid.input_tokens)
-        return Response(_dumps(body), media_type=JSON_TYPE)
+        return Response(_dumps(body), media_type=JSON_TYPE, headers=headers)
 
     async def _count_tokens(self, request: Request, call: _Call) -> Response:
         raw, version = await self._request_body(request, call)

@@ -34,6 +34,7 @@ class ModelSpec:
     effort_default: str | None
     forced_tool_choice: bool
     prefill: bool
+    system_messages: bool  # accepts mid-conversation `role: "system"` messages
     sampling: str  # "rejected": non-default values are a 400; "exclusive": temperature + top_p is a 400
 
 
@@ -58,6 +59,7 @@ def _spec(raw: dict[str, Any]) -> ModelSpec:
         effort_default=None if effort is None else effort["default"],
         forced_tool_choice=raw["forced_tool_choice"],
         prefill=raw["prefill"],
+        system_messages=raw["system_messages"],
         sampling=raw["sampling"],
     )
 

@@ -8,6 +8,7 @@ Header form: `x-keel-fault: status=529; times=2; retry_after_ms=20`. Scenario fi
     model = "claude-opus-5"      # only requests for this model (default: any)
     attempt = 0                  # only this attempt (the SDK's x-stainless-retry-count; default: any)
     probability = 0.3            # chance the rule fires when it matches (default 1)
+    limit = 5                    # fire at most this many times in all (default: no limit)
     status = 529
 
 The first rule that matches and fires applies. `times = N` makes a fault apply to attempts 0..N-1 only, so
@@ -135,13 +136,15 @@ def parse_fault_header(value: str) -> Fault:
     return make_fault(pairs)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Rule:
     fault: Fault
     path: str = ""
     model: str | None = None
     attempt: int | None = None
     probability: float = 1.0
+    limit: int | None = None  # fire at most this many times in all
+    fired: int = 0
 
     def matches(self, path: str, model: str | None, attempt: int) -> bool:
         return (
@@ -149,6 +152,7 @@ class Rule:
             and (self.model is None or self.model == model)
             and (self.attempt is None or self.attempt == attempt)
             and self.fault.applies_to(attempt)
+            and (self.limit is None or self.fired < self.limit)
         )
 
 
@@ -168,6 +172,7 @@ class Scenario:
             if rule.matches(path, model, attempt) and (
                 rule.probability >= 1.0 or self._rng.random() < rule.probability
             ):
+                rule.fired += 1
                 return rule.fault
         return None
 
@@ -180,13 +185,16 @@ def _rule(raw: Any) -> Rule:
     model = values.pop("model", None)
     attempt = values.pop("attempt", None)
     probability = values.pop("probability", 1.0)
+    limit = values.pop("limit", None)
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise FaultSpecError(f"limit: expected a whole number >= 1, got {limit!r}", field="limit")
     if not isinstance(path, str) or (model is not None and not isinstance(model, str)):
         raise FaultSpecError("path and model must be strings")
     if attempt is not None and (not isinstance(attempt, int) or attempt < 0):
         raise FaultSpecError(f"attempt: expected a whole number >= 0, got {attempt!r}", field="attempt")
     if not isinstance(probability, int | float) or not 0 <= probability <= 1:
         raise FaultSpecError(f"probability: expected a number from 0 to 1, got {probability!r}", field="probability")
-    return Rule(make_fault(values), path, model, attempt, float(probability))
+    return Rule(make_fault(values), path, model, attempt, float(probability), limit)
 
 
 def _line_of(lines: list[str], rule_lines: list[int], index: int, name: str | None) -> int | str:

@@ -52,6 +52,8 @@ def _block_start(block: Block) -> dict[str, Any]:
         return {"type": "text", "text": ""}
     if block.kind == "thinking":
         return {"type": "thinking", "thinking": "", "signature": ""}
+    if block.kind == "server_tool_use":
+        return {"type": "server_tool_use", "id": block.tool_id, "name": block.tool_name, "input": {}}
     return {
         "type": "tool_use",
         "id": block.tool_id,

@@ -8,7 +8,8 @@ anywhere in the text of the last user message (see docs/emulator.md):
 - `tool=NAME`     call tool NAME (tools must be given); `tool` alone calls the first tool
 - `refuse=CAT`    stop_reason refusal with stop_details.category CAT (cyber, bio, frontier_llm,
                   reasoning_extraction, general_harms, or `null`)
-- `pause`         stop_reason pause_turn after a short text
+- `pause`         stop_reason pause_turn after a short text and a web_search server tool call; sending
+                  that response back as the assistant turn continues it to end_turn
 - `context-full`  stop_reason model_context_window_exceeded
 - `empty`         an empty end_turn (no content, 3 output tokens)
 - `think`         a thinking block even when thinking was not requested
@@ -25,7 +26,7 @@ import json
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jiter import from_json
@@ -34,6 +35,11 @@ from .tokens import count_json, count_text, split_tokens
 from .validation import ValidRequest
 
 DIRECTIVE_RE = re.compile(r"\[\[keel:([a-z-]+)(?:=([^\]]*))?\]\]")
+CONTINUE_PROMPT = "Continue from where you left off."
+INTERRUPTED_RE = re.compile(
+    r"Your previous response was interrupted and ended with (?P<partial>.*)\. " + re.escape(CONTINUE_PROMPT), re.S
+)
+PAUSED = "\x00paused"  # the "partial text" of a resumed pause_turn: the answer goes on, it is not a prefix
 REFUSAL_CATEGORIES = ("cyber", "bio", "frontier_llm", "reasoning_extraction", "general_harms")
 REFUSAL_EXPLANATION = "This request was declined because it could enable {category} harm."
 EMPTY_END_TURN_TOKENS = 3
@@ -90,7 +96,7 @@ VOCABULARY = (
 class Block:
     """One content block as the response will carry it, with its pieces for streaming deltas."""
 
-    kind: str  # text / thinking / tool_use
+    kind: str  # text / thinking / tool_use / server_tool_use
     pieces: list[str]
     tool_id: str = ""
     tool_name: str = ""
@@ -104,6 +110,8 @@ class Block:
             return {"type": "text", "text": text}
         if self.kind == "thinking":
             return {"type": "thinking", "thinking": text, "signature": self.signature}
+        if self.kind == "server_tool_use":
+            return {"type": "server_tool_use", "id": self.tool_id, "name": self.tool_name, "input": json.loads(text)}
         return {
             "type": "tool_use",
             "id": self.tool_id,
@@ -217,11 +225,60 @@ def _limit(tokens: list[str], budget: int) -> tuple[list[str], bool]:
     return (tokens[:budget], True) if len(tokens) > budget else (tokens, False)
 
 
+def is_paused_turn(message: dict[str, Any]) -> bool:
+    """An assistant turn ending in a server tool call: a pause_turn response sent back to be continued."""
+    content = message["content"]
+    return message["role"] == "assistant" and isinstance(content, list) and content[-1]["type"] == "server_tool_use"
+
+
+def _continuation(request: ValidRequest) -> tuple[ValidRequest, str | None]:
+    """The request a continuation continues, and the text already received; `(request, None)` otherwise.
+
+    Three forms are recognised, as keel (and the docs) send them: an assistant prefill (4.5 and older);
+    a user message "Your previous response was interrupted and ended with …" (4.6 and later); and the
+    partial answer as an assistant turn followed by a user "Continue from where you left off."
+    """
+    messages = request.body["messages"]
+    last = messages[-1]
+    if is_paused_turn(last):
+        return replace(request, body={**request.body, "messages": messages[:-1]}), PAUSED
+    if last["role"] == "assistant" and len(messages) > 1:
+        original, partial = messages[:-1], _text_of(last["content"])
+    elif last["role"] == "user" and (match := INTERRUPTED_RE.fullmatch(_text_of(last["content"]))):
+        original, partial = messages[:-1], match["partial"]
+    elif (
+        last["role"] == "user"
+        and _text_of(last["content"]).strip() == CONTINUE_PROMPT
+        and len(messages) > 2
+        and messages[-2]["role"] == "assistant"
+    ):
+        original, partial = messages[:-2], _text_of(messages[-2]["content"])
+    else:
+        return request, None
+    return replace(request, body={**request.body, "messages": original}), partial
+
+
+def _plan(request: ValidRequest, found: dict[str, str], rng: random.Random) -> tuple[str, dict[str, Any] | None]:
+    """The whole text the request's answer would have, and the tool it would call, before any limit."""
+    tool = _pick_tool(request, found.get("tool")) if _wants_tool(request, found) else None
+    forced = (request.body.get("tool_choice") or {}).get("type") in ("any", "tool")
+    if "reply" in found:
+        return found["reply"], tool
+    if tool is not None:
+        return ("" if forced else f"I'll use the {tool['name']} tool for this."), tool
+    if "words" in found and found["words"].isdigit():
+        return _words(rng, int(found["words"])), None
+    if "pause" in found:
+        return _words(rng, 8), None
+    return _words(rng, rng.randint(12, 40)), None
+
+
 def generate(request: ValidRequest, seed: int, make_id: Callable[[str], str]) -> Generation:
     """The response content for a validated request; `make_id(prefix)` names tool calls."""
-    found = directives(request)
+    base, partial = _continuation(request)
+    found = directives(base)
     body = request.body
-    rng = _rng(request, seed)
+    rng = _rng(base, seed)
     gen = Generation()
     if "refuse" in found:
         category = found["refuse"] if found["refuse"] in REFUSAL_CATEGORIES else None
@@ -236,6 +293,13 @@ def generate(request: ValidRequest, seed: int, make_id: Callable[[str], str]) ->
         gen.output_tokens = EMPTY_END_TURN_TOKENS
         return gen
 
+    text, tool = _plan(base, found, rng)
+    if partial is PAUSED:
+        found.pop("pause", None)
+        text, tool = _words(random.Random(rng.random()), 10), None
+    elif partial is not None:
+        text = text[len(partial) :] if partial and text.startswith(partial) else text
+
     budget = body["max_tokens"]
     context_left = request.model.context_window - request.input_tokens
     context_bound = context_left < budget or "context-full" in found
@@ -245,7 +309,7 @@ def generate(request: ValidRequest, seed: int, make_id: Callable[[str], str]) ->
     truncation = "model_context_window_exceeded" if context_bound else "max_tokens"
 
     if request.thinking_requested or "think" in found:
-        thought = _words(rng, 16)
+        thought = _words(random.Random(rng.random()), 16)
         omitted = request.display == "omitted"
         thinking_tokens = HIDDEN_THINKING_TOKENS if omitted else count_text(thought)
         pieces = [] if omitted else split_tokens(thought)
@@ -256,19 +320,6 @@ def generate(request: ValidRequest, seed: int, make_id: Callable[[str], str]) ->
             gen.stop_reason = truncation
             return gen
         budget -= thinking_tokens
-
-    tool = _pick_tool(request, found.get("tool")) if _wants_tool(request, found) else None
-    forced = (body.get("tool_choice") or {}).get("type") in ("any", "tool")
-    if "reply" in found:
-        text = found["reply"]
-    elif tool is not None:
-        text = "" if forced else f"I'll use the {tool['name']} tool for this."
-    elif "words" in found and found["words"].isdigit():
-        text = _words(rng, int(found["words"]))
-    elif "pause" in found:
-        text = _words(rng, 8)
-    else:
-        text = _words(rng, rng.randint(12, 40))
 
     for sequence in body.get("stop_sequences") or ():
         at = text.find(sequence)
@@ -305,6 +356,11 @@ def generate(request: ValidRequest, seed: int, make_id: Callable[[str], str]) ->
         gen.output_tokens += cost
         gen.stop_reason = "tool_use"
     elif "pause" in found and gen.stop_reason == "end_turn":
+        query = json.dumps({"query": _words(rng, 4).rstrip(".")})
+        gen.blocks.append(
+            Block("server_tool_use", _json_pieces(query), tool_id=make_id("srvtoolu_01"), tool_name="web_search")
+        )
+        gen.output_tokens += count_text(query)
         gen.stop_reason = "pause_turn"
     elif "context-full" in found and gen.stop_reason == "end_turn":
         gen.stop_reason = "model_context_window_exceeded"

@@ -39,6 +39,7 @@ class ImageBlock(Strict):
     type: Literal["image"]
     source: dict[str, Any]
     cache_control: CacheControl | None = None
+    transformations: dict[str, Any] | None = None
 
 
 class DocumentBlock(Strict):
@@ -57,10 +58,24 @@ class ToolUseBlock(Strict):
     input: dict[str, Any]
     caller: dict[str, Any] | None = None
     cache_control: CacheControl | None = None
+    toolset_name: str | None = None
 
 
+class SearchResultBlock(Loose):
+    type: Literal["search_result"]
+
+
+class ToolReferenceBlock(Loose):
+    type: Literal["tool_reference"]
+
+
+class BrowserStateBlock(Loose):
+    type: Literal["browser_state"]
+
+
+# Member order is the API's (its OpenAPI `oneOf`): pydantic lists the expected tags in this order.
 ToolResultInner = Annotated[
-    Annotated[TextBlock, Tag("text")] | Annotated[ImageBlock, Tag("image")] | Annotated[DocumentBlock, Tag("document")],
+    TextBlock | ImageBlock | SearchResultBlock | DocumentBlock | ToolReferenceBlock | BrowserStateBlock,
     Field(discriminator="type"),
 ]
 
@@ -81,6 +96,7 @@ class ToolResultBlock(Strict):
     ) = None
     is_error: bool | None = None
     cache_control: CacheControl | None = None
+    toolset_name: str | None = None
 
 
 class ThinkingBlock(Strict):
@@ -102,27 +118,61 @@ class WebSearchToolResultBlock(Loose):
     type: Literal["web_search_tool_result"]
 
 
-class SearchResultBlock(Loose):
-    type: Literal["search_result"]
+class WebFetchToolResultBlock(Loose):
+    type: Literal["web_fetch_tool_result"]
 
 
+class CodeExecutionToolResultBlock(Loose):
+    type: Literal["code_execution_tool_result"]
+
+
+class BashCodeExecutionToolResultBlock(Loose):
+    type: Literal["bash_code_execution_tool_result"]
+
+
+class TextEditorCodeExecutionToolResultBlock(Loose):
+    type: Literal["text_editor_code_execution_tool_result"]
+
+
+class ToolSearchToolResultBlock(Loose):
+    type: Literal["tool_search_tool_result"]
+
+
+class ContainerUploadBlock(Loose):
+    type: Literal["container_upload"]
+
+
+class MidConvSystemBlock(Loose):
+    type: Literal["mid_conv_system"]
+
+
+# Every block type the API accepts in a message, in the order of its OpenAPI `InputContentBlock.oneOf`, so an
+# unknown `type` lists the expected tags in the API's order.
 ContentBlock = Annotated[
     TextBlock
     | ImageBlock
     | DocumentBlock
-    | ToolUseBlock
-    | ToolResultBlock
+    | SearchResultBlock
     | ThinkingBlock
     | RedactedThinkingBlock
+    | ToolUseBlock
+    | ToolResultBlock
     | ServerToolUseBlock
     | WebSearchToolResultBlock
-    | SearchResultBlock,
+    | WebFetchToolResultBlock
+    | CodeExecutionToolResultBlock
+    | BashCodeExecutionToolResultBlock
+    | TextEditorCodeExecutionToolResultBlock
+    | ToolSearchToolResultBlock
+    | ContainerUploadBlock
+    | MidConvSystemBlock,
     Field(discriminator="type"),
 ]
 
 
 class MessageParam(Strict):
-    role: Literal["user", "assistant"]
+    # `system` is a mid-conversation system message; which models accept it is a per-model rule (validation.py).
+    role: Literal["user", "assistant", "system"]
     content: Annotated[
         Annotated[str, Tag("str")] | Annotated[list[ContentBlock], Tag("list")],
         Discriminator(_str_or_list),
@@ -210,6 +260,15 @@ class Metadata(Strict):
     user_id: str | None = None
 
 
+class Container(Strict):
+    id: str | None = None
+    skills: list[dict[str, Any]] | None = None
+
+
+class Diagnostics(Strict):
+    previous_message_id: str | None = None
+
+
 SystemParam = Annotated[
     Annotated[str, Tag("str")] | Annotated[list[TextBlock], Tag("list")],
     Discriminator(_str_or_list),
@@ -224,15 +283,19 @@ class CountTokensRequest(Strict):
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
     output_config: OutputConfig | None = None
+    cache_control: CacheControl | None = None  # automatic caching: a breakpoint on the last cacheable block
+    speed: Literal["standard", "fast"] | None = None
 
 
 class MessagesRequest(CountTokensRequest):
-    max_tokens: int = Field(ge=1)
+    max_tokens: int = Field(ge=0)  # 0 pre-warms the prompt cache without generating
     stop_sequences: list[str] | None = None
     stream: bool | None = None
     metadata: Metadata | None = None
     service_tier: Literal["auto", "standard_only"] | None = None
-    container: str | None = None
+    container: str | Container | None = None
+    diagnostics: Diagnostics | None = None
+    inference_geo: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
     top_k: int | None = Field(default=None, ge=0)

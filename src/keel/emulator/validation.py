@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from .catalog import ModelSpec, load_catalog
 from .errors import ApiError, invalid
-from .schema import SAMPLING_FIELDS, CountTokensRequest, MessagesRequest, first_error
+from .schema import SAMPLING_FIELDS, CountTokensRequest, MessagesRequest, ThinkingEnabled, first_error
 from .tokens import count_input
 
 CURRENT_VERSION = "2026-10-21"
@@ -18,6 +18,20 @@ FORCED_TOOL_MESSAGE = 'tool_choice: type "tool" and "any" are not supported for 
 THINKING_FORCED_TOOL_MESSAGE = "Thinking may not be enabled when tool_choice forces tool use."
 PREFILL_MESSAGE = (
     "This model does not support assistant message prefill. The conversation must end with a user message."
+)
+SYSTEM_ROLE_MESSAGE = "role 'system' is not supported on this model"
+# Blocks of a server-tool loop: an assistant turn ending in one is a `pause_turn` response sent back as-is to be
+# continued, which every model accepts (it is not a prefill).
+SERVER_TOOL_BLOCKS = frozenset(
+    {
+        "server_tool_use",
+        "web_search_tool_result",
+        "web_fetch_tool_result",
+        "code_execution_tool_result",
+        "bash_code_execution_tool_result",
+        "text_editor_code_execution_tool_result",
+        "tool_search_tool_result",
+    }
 )
 
 
@@ -48,22 +62,40 @@ def resolve_model(name: Any) -> ModelSpec:
     return spec
 
 
-def _schema(body: dict[str, Any], model_cls: type[CountTokensRequest], version: str) -> None:
+def _schema(body: dict[str, Any], model_cls: type[CountTokensRequest], version: str) -> dict[str, Any]:
+    """Validate against the request schema; return the body with its numbers and flags as validated.
+
+    Validation is lax like the API's (`"max_tokens": "10"` is 10), so the rules below and the responder
+    must see the coerced values, not the raw JSON ones.
+    """
     if version == CURRENT_VERSION:
         for name in SAMPLING_FIELDS:
             if name in body:
                 raise invalid(f"{name}: Extra inputs are not permitted")
     try:
-        model_cls.model_validate(body)
+        request = model_cls.model_validate(body)
     except ValidationError as err:
         raise invalid(first_error(err)) from None
+    coerced = dict(body)
+    for name in ("max_tokens", "stream", *SAMPLING_FIELDS):
+        if name in coerced and name in type(request).model_fields:
+            coerced[name] = getattr(request, name)
+    if isinstance(request.thinking, ThinkingEnabled):
+        coerced["thinking"] = {**body["thinking"], "budget_tokens": request.thinking.budget_tokens}
+    return coerced
+
+
+def _still_accepted(name: str, value: float) -> bool:
+    """Sampling values a rejecting model still takes for backwards compatibility (OpenAPI deprecation notes:
+    `temperature` 1.0, `top_p` >= 0.99; every `top_k` is rejected)."""
+    return (name == "temperature" and value == 1) or (name == "top_p" and value >= 0.99)
 
 
 def _check_sampling(body: dict[str, Any], spec: ModelSpec) -> None:
     if spec.sampling == "rejected":
-        defaults = {"temperature": 1, "top_p": 1}
         for name in SAMPLING_FIELDS:
-            if name in body and body[name] is not None and body[name] != defaults.get(name):
+            value = body.get(name)
+            if value is not None and not _still_accepted(name, value):
                 raise invalid(f"`{name}` is deprecated for this model.")
     elif body.get("temperature") is not None and body.get("top_p") is not None:
         raise invalid("`temperature` and `top_p` cannot both be specified for this model. Please use only one.")
@@ -83,7 +115,11 @@ def _check_thinking(body: dict[str, Any], spec: ModelSpec, effort: str | None) -
 
 
 def _check_effort(body: dict[str, Any], spec: ModelSpec) -> str | None:
-    effort = (body.get("output_config") or {}).get("effort")
+    output_config = body.get("output_config") or {}
+    if spec.effort_levels is None and "effort" in output_config:
+        # These models' schema has no `effort` field at all, so even `"effort": null` is an extra input.
+        raise invalid("output_config.effort: Extra inputs are not permitted")
+    effort = output_config.get("effort")
     if effort is None:
         return spec.effort_default
     if spec.effort_levels is None:
@@ -117,6 +153,8 @@ def _check_messages(messages: list[dict[str, Any]], spec: ModelSpec) -> None:
     last = len(messages) - 1
     pending: set[str] = set()
     for index, message in enumerate(messages):
+        if message["role"] == "system" and not spec.system_messages:
+            raise invalid(SYSTEM_ROLE_MESSAGE)
         content = message["content"]
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
         if not blocks or (isinstance(content, str) and not content and index != last):
@@ -132,7 +170,7 @@ def _check_messages(messages: list[dict[str, Any]], spec: ModelSpec) -> None:
             ):
                 raise invalid(f"messages.{index}.content.{j}.text: text content blocks must be non-empty")
         results = {block["tool_use_id"] for block in blocks if block["type"] == "tool_result"}
-        if pending and message["role"] == "user" and not pending <= results:
+        if pending and message["role"] != "assistant" and not pending <= results:
             missing = ", ".join(sorted(pending - results))
             raise invalid(
                 f"messages.{index}: `tool_use` ids were found without `tool_result` blocks immediately after: "
@@ -140,20 +178,30 @@ def _check_messages(messages: list[dict[str, Any]], spec: ModelSpec) -> None:
             )
         if results - pending:
             unknown = ", ".join(sorted(results - pending))
+            first = next(
+                j
+                for j, block in enumerate(blocks)
+                if block["type"] == "tool_result" and block["tool_use_id"] not in pending
+            )
             raise invalid(
-                f"messages.{index}.content.0: unexpected `tool_use_id` found in `tool_result` blocks: {unknown}. "
+                f"messages.{index}.content.{first}: unexpected `tool_use_id` found in `tool_result` blocks: {unknown}. "
                 "Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
             )
         pending = {block["id"] for block in blocks if block["type"] == "tool_use"}
-    if messages[last]["role"] == "assistant" and not spec.prefill:
+    if messages[last]["role"] == "assistant" and not spec.prefill and not _is_paused_turn(messages[last]):
         raise invalid(PREFILL_MESSAGE)
+
+
+def _is_paused_turn(message: dict[str, Any]) -> bool:
+    content = message["content"]
+    return isinstance(content, list) and bool(content) and content[-1]["type"] in SERVER_TOOL_BLOCKS
 
 
 def validate(body: Any, version: str, *, count_only: bool = False) -> ValidRequest:
     """Validate a decoded request body; raises `ApiError` with the API's status and message."""
     if not isinstance(body, dict):
         raise invalid("Input should be a valid dictionary")
-    _schema(body, CountTokensRequest if count_only else MessagesRequest, version)
+    body = _schema(body, CountTokensRequest if count_only else MessagesRequest, version)
     spec = resolve_model(body["model"])
     if not count_only and body["max_tokens"] > spec.max_output_tokens:
         raise invalid(
