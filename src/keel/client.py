@@ -1,0 +1,469 @@
+"""`keel.Client` / `keel.AsyncClient`: the SDK's calls, with classified retries, records and outcomes.
+
+    client = keel.Client()                     # reads ANTHROPIC_API_KEY like the SDK, or Client(anthropic_client)
+    reply = client.messages.create(model=..., max_tokens=..., messages=[...])
+    reply.message      # the SDK's own Message
+    reply.outcome      # keel.stop outcome: EndTurn, MaxTokens, ToolUse, Refusal, ...
+    reply.record       # the CallRecord: request_id, usage, cost, latency, attempts
+
+A failed call raises `CallFailed` (classification, request_id, attempts; `.sdk_error` is the SDK's
+typed exception). The SDK's own retry loop makes the HTTP attempts; keel adds the policy around it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+import anthropic
+from anthropic.types import Message
+from anthropic.types import Usage as SdkUsage
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_delay
+
+from .calls import AttemptMiddleware, CallState, DeadlineExceeded, enter_call, leave_call, new_call_id
+from .calls import retry_after_seconds as _retry_after
+from .errors import ErrorClass, classify_exception
+from .modes import NONSTREAMING_MAX_TOKENS
+from .policy import INTERACTIVE, RetryPolicy, policy_named
+from .pricing import PriceTable, load_prices
+from .records import CallRecord, Mode, Recorder, Usage
+from .stop import (
+    MaxTokens,
+    Outcome,
+    PauseTurn,
+    Refusal,
+    continuation_messages,
+    outcome_of,
+    resume_messages,
+    stitch,
+    supports_prefill,
+)
+from .stop import text_of as message_text
+from .streaming import STREAM_FAILURES, AsyncResilientStream, OnInterrupt, ResilientStream
+
+T = TypeVar("T")
+CallMode = Literal["standard", "stream", "auto"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A successful call: the SDK's message, keel's outcome and the call record."""
+
+    message: Message
+    outcome: Outcome
+    record: CallRecord
+
+    @property
+    def request_id(self) -> str | None:
+        return self.record.request_id
+
+    @property
+    def text(self) -> str:
+        return self.outcome.text
+
+    @property
+    def cost_usd(self) -> float | None:
+        return self.record.cost_usd
+
+
+class CallFailed(Exception):
+    """A call that did not produce a message; `error_class` says whether and how to retry."""
+
+    def __init__(self, error_class: ErrorClass, record: CallRecord, sdk_error: BaseException | None) -> None:
+        self.error_class = error_class
+        self.record = record
+        self.sdk_error = sdk_error
+        self.request_id = record.request_id
+        self.status: int | None = getattr(sdk_error, "status_code", None)
+        detail = getattr(sdk_error, "api_message", None) or (str(sdk_error) if sdk_error else "")
+        super().__init__(
+            f"{error_class.label()} after {record.attempts} attempt(s), request_id={record.request_id}: "
+            f"{detail} — {error_class.note}"
+        )
+
+
+class Refused(Exception):
+    """Raised for a refusal when the caller asked (`raise_on_refusal=True`); never retried by keel."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        outcome = reply.outcome
+        self.category = outcome.category if isinstance(outcome, Refusal) else None
+        self.explanation = outcome.explanation if isinstance(outcome, Refusal) else None
+        self.request_id = reply.request_id
+        super().__init__(f"refused ({self.category}), request_id={self.request_id}: {self.explanation}")
+
+
+def sum_usage(messages: Sequence[Message]) -> SdkUsage:
+    first = messages[0].usage
+    if len(messages) == 1:
+        return first
+    return first.model_copy(
+        update={
+            "input_tokens": sum(m.usage.input_tokens for m in messages),
+            "output_tokens": sum(m.usage.output_tokens for m in messages),
+            "cache_creation_input_tokens": sum(m.usage.cache_creation_input_tokens or 0 for m in messages),
+            "cache_read_input_tokens": sum(m.usage.cache_read_input_tokens or 0 for m in messages),
+        }
+    )
+
+
+def merge_continuation(done: Message, more: Message, sent_prefix: str | None) -> list[Any]:
+    """Content of a truncated answer followed by its continuation, the text stitched into one block."""
+    content = list(done.content)
+    new = list(more.content)
+    if content and new and content[-1].type == "text" and new[0].type == "text":
+        seen = message_text(done)
+        extra = stitch(seen, new[0].text, sent_prefix)
+        content[-1] = content[-1].model_copy(update={"text": content[-1].text + extra})
+        new = new[1:]
+    return content + new
+
+
+class _Core:
+    """What the sync and async clients share: policy, records, prices, and building replies and failures."""
+
+    def __init__(
+        self,
+        policy: str | RetryPolicy,
+        records: str | Path | Recorder | None,
+        prices: PriceTable | None,
+        log_content: bool,
+    ) -> None:
+        self.policy = policy_named(policy)
+        self.recorder = records if isinstance(records, Recorder) else Recorder(records)
+        self.prices = prices or load_prices()
+        self.log_content = log_content
+
+    def begin(self, policy: str | RetryPolicy | None) -> CallState:
+        chosen = self.policy if policy is None else policy_named(policy)
+        return CallState(new_call_id(), chosen, self.recorder)
+
+    def reply(self, state: CallState, mode: Mode, params: Mapping[str, Any], rounds: Sequence[Message]) -> Reply:
+        last = rounds[-1]
+        message = last if len(rounds) == 1 else self.combined(rounds)
+        outcome = outcome_of(message)
+        usage = Usage.of(message.usage)
+        record = CallRecord(
+            call_id=state.call_id,
+            mode=mode,
+            policy=state.policy.name,
+            model=message.model,
+            request_id=last._request_id or (state.attempts[-1].request_id if state.attempts else None),
+            stop_reason=message.stop_reason,
+            outcome=outcome.kind,
+            usage=usage,
+            cost_usd=self.prices.cost(message.model, message.usage),
+            latency_ms=state.elapsed_ms(),
+            ttft_ms=state.ttft_ms,
+            attempts=len(state.attempts),
+            retries=max(0, len(state.attempts) - max(state.rounds, len(rounds))),
+            rounds=max(state.rounds, len(rounds)),
+            error_class=None,
+            error=None,
+            content=self._content(params, message) if self.log_content else None,
+        )
+        self.recorder.emit(record)
+        return Reply(message, outcome, record)
+
+    def combined(self, rounds: Sequence[Message]) -> Message:
+        """The rounds of one call as one message: continuations stitched, resumed pauses appended."""
+        prefill = supports_prefill(rounds[0].model)
+        so_far = rounds[0]
+        for current in rounds[1:]:
+            if so_far.stop_reason == "pause_turn":
+                content = list(so_far.content) + list(current.content)
+            else:
+                seen = message_text(so_far)
+                content = merge_continuation(so_far, current, seen.rstrip() if prefill else None)
+            so_far = current.model_copy(update={"content": content})
+        return so_far.model_copy(update={"usage": sum_usage(rounds)})
+
+    def failure(self, state: CallState, mode: Mode, params: Mapping[str, Any], err: BaseException) -> CallFailed:
+        own = getattr(err, "error_class", None)
+        sdk_error = getattr(err, "cause", None) or err
+        error_class = own if isinstance(own, ErrorClass) else classify_exception(err)
+        last = state.attempts[-1] if state.attempts else None
+        request_id = getattr(err, "request_id", None) or (last.request_id if last else None)
+        record = CallRecord(
+            call_id=state.call_id,
+            mode=mode,
+            policy=state.policy.name,
+            model=str(params.get("model")),
+            request_id=request_id,
+            stop_reason=None,
+            outcome=None,
+            usage=Usage(),
+            cost_usd=None,
+            latency_ms=state.elapsed_ms(),
+            ttft_ms=state.ttft_ms,
+            attempts=len(state.attempts),
+            retries=max(0, len(state.attempts) - 1),
+            rounds=max(1, state.rounds),
+            error_class="deadline" if state.deadline_hit else error_class.name,
+            error=str(err),
+            content=self._content(params, None) if self.log_content else None,
+        )
+        self.recorder.emit(record)
+        return CallFailed(error_class, record, sdk_error)
+
+    @staticmethod
+    def _content(params: Mapping[str, Any], message: Message | None) -> dict[str, Any]:
+        return {
+            "system": params.get("system"),
+            "messages": params.get("messages"),
+            "response": message.model_dump(mode="json")["content"] if message else None,
+        }
+
+    def next_round(
+        self, params: dict[str, Any], rounds: Sequence[Message], continue_max_tokens: int, resume_pause_turn: int
+    ) -> dict[str, Any] | None:
+        """The request that continues the answer so far, if the caller asked for continuations and one is due."""
+        done = rounds[-1] if len(rounds) == 1 else self.combined(rounds)
+        outcome = outcome_of(done)
+        continuations = len(rounds) - 1
+        if isinstance(outcome, MaxTokens) and not outcome.incomplete_tool_call and continuations < continue_max_tokens:
+            return {**params, "messages": continuation_messages(params["messages"], params["model"], outcome.text)}
+        if isinstance(outcome, PauseTurn) and continuations < resume_pause_turn:
+            return {**params, "messages": resume_messages(params["messages"], done)}
+        return None
+
+
+def _full_jitter(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    """Exponential backoff with full jitter, never shorter than the server's retry-after."""
+
+    def wait(state: RetryCallState) -> float:
+        cap = min(policy.backoff_cap, policy.backoff_base * 2 ** (state.attempt_number - 1))
+        delay = random.uniform(0, cap)
+        outcome = state.outcome
+        err = outcome.exception() if outcome is not None else None
+        response = getattr(err, "response", None)
+        floor = _retry_after(response.headers) if response is not None else None
+        return max(delay, floor or 0.0)
+
+    return wait
+
+
+def _retryable(err: BaseException) -> bool:
+    return not isinstance(err, DeadlineExceeded) and classify_exception(err).retryable
+
+
+def _rounds_kwargs(policy: RetryPolicy) -> dict[str, Any] | None:
+    """tenacity settings for keel's rounds around the SDK's retries (background policies only)."""
+    if policy.budget is None:
+        return None
+    return {
+        "stop": stop_after_delay(policy.budget),
+        "wait": _full_jitter(policy),
+        "retry": retry_if_exception(_retryable),
+        "reraise": True,
+    }
+
+
+def _params(params: dict[str, Any], mode: CallMode) -> tuple[dict[str, Any], Mode]:
+    if mode == "stream" or (mode == "auto" and int(params.get("max_tokens", 0)) > NONSTREAMING_MAX_TOKENS):
+        return params, "stream"
+    return params, "standard"
+
+
+class Messages:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        *,
+        policy: str | RetryPolicy | None = None,
+        mode: CallMode = "standard",
+        continue_max_tokens: int = 0,
+        resume_pause_turn: int = 0,
+        raise_on_refusal: bool = False,
+        **params: Any,
+    ) -> Reply:
+        """Like `anthropic.Anthropic().messages.create(...)`, returning a `Reply`.
+
+        mode="auto" streams underneath when max_tokens could trip the SDK's 10-minute guard, and returns
+        one message. continue_max_tokens=N continues a truncated answer up to N times (stitched);
+        resume_pause_turn=N sends a paused turn back up to N times.
+        """
+        client = self._client
+        core = client.core
+        params, call_mode = _params(params, mode)
+        state = core.begin(policy)
+        token = enter_call(state)
+        try:
+            rounds = [client.one_round(state, params, call_mode)]
+            while (more := core.next_round(params, rounds, continue_max_tokens, resume_pause_turn)) is not None:
+                rounds.append(client.one_round(state, more, call_mode))
+        except STREAM_FAILURES as err:
+            raise core.failure(state, call_mode, params, err) from err
+        finally:
+            leave_call(token)
+        reply = core.reply(state, call_mode, params, rounds)
+        if raise_on_refusal and isinstance(reply.outcome, Refusal):
+            raise Refused(reply)
+        return reply
+
+    def stream(
+        self, *, policy: str | RetryPolicy | None = None, on_interrupt: OnInterrupt = "raise", **params: Any
+    ) -> ResilientStream:
+        """Like the SDK's `messages.stream(...)`, resilient to mid-stream errors and dropped streams."""
+        return ResilientStream(self._client, params, policy, on_interrupt)
+
+    def count_tokens(self, **params: Any) -> int:
+        return self._client.sdk_for(self._client.core.policy).messages.count_tokens(**params).input_tokens
+
+
+class Client:
+    """A production-ready `anthropic.Anthropic`: same calls, classified retries, records on every response."""
+
+    def __init__(
+        self,
+        anthropic_client: anthropic.Anthropic | None = None,
+        *,
+        policy: str | RetryPolicy = INTERACTIVE,
+        records: str | Path | Recorder | None = None,
+        prices: PriceTable | None = None,
+        log_content: bool = False,
+        **sdk_options: Any,
+    ) -> None:
+        base = anthropic_client or anthropic.Anthropic(**sdk_options)
+        self.core = _Core(policy, records, prices, log_content)
+        self.sdk = base.with_options(middleware=[*base.middleware, AttemptMiddleware()])
+        self._by_policy: dict[RetryPolicy, anthropic.Anthropic] = {}
+        self.messages = Messages(self)
+
+    def sdk_for(self, policy: RetryPolicy) -> anthropic.Anthropic:
+        sdk = self._by_policy.get(policy)
+        if sdk is None:
+            sdk = self._by_policy[policy] = self.sdk.with_options(
+                max_retries=policy.max_retries, timeout=policy.timeout
+            )
+        return sdk
+
+    def one_round(self, state: CallState, params: dict[str, Any], mode: Mode) -> Message:
+        """One request, with the SDK's retries inside and, for background policies, keel's rounds around it."""
+        sdk = self.sdk_for(state.policy)
+        state.rounds += 1
+        if mode == "stream":
+            from .streaming import ResilientStream
+
+            def request() -> Message:
+                state.rounds -= 1  # the stream counts its own rounds
+                return ResilientStream(self, params, None, "continue", state=state).get_final_message()
+
+        else:
+
+            def request() -> Message:
+                return cast(Message, sdk.messages.create(**params))
+
+        rounds = _rounds_kwargs(state.policy)
+        return request() if rounds is None else Retrying(**rounds)(request)
+
+    def close(self) -> None:
+        self.sdk.close()
+        self.core.recorder.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncMessages:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        *,
+        policy: str | RetryPolicy | None = None,
+        mode: CallMode = "standard",
+        continue_max_tokens: int = 0,
+        resume_pause_turn: int = 0,
+        raise_on_refusal: bool = False,
+        **params: Any,
+    ) -> Reply:
+        """Like `anthropic.AsyncAnthropic().messages.create(...)`, returning a `Reply` (see `Messages.create`)."""
+        client = self._client
+        core = client.core
+        params, call_mode = _params(params, mode)
+        state = core.begin(policy)
+        token = enter_call(state)
+        try:
+            rounds = [await client.one_round(state, params, call_mode)]
+            while (more := core.next_round(params, rounds, continue_max_tokens, resume_pause_turn)) is not None:
+                rounds.append(await client.one_round(state, more, call_mode))
+        except STREAM_FAILURES as err:
+            raise core.failure(state, call_mode, params, err) from err
+        finally:
+            leave_call(token)
+        reply = core.reply(state, call_mode, params, rounds)
+        if raise_on_refusal and isinstance(reply.outcome, Refusal):
+            raise Refused(reply)
+        return reply
+
+    def stream(
+        self, *, policy: str | RetryPolicy | None = None, on_interrupt: OnInterrupt = "raise", **params: Any
+    ) -> AsyncResilientStream:
+        """Like the SDK's async `messages.stream(...)`, resilient to mid-stream errors and dropped streams."""
+        return AsyncResilientStream(self._client, params, policy, on_interrupt)
+
+    async def count_tokens(self, **params: Any) -> int:
+        result = await self._client.sdk_for(self._client.core.policy).messages.count_tokens(**params)
+        return result.input_tokens
+
+
+class AsyncClient:
+    """A production-ready `anthropic.AsyncAnthropic`: same calls, classified retries, records on every response."""
+
+    def __init__(
+        self,
+        anthropic_client: anthropic.AsyncAnthropic | None = None,
+        *,
+        policy: str | RetryPolicy = INTERACTIVE,
+        records: str | Path | Recorder | None = None,
+        prices: PriceTable | None = None,
+        log_content: bool = False,
+        **sdk_options: Any,
+    ) -> None:
+        base = anthropic_client or anthropic.AsyncAnthropic(**sdk_options)
+        self.core = _Core(policy, records, prices, log_content)
+        self.sdk = base.with_options(middleware=[*base.middleware, AttemptMiddleware()])
+        self._by_policy: dict[RetryPolicy, anthropic.AsyncAnthropic] = {}
+        self.messages = AsyncMessages(self)
+
+    def sdk_for(self, policy: RetryPolicy) -> anthropic.AsyncAnthropic:
+        sdk = self._by_policy.get(policy)
+        if sdk is None:
+            sdk = self._by_policy[policy] = self.sdk.with_options(
+                max_retries=policy.max_retries, timeout=policy.timeout
+            )
+        return sdk
+
+    async def one_round(self, state: CallState, params: dict[str, Any], mode: Mode) -> Message:
+        sdk = self.sdk_for(state.policy)
+        state.rounds += 1
+
+        async def request() -> Message:
+            if mode == "stream":
+                state.rounds -= 1  # the stream counts its own rounds
+                return await AsyncResilientStream(self, params, None, "continue", state=state).get_final_message()
+            return cast(Message, await sdk.messages.create(**params))
+
+        rounds = _rounds_kwargs(state.policy)
+        return await request() if rounds is None else await AsyncRetrying(**rounds)(request)
+
+    async def close(self) -> None:
+        await self.sdk.close()
+        self.core.recorder.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

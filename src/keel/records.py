@@ -1,0 +1,178 @@
+"""Attempt and call records: request_id and usage on every response, findable among millions.
+
+One `AttemptRecord` per HTTP attempt (each retry and each error included), one `CallRecord` per call.
+Both go to the stdlib logger `keel` (format them with `JsonFormatter`) and, optionally, to a JSONL file
+that `keel report` reads. Records never hold the API key or request headers; message content only when
+the caller opts in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+logger = logging.getLogger("keel")
+
+Mode = Literal["standard", "stream", "batch"]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    call_id: str
+    attempt: int  # 1-based across the whole call, every round of retries included
+    retry_count: int  # the SDK's x-stainless-retry-count for this attempt
+    endpoint: str
+    request_id: str | None
+    status: int | None  # None: no response (connection error, timeout)
+    error_type: str | None
+    error_code: str | None
+    error_class: str | None  # keel's classification name, e.g. "overloaded"
+    latency_ms: float  # until the response head arrived (streams: not the whole body)
+    at: float = field(default_factory=time.time)
+    kind: Literal["attempt"] = "attempt"
+
+    def summary(self) -> str:
+        outcome = self.status if self.status is not None else self.error_class
+        return f"attempt {self.attempt} {self.endpoint} -> {outcome} request_id={self.request_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    @classmethod
+    def of(cls, usage: Any) -> Usage:
+        """From an SDK usage object (or None)."""
+        if usage is None:
+            return cls()
+        return cls(
+            input_tokens=usage.input_tokens or 0,
+            output_tokens=usage.output_tokens or 0,
+            cache_write_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
+            cache_read_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,
+        )
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    call_id: str
+    mode: Mode
+    policy: str
+    model: str
+    request_id: str | None  # of the response that ended the call (or of the final error)
+    stop_reason: str | None
+    outcome: str | None  # keel's outcome kind, e.g. "refusal"
+    usage: Usage
+    cost_usd: float | None  # None when the model has no known price
+    latency_ms: float
+    ttft_ms: float | None  # streams: until the first content delta
+    attempts: int
+    retries: int
+    rounds: int  # requests made for this call: 1, or more with continuations and resumed streams
+    error_class: str | None  # keel's classification of the final error, None on success
+    error: str | None
+    content: dict[str, Any] | None = None  # only with log_content=True
+    at: float = field(default_factory=time.time)
+    kind: Literal["call"] = "call"
+
+    def summary(self) -> str:
+        if self.error_class:
+            return f"call {self.call_id} {self.model} failed: {self.error_class} request_id={self.request_id}"
+        return (
+            f"call {self.call_id} {self.mode} {self.model} {self.stop_reason} request_id={self.request_id} "
+            f"in={self.usage.input_tokens} out={self.usage.output_tokens} cost={self.cost_usd}"
+        )
+
+
+Record = AttemptRecord | CallRecord
+
+
+def record_dict(record: Record) -> dict[str, Any]:
+    return asdict(record)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; keel's records put their fields at the top level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": record.created,
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "keel", None)
+        if isinstance(fields, dict):
+            data.update(fields)
+        if record.exc_info:
+            data["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+class JsonlSink:
+    """Appends one JSON line per record. Opened at construction, so a bad path fails there, not mid-traffic."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: IO[str] = self.path.open("a", encoding="utf-8", buffering=1)
+        except OSError as err:
+            raise ValueError(f"keel: cannot write the records file {self.path}: {err.strerror or err}") from None
+        self._lock = threading.Lock()
+
+    def write(self, record: Record) -> None:
+        line = json.dumps(record_dict(record), separators=(",", ":"), default=str) + "\n"
+        with self._lock:
+            self._file.write(line)
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+class Recorder:
+    """Where a client's records go: the `keel` logger always, a JSONL file when given, and a hook."""
+
+    def __init__(self, jsonl: str | Path | JsonlSink | None = None) -> None:
+        self.sink = JsonlSink(jsonl) if isinstance(jsonl, str | Path) else jsonl
+
+    def emit(self, record: Record) -> None:
+        if self.sink is not None:
+            self.sink.write(record)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(record.summary(), extra={"keel": record_dict(record)})
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of a JSONL file; a bad line raises ValueError with its line number."""
+    records = []
+    with Path(path).open(encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not a JSON record: {err.msg}") from None
+    return records
