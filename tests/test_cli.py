@@ -26,6 +26,10 @@ def test_tour_passes_every_step_offline() -> None:
     assert "keel's embedded emulator" in text
     assert "Every step behaved as expected." in text
     assert "authentication_error" in text and "invalid_request_error" in text
+    assert "not retryable: fix_credentials" in text and "not retryable: fix_request" in text
+    assert text.count("call record:") >= 5 and "attempt records" in text
+    assert "MaxTokens" in text and "StopSequence" in text and "category 'cyber'" in text
+    assert re.search(r"10,000 nightly summaries\s*│\s*batch", text)
     assert re.search(r"\b529\b.*\n.*\b529\b.*\n.*\b200\b", text)  # the three attempts, in order
     assert len(set(re.findall(r"req_011C\w{20}", text))) >= 5
 

@@ -1,172 +1,218 @@
 """`keel tour`: the lesson's try-it-yourself, offline against the embedded emulator by default.
 
-Each step says what it expects and checks it; the tour exits non-zero when any step misbehaves.
+Every step runs through `keel.Client` and shows keel's classification and its attempt and call records.
+Each step checks what it expects; the tour exits non-zero when any step misbehaves.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import anthropic
-from anthropic._middleware import CallNext
-from anthropic._request import APIRequest
-from anthropic._response import APIResponse
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from keel.client import CallFailed, Client
 from keel.emulator import FAULT_HEADER, Emulator, EmulatorConfig, client
+from keel.modes import choose_mode
+from keel.records import AttemptRecord, CallRecord, Record, Recorder
+from keel.stop import MaxTokens, Refusal, StopSequence
 
 TOUR_MODEL = "claude-haiku-5-5"
 PROMPT = "In two sentences, why do production systems log a request id for every call? [[keel:words=40]]"
 
 
-@dataclass
-class Attempt:
-    retry_count: int
-    status: int | None
-    request_id: str | None
-    seconds: float
-
-
-class AttemptRecorder:
-    """SDK middleware: it runs once per HTTP attempt inside the SDK's retry loop, so it sees every retry."""
+class _KeptRecorder(Recorder):
+    """Records for the tour to show, besides the usual logger."""
 
     def __init__(self) -> None:
-        self.attempts: list[Attempt] = []
+        super().__init__()
+        self.kept: list[Record] = []
 
-    def __call__(self, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
-        started = time.perf_counter()
-        try:
-            response = call_next(request)
-        except anthropic.APIConnectionError:
-            self.attempts.append(Attempt(request.retries_taken, None, None, time.perf_counter() - started))
-            raise
-        self.attempts.append(
-            Attempt(
-                request.retries_taken,
-                response.status_code,
-                response.headers.get("request-id"),
-                time.perf_counter() - started,
-            )
-        )
-        return response
+    def emit(self, record: Record) -> None:
+        super().emit(record)
+        self.kept.append(record)
 
 
 class Tour:
     def __init__(self, console: Console, live: bool) -> None:
         self.console = console
         self.live = live
-        self.recorder = AttemptRecorder()
+        self.records = _KeptRecorder()
         self.failures: list[str] = []
         if live:
-            self.sdk = anthropic.Anthropic(middleware=[self.recorder])
-            self.bad_key_sdk = anthropic.Anthropic(api_key="not-a-real-key", max_retries=0)
+            sdk, bad_key_sdk = anthropic.Anthropic(), anthropic.Anthropic(api_key="not-a-real-key")
         else:
             emulator = Emulator(EmulatorConfig(tps=120))
-            self.sdk = client(emulator, middleware=[self.recorder])
-            self.bad_key_sdk = client(emulator, api_key="not-a-real-key", max_retries=0)
+            sdk, bad_key_sdk = client(emulator), client(emulator, api_key="not-a-real-key")
+        self.keel = Client(sdk, records=self.records)
+        self.bad_key = Client(bad_key_sdk, records=self.records)
+
+    # --- display ---------------------------------------------------------------------------------
 
     def check(self, ok: bool, what: str) -> None:
-        mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
-        self.console.print(f"  {mark} {what}")
+        self.console.print(f"  {'[green]✓[/green]' if ok else '[red]✗[/red]'} {what}")
         if not ok:
             self.failures.append(what)
 
     def step(self, title: str, run: Callable[[], None]) -> None:
         self.console.rule(f"[bold]{title}")
+        self.records.kept.clear()
         try:
             run()
         except Exception as err:  # a step that blows up is a failed step, reported, not a traceback
             self.check(False, f"{title}: unexpected {type(err).__name__}: {err}")
 
+    def show_records(self) -> None:
+        attempts = [r for r in self.records.kept if isinstance(r, AttemptRecord)]
+        table = Table("attempt", "retry#", "status", "request_id", "keel class", "ms", title="attempt records")
+        for a in attempts:
+            status = str(a.status) if a.status is not None else "-"
+            table.add_row(
+                str(a.attempt),
+                str(a.retry_count),
+                status,
+                str(a.request_id),
+                a.error_class or "",
+                f"{a.latency_ms:.1f}",
+            )
+        self.console.print(table)
+        for call in (r for r in self.records.kept if isinstance(r, CallRecord)):
+            cost = f"${call.cost_usd:.6f}" if call.cost_usd is not None else "unknown price"
+            ttft = f", ttft {call.ttft_ms:.0f} ms" if call.ttft_ms is not None else ""
+            self.console.print(
+                f"  call record: {call.mode}/{call.policy} {call.model} → "
+                f"{call.stop_reason or call.error_class}, request_id {call.request_id}, "
+                f"tokens in {call.usage.input_tokens} / out {call.usage.output_tokens}, {cost}, "
+                f"{call.latency_ms:.0f} ms{ttft}, {call.attempts} attempt(s)"
+            )
+
+    def show_failure(self, err: CallFailed) -> None:
+        sdk_error = err.sdk_error
+        table = Table(show_header=False, box=None, padding=(0, 2))
+        table.add_row("status", str(err.status))
+        table.add_row("type", str(getattr(sdk_error, "type", None)))
+        table.add_row("message", str(getattr(sdk_error, "api_message", sdk_error)))
+        table.add_row("request_id", str(err.request_id))
+        table.add_row(
+            "keel says", f"{'retryable' if err.error_class.retryable else 'not retryable'}: {err.error_class.action}"
+        )
+        table.add_row("why", err.error_class.note)
+        self.console.print(table)
+
+    # --- steps -----------------------------------------------------------------------------------
+
     def streaming(self) -> None:
-        with self.sdk.messages.stream(
+        with self.keel.messages.stream(
             model=TOUR_MODEL, max_tokens=200, messages=[{"role": "user", "content": PROMPT}]
         ) as stream:
             for text in stream.text_stream:
                 self.console.print(text, end="", soft_wrap=True, highlight=False)
-            final = stream.get_final_message()
-            request_id = stream.request_id
         self.console.print()
-        usage = final.usage
-        self.console.print(
-            f"  request_id [cyan]{request_id}[/cyan]  stop_reason [cyan]{final.stop_reason}[/cyan]  "
-            f"usage: input {usage.input_tokens}, output {usage.output_tokens}"
+        self.show_records()
+        reply = stream.reply
+        self.check(
+            reply is not None and reply.outcome.kind == "end_turn" and bool(reply.request_id),
+            "streamed to end_turn; the call record has its request_id, usage and cost",
         )
-        self.check(final.stop_reason == "end_turn" and bool(request_id), "streamed to end_turn with a request_id")
 
-    def show_error(self, err: anthropic.APIStatusError) -> None:
-        table = Table(show_header=False, box=None, padding=(0, 2))
-        table.add_row("status", str(err.status_code))
-        table.add_row("type", str(err.type))
-        table.add_row("message", str(err.api_message))
-        table.add_row("request_id", str(err.request_id))
-        table.add_row("SDK class", type(err).__name__)
-        self.console.print(table)
-
-    def bad_key(self) -> None:
+    def expect_failure(self, run: Callable[[], Any], name: str, what: str) -> None:
         try:
-            self.bad_key_sdk.messages.create(
-                model=TOUR_MODEL, max_tokens=50, messages=[{"role": "user", "content": "hi"}]
-            )
-        except anthropic.AuthenticationError as err:
-            self.show_error(err)
-            self.check(
-                err.status_code == 401 and bool(err.request_id), "401 authentication_error: fix the key, never retry"
-            )
+            run()
+        except CallFailed as err:
+            self.show_failure(err)
+            self.show_records()
+            self.check(err.error_class.name == name and bool(err.request_id) and err.record.attempts == 1, what)
             return
-        self.check(False, "a bad API key should give 401")
+        self.check(False, f"expected {name}")
+
+    def bad_key_call(self) -> None:
+        self.expect_failure(
+            lambda: self.bad_key.messages.create(
+                model=TOUR_MODEL, max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+            ),
+            "authentication",
+            "401 authentication_error: not retryable, fix the key",
+        )
 
     def invalid_request(self) -> None:
-        try:
-            self.sdk.messages.create(model=TOUR_MODEL, max_tokens=-5, messages=[{"role": "user", "content": "hi"}])
-        except anthropic.BadRequestError as err:
-            self.show_error(err)
-            self.check(
-                err.type == "invalid_request_error" and "max_tokens" in str(err.api_message),
-                "400 invalid_request_error naming the field: fix the request, never retry unchanged",
-            )
-            return
-        self.check(False, "max_tokens=-5 should give 400")
+        self.expect_failure(
+            lambda: self.keel.messages.create(
+                model=TOUR_MODEL, max_tokens=-5, messages=[{"role": "user", "content": "hi"}]
+            ),
+            "invalid_request",
+            "400 invalid_request_error naming the field: not retryable, fix the request",
+        )
 
     def overloaded(self) -> None:
-        self.recorder.attempts.clear()
         fault = {FAULT_HEADER: "status=529; times=2; retry_after_ms=200"}
-        message = self.sdk.messages.create(
+        reply = self.keel.messages.create(
             model=TOUR_MODEL,
             max_tokens=100,
             messages=[{"role": "user", "content": "Say hello. [[keel:words=8]]"}],
             extra_headers={} if self.live else fault,
         )
-        table = Table("attempt", "retry-count header", "status", "request_id", "seconds")
-        for number, attempt in enumerate(self.recorder.attempts, 1):
-            table.add_row(
-                str(number),
-                str(attempt.retry_count),
-                str(attempt.status),
-                str(attempt.request_id),
-                f"{attempt.seconds:.3f}",
-            )
-        self.console.print(table)
-        answer = "".join(block.text for block in message.content if block.type == "text")
-        self.console.print(f"  final answer: {answer!r}")
-        statuses = [attempt.status for attempt in self.recorder.attempts]
+        self.show_records()
+        self.console.print(f"  final answer: {reply.text!r}")
+        statuses = [r.status for r in self.records.kept if isinstance(r, AttemptRecord)]
         expected = [200] if self.live else [529, 529, 200]
-        self.check(statuses == expected, f"the SDK retried by itself: statuses {statuses} (expected {expected})")
+        self.check(statuses == expected, f"the SDK retried the overloaded (retryable) responses: {statuses}")
+
+    def stop_reasons(self) -> None:
+        ask = [{"role": "user", "content": "Count from one to twenty in words. [[keel:words=30]]"}]
+        cut = self.keel.messages.create(model=TOUR_MODEL, max_tokens=12, messages=ask)
+        self.console.print(f"  max_tokens=12 → {type(cut.outcome).__name__}: {cut.text!r}")
+        whole = self.keel.messages.create(model=TOUR_MODEL, max_tokens=12, messages=ask, continue_max_tokens=4)
+        self.console.print(
+            f"  with continue_max_tokens=4 → {whole.outcome.kind} after {whole.record.rounds} rounds, stitched"
+        )
+        counting = [{"role": "user", "content": "Count: one, two, three. [[keel:reply=one, two, three, four]]"}]
+        seq = self.keel.messages.create(model=TOUR_MODEL, max_tokens=50, messages=counting, stop_sequences=["three"])
+        self.console.print(
+            f"  stop_sequences=['three'] → {type(seq.outcome).__name__}: stopped at {seq.message.stop_sequence!r}"
+        )
+        ok = isinstance(cut.outcome, MaxTokens) and isinstance(seq.outcome, StopSequence)
+        if not self.live:
+            refused = self.keel.messages.create(
+                model=TOUR_MODEL, max_tokens=50, messages=[{"role": "user", "content": "[[keel:refuse=cyber]]"}]
+            )
+            outcome = refused.outcome
+            if isinstance(outcome, Refusal):
+                self.console.print(
+                    f"  refusal → category {outcome.category!r}: {outcome.explanation} (never blind-retried)"
+                )
+            ok = (
+                ok and isinstance(outcome, Refusal) and outcome.category == "cyber" and whole.outcome.kind == "end_turn"
+            )
+        self.check(ok, "max_tokens (and its continuation), stop_sequence and refusal each became their outcome")
+
+    def modes(self) -> None:
+        cases = [
+            ("a chat UI, someone watching", choose_mode(watching=True, max_tokens=2_000)),
+            ("10,000 nightly summaries", choose_mode(waiting=False, requests=10_000, max_tokens=500)),
+            ("a quick classification in a request handler", choose_mode(waiting=True, max_tokens=10)),
+        ]
+        table = Table("work", "mode", "keel's reason")
+        for work, choice in cases:
+            table.add_row(work, choice.mode, choice.reason)
+        self.console.print(table)
+        self.check(
+            [c.mode for _, c in cases] == ["stream", "batch", "standard"], "stream, batch, standard — with reasons"
+        )
 
     def run(self) -> int:
         where = "the real Claude API (ANTHROPIC_API_KEY)" if self.live else "keel's embedded emulator (offline)"
-        self.console.print(Panel(f"keel tour — running against {where}", style="bold"))
-        self.step("1. A streaming call: text as it arrives, then request_id, stop_reason, usage", self.streaming)
-        self.step("2a. A deliberate error: a bad API key", self.bad_key)
+        self.console.print(Panel(f"keel tour — keel.Client running against {where}", style="bold"))
+        self.step("1. A streaming call: text as it arrives, then its records", self.streaming)
+        self.step("2a. A deliberate error: a bad API key", self.bad_key_call)
         self.step("2b. A deliberate error: an invalid request", self.invalid_request)
         title = "3. Overloaded (529) twice, retried by the SDK, then success"
         self.step(title if not self.live else "3. A call with its attempts visible", self.overloaded)
+        self.step("4. stop_reason outcomes", self.stop_reasons)
+        self.step("5. Choosing a delivery mode", self.modes)
         self.console.rule()
         if self.failures:
             self.console.print(f"[red]{len(self.failures)} step(s) misbehaved.[/red]")

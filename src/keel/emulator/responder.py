@@ -13,6 +13,8 @@ anywhere in the text of the last user message (see docs/emulator.md):
 - `context-full`  stop_reason model_context_window_exceeded
 - `empty`         an empty end_turn (no content, 3 output tokens)
 - `think`         a thinking block even when thinking was not requested
+- `stop=VALUE`    this stop_reason, whatever it is (to test how a client meets values newer than itself;
+                  an SDK client with strict response validation rejects unknown values)
 
 Without directives: if tools are given, tool_choice allows them and the conversation does not end with
 tool results, the first tool whose name appears in the prompt (else the first tool) is called; otherwise
@@ -155,7 +157,8 @@ def _rng(request: ValidRequest, seed: int) -> random.Random:
 
 
 def _words(rng: random.Random, count: int) -> str:
-    words = [rng.choice(VOCABULARY) for _ in range(count)]
+    """A sentence of exactly `count` tokens: count - 1 words and a full stop (one word for count 1)."""
+    words = [rng.choice(VOCABULARY) for _ in range(max(1, count - 1))]
     sentence = " ".join(words)
     return sentence[:1].upper() + sentence[1:] + "." if count > 1 else sentence
 
@@ -364,4 +367,6 @@ def generate(request: ValidRequest, seed: int, make_id: Callable[[str], str]) ->
         gen.stop_reason = "pause_turn"
     elif "context-full" in found and gen.stop_reason == "end_turn":
         gen.stop_reason = "model_context_window_exceeded"
+    if found.get("stop"):
+        gen.stop_reason = found["stop"]
     return gen
