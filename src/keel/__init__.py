@@ -27,6 +27,7 @@ from keel.stop import (
     outcome_of,
 )
 from keel.streaming import AsyncResilientStream, ResilientStream, StreamInterrupted
+from keel.tools import AtMostOnce, Execution, ToolOutcomeUnknown, ToolWaitTimeout, at_most_once, tool_result
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "Action",
     "AsyncClient",
     "AsyncResilientStream",
+    "AtMostOnce",
     "AttemptRecord",
     "CallFailed",
     "CallRecord",
@@ -47,6 +49,7 @@ __all__ = [
     "EmulatorConfig",
     "EndTurn",
     "ErrorClass",
+    "Execution",
     "Interrupted",
     "JsonFormatter",
     "MaxTokens",
@@ -64,9 +67,12 @@ __all__ = [
     "Scenario",
     "StopSequence",
     "StreamInterrupted",
+    "ToolOutcomeUnknown",
     "ToolUse",
+    "ToolWaitTimeout",
     "UnknownStop",
     "__version__",
+    "at_most_once",
     "choose_mode",
     "classify",
     "classify_exception",
@@ -74,4 +80,5 @@ __all__ = [
     "load_scenario",
     "outcome_of",
     "read_records",
+    "tool_result",
 ]
