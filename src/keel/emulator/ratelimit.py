@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from .errors import ApiError
 
@@ -43,8 +44,13 @@ class _Bucket:
 
     def reset_at(self, now: float) -> str:
         seconds = (self.capacity - self.level) / self.rate
-        moment = datetime.fromtimestamp(time.time() + seconds, tz=UTC).replace(microsecond=0)
-        return moment.isoformat().replace("+00:00", "Z")
+        return _rfc3339(int(time.time() + seconds))
+
+
+@lru_cache(maxsize=256)
+def _rfc3339(epoch: int) -> str:
+    """Whole seconds, as the API sends them (cached: every response formats a few of these)."""
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class RateLimiter:

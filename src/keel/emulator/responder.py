@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jiter import from_json
+from pydantic_core import to_json
 
 from .tokens import count_json, count_text, split_tokens
 from .validation import ValidRequest
@@ -147,18 +148,13 @@ def directives(request: ValidRequest) -> dict[str, str]:
 
 def _rng(request: ValidRequest, seed: int) -> random.Random:
     body = request.body
-    material = json.dumps(
-        [seed, request.model.id, body.get("system"), body["messages"], body.get("tools")],
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
-    return random.Random(hashlib.blake2b(material.encode(), digest_size=8).digest())
+    material = to_json([seed, request.model.id, body.get("system"), body["messages"], body.get("tools")])
+    return random.Random(hashlib.blake2b(material, digest_size=8).digest())
 
 
 def _words(rng: random.Random, count: int) -> str:
     """A sentence of exactly `count` tokens: count - 1 words and a full stop (one word for count 1)."""
-    words = [rng.choice(VOCABULARY) for _ in range(max(1, count - 1))]
+    words = rng.choices(VOCABULARY, k=max(1, count - 1))
     sentence = " ".join(words)
     return sentence[:1].upper() + sentence[1:] + "." if count > 1 else sentence
 
