@@ -5,6 +5,7 @@ Depends on nothing else in keel. See docs/emulator.md for how a request asks for
 
 from .access_log import AccessEntry, AccessLog
 from .app import DEFAULT_API_KEY, Emulator, EmulatorConfig, create_app
+from .batches import BatchClock, BatchStore
 from .clients import async_client, client
 from .faults import FAULT_HEADER, Fault, FaultSpecError, Scenario, load_scenario, parse_fault_header
 from .ratelimit import RateLimits
@@ -16,6 +17,8 @@ __all__ = [
     "AccessEntry",
     "AccessLog",
     "AsyncEmulatorTransport",
+    "BatchClock",
+    "BatchStore",
     "Emulator",
     "EmulatorConfig",
     "EmulatorTransport",

@@ -1,20 +1,25 @@
-"""The emulator's ASGI app: `/v1/messages` (JSON and SSE), count_tokens, models, with faults and an access log."""
+"""The emulator's ASGI app: `/v1/messages` (JSON and SSE), count_tokens, models, Message Batches, with faults
+and an access log."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from jiter import from_json
+from pydantic_core import to_json
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .access_log import AccessLog
+from .batches import MAX_BATCH_BYTES, MAX_BATCH_REQUESTS, Batch, BatchStore
 from .catalog import ModelSpec, load_catalog
 from .errors import ApiError, invalid
 from .faults import FAULT_HEADER, Fault, FaultSpecError, Rule, Scenario, parse_fault_header
@@ -41,6 +46,12 @@ class EmulatorConfig:
     tps: float | None = None  # output tokens per second (None: as fast as possible)
     max_body_bytes: int = MESSAGES_MAX_BYTES
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    # Message Batches (see docs/emulator.md): body and size limits, and the batch clock
+    max_batch_bytes: int = MAX_BATCH_BYTES
+    max_batch_requests: int = MAX_BATCH_REQUESTS
+    batch_speed: float = 1.0  # simulated seconds per real second (3600: an hour a second; 0: only advance())
+    batch_duration: float = 60.0  # simulated seconds a small batch takes (grows with size, +-20% by seed)
+    batch_stall: bool = False  # batches never progress: every request expires at 24 h
 
 
 @dataclass
@@ -55,7 +66,7 @@ class _Call:
 
 
 def _dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
+    return to_json(data)
 
 
 class Emulator:
@@ -65,9 +76,22 @@ class Emulator:
         self.config = config or EmulatorConfig()
         self.access_log = AccessLog()
         self.limiter = RateLimiter(self.config.rate_limits)
+        self.batches = BatchStore(
+            seed=self.config.seed,
+            speed=self.config.batch_speed,
+            duration=self.config.batch_duration,
+            stall=self.config.batch_stall,
+            max_requests=self.config.max_batch_requests,
+        )
         routes = [
             Route("/v1/messages", self._endpoint(self._messages), methods=["POST"]),
             Route("/v1/messages/count_tokens", self._endpoint(self._count_tokens), methods=["POST"]),
+            Route("/v1/messages/batches", self._endpoint(self._create_batch), methods=["POST"]),
+            Route("/v1/messages/batches", self._endpoint(self._list_batches), methods=["GET"]),
+            Route("/v1/messages/batches/{batch_id}", self._endpoint(self._get_batch), methods=["GET"]),
+            Route("/v1/messages/batches/{batch_id}", self._endpoint(self._delete_batch), methods=["DELETE"]),
+            Route("/v1/messages/batches/{batch_id}/cancel", self._endpoint(self._cancel_batch), methods=["POST"]),
+            Route("/v1/messages/batches/{batch_id}/results", self._endpoint(self._batch_results), methods=["GET"]),
             Route("/v1/models", self._endpoint(self._list_models), methods=["GET"]),
             Route("/v1/models/{model_id:path}", self._endpoint(self._get_model), methods=["GET"]),
         ]
@@ -107,7 +131,7 @@ class Emulator:
             response.headers["anthropic-organization-id"] = ORGANIZATION_ID
             self.access_log.add(
                 method=request.method,
-                path=request.url.path,
+                path=request.scope["path"],
                 status=response.status_code,
                 request_id=call.request_id,
                 retry_count=call.retry_count,
@@ -131,7 +155,7 @@ class Emulator:
         if status == 405:
             err = ApiError(
                 405,
-                f"Method {request.method} is not allowed for {request.url.path}",
+                f"Method {request.method} is not allowed for {request.scope['path']}",
                 error_type="invalid_request_error",
                 headers=dict(getattr(exc, "headers", None) or {}),  # `Allow: POST`
             )
@@ -139,7 +163,7 @@ class Emulator:
         response.headers["request-id"] = request_id
         self.access_log.add(
             method=request.method,
-            path=request.url.path,
+            path=request.scope["path"],
             status=response.status_code,
             request_id=request_id,
             retry_count=None,
@@ -159,8 +183,8 @@ class Emulator:
         if self.config.api_key is not None and key != self.config.api_key:
             raise ApiError(401, "invalid x-api-key")
 
-    async def _read_json(self, request: Request) -> Any:
-        limit = self.config.max_body_bytes
+    async def _read_json(self, request: Request, limit: int | None = None) -> Any:
+        limit = limit or self.config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise ApiError(413)
@@ -174,14 +198,19 @@ class Emulator:
             if size > limit:
                 raise ApiError(413)
             chunks.append(chunk)
+        body = b"".join(chunks)
         try:
-            return json.loads(b"".join(chunks))
+            return from_json(body)
+        except ValueError:
+            pass  # jiter is fast; the stdlib's error text is the one the API reports
+        try:
+            return json.loads(body)
         except UnicodeDecodeError as err:
             raise invalid(f"The request body is not valid JSON: {err}") from None
         except json.JSONDecodeError as err:
             raise invalid(f"The request body is not valid JSON: {err}") from None
 
-    def _pick_fault(self, request: Request, call: _Call) -> None:
+    def _pick_fault(self, request: Request, call: _Call, *, batch_create: bool = False) -> None:
         attempt = call.retry_count or 0
         header = request.headers.get(FAULT_HEADER)
         if header is not None:
@@ -191,7 +220,9 @@ class Emulator:
                 raise invalid(f"{FAULT_HEADER}: {err}") from None
             call.fault = scripted if scripted.applies_to(attempt) else None
         else:
-            call.fault = self.config.scenario.pick(request.url.path, call.model, attempt)
+            call.fault = self.config.scenario.pick(
+                request.scope["path"], call.model, attempt, batch_create=batch_create
+            )
         fault = call.fault
         if fault is not None and fault.status is not None:
             headers = fault.error_headers()
@@ -274,6 +305,56 @@ class Emulator:
         spec = resolve_model(request.path_params["model_id"])
         return Response(_dumps(_model_info(spec)), media_type=JSON_TYPE)
 
+    # --- message batches -------------------------------------------------------------------------
+
+    def _batch_response(self, request: Request, batch: Batch) -> Response:
+        body = batch.to_json(self.batches.now(), str(request.base_url))
+        return Response(_dumps(body), media_type=JSON_TYPE)
+
+    async def _batch_fault(self, request: Request, call: _Call, *, batch_create: bool = False) -> None:
+        """Apply any fault (a status raises); its `ttft_ms` / `latency_ms` delay the whole answer."""
+        self._pick_fault(request, call, batch_create=batch_create)
+        delay = (call.fault.ttft_ms or 0) + (call.fault.latency_ms or 0) if call.fault else 0
+        if delay:
+            await asyncio.sleep(delay / 1000)
+
+    async def _create_batch(self, request: Request, call: _Call) -> Response:
+        raw = await self._read_json(request, self.config.max_batch_bytes)
+        await self._batch_fault(request, call, batch_create=True)
+        version = check_version(request.headers.get("anthropic-version"))
+        batch = await run_in_threadpool(self.batches.create, raw, version, call.fault)
+        return self._batch_response(request, batch)
+
+    async def _list_batches(self, request: Request, call: _Call) -> Response:
+        await self._batch_fault(request, call)
+        page, has_more = self.batches.page(request.query_params)
+        now = self.batches.now()
+        data = [batch.to_json(now, str(request.base_url)) for batch in page]
+        body = {
+            "data": data,
+            "has_more": has_more,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+        return Response(_dumps(body), media_type=JSON_TYPE)
+
+    async def _get_batch(self, request: Request, call: _Call) -> Response:
+        await self._batch_fault(request, call)
+        return self._batch_response(request, self.batches.get(request.path_params["batch_id"]))
+
+    async def _cancel_batch(self, request: Request, call: _Call) -> Response:
+        await self._batch_fault(request, call)
+        return self._batch_response(request, self.batches.cancel(request.path_params["batch_id"]))
+
+    async def _delete_batch(self, request: Request, call: _Call) -> Response:
+        await self._batch_fault(request, call)
+        return Response(_dumps(self.batches.delete(request.path_params["batch_id"])), media_type=JSON_TYPE)
+
+    async def _batch_results(self, request: Request, call: _Call) -> Response:
+        await self._batch_fault(request, call)
+        chunks = self.batches.results(request.path_params["batch_id"])
+        return StreamingResponse(_yielding(chunks), media_type="application/x-jsonl")
+
     # --- pacing ----------------------------------------------------------------------------------
 
     def _rates(self, fault: Fault | None) -> tuple[float, float | None]:
@@ -305,6 +386,13 @@ class Emulator:
             if is_content and tps:
                 await asyncio.sleep(1 / tps)
             yield chunk
+
+
+async def _yielding(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Send chunks made on the fly, letting other requests run between them."""
+    for chunk in chunks:
+        yield chunk
+        await asyncio.sleep(0)
 
 
 def _model_info(spec: ModelSpec) -> dict[str, Any]:

@@ -13,6 +13,10 @@ Header form: `x-keel-fault: status=529; times=2; retry_after_ms=20`. Scenario fi
 
 The first rule that matches and fires applies. `times = N` makes a fault apply to attempts 0..N-1 only, so
 the SDK's own retries can be watched succeeding on attempt N.
+
+Message Batches: `errored_share` and `expired_share` (0..1) apply when a batch is created (`POST
+/v1/messages/batches`): that share of its requests, chosen by seed, come back `errored` (with `error_type`,
+default `api_error`) or `expired`. A rule with only shares is considered for batch creation alone.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ FAULT_HEADER = "x-keel-fault"
 
 _INT_FIELDS = {"status", "times", "stream_error_after", "drop_after", "retry_after_ms"}
 _FLOAT_FIELDS = {"retry_after", "ttft_ms", "tps", "latency_ms"}
+_SHARE_FIELDS = {"errored_share", "expired_share"}
 _STR_FIELDS = {"error_type", "message", "error_code"}
 _BOOL_FIELDS = {"should_retry"}
 
@@ -55,6 +60,17 @@ class Fault:
     latency_ms: float | None = None
     stream_error_after: int | None = None
     drop_after: int | None = None
+    errored_share: float | None = None  # Message Batches: share of a new batch's requests that come back errored
+    expired_share: float | None = None  # ... and that never finish, so they expire at 24 h
+
+    @property
+    def batch_only(self) -> bool:
+        """Only batch shares: such a fault means something at batch creation and nowhere else."""
+        return (self.errored_share is not None or self.expired_share is not None) and all(
+            getattr(self, f.name) is None
+            for f in fields(self)
+            if f.name not in _SHARE_FIELDS and f.name not in ("error_type", "message", "times")
+        )
 
     def applies_to(self, attempt: int) -> bool:
         return self.times is None or attempt < self.times
@@ -100,6 +116,14 @@ def _coerce_value(name: str, value: Any) -> Any:
         if number_f < 0 or (name == "tps" and number_f == 0):
             raise FaultSpecError(f"{name}: {value!r} is out of range")
         return number_f
+    if name in _SHARE_FIELDS:
+        try:
+            share = float(value)
+        except (TypeError, ValueError):
+            raise FaultSpecError(f"{name}: expected a number from 0 to 1, got {value!r}") from None
+        if not 0 <= share <= 1:
+            raise FaultSpecError(f"{name}: expected a number from 0 to 1, got {value!r}")
+        return share
     if name in _BOOL_FIELDS:
         if isinstance(value, bool):
             return value
@@ -108,7 +132,7 @@ def _coerce_value(name: str, value: Any) -> Any:
         raise FaultSpecError(f"{name}: expected true or false, got {value!r}")
     if name in _STR_FIELDS:
         return str(value)
-    known = ", ".join(sorted(_INT_FIELDS | _FLOAT_FIELDS | _STR_FIELDS | _BOOL_FIELDS))
+    known = ", ".join(sorted(_INT_FIELDS | _FLOAT_FIELDS | _SHARE_FIELDS | _STR_FIELDS | _BOOL_FIELDS))
     raise FaultSpecError(f"unknown fault field '{name}' (known: {known})")
 
 
@@ -119,8 +143,13 @@ def make_fault(values: dict[str, Any]) -> Fault:
         and fault.stream_error_after is None
         and fault.drop_after is None
         and not (fault.ttft_ms or fault.tps or fault.latency_ms)
+        and fault.errored_share is None
+        and fault.expired_share is None
     ):
-        raise FaultSpecError("a fault needs status, stream_error_after, drop_after or a latency setting")
+        raise FaultSpecError(
+            "a fault needs status, stream_error_after, drop_after, a latency setting or a batch share "
+            "(errored_share, expired_share)"
+        )
     return fault
 
 
@@ -167,8 +196,11 @@ class Scenario:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
 
-    def pick(self, path: str, model: str | None, attempt: int) -> Fault | None:
+    def pick(self, path: str, model: str | None, attempt: int, *, batch_create: bool = False) -> Fault | None:
+        """The fault to apply, if any. Rules with only batch shares are considered for batch creation alone."""
         for rule in self.rules:
+            if rule.fault.batch_only and not batch_create:
+                continue
             if rule.matches(path, model, attempt) and (
                 rule.probability >= 1.0 or self._rng.random() < rule.probability
             ):

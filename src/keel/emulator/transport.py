@@ -2,8 +2,9 @@
 
 `httpx2.ASGITransport` is async-only and collects the whole body before returning, so a stream's
 time to first token, its pacing and a mid-stream drop would all be invisible in-process. These
-transports hand the body over chunk by chunk, exactly as the app sends it; the sync one runs the app
-on a private event loop thread.
+transports hand the body over chunk by chunk, exactly as the app sends it (holding the app back while a
+few chunks are unread, so a large body never piles up); the sync one runs the app on a private event loop
+thread.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ ASGIApp = Callable[
     Awaitable[None],
 ]
 _END = object()
+_BUFFERED_CHUNKS = 32  # the app waits when this many chunks are unread: a large body never piles up in memory
 
 
 class _Exchange:
@@ -33,7 +35,7 @@ class _Exchange:
         self._app = app
         self._request = request
         self._body = body
-        self._chunks: asyncio.Queue[object] = asyncio.Queue()
+        self._chunks: asyncio.Queue[object] = asyncio.Queue(_BUFFERED_CHUNKS)
         self._started: asyncio.Future[tuple[int, list[tuple[bytes, bytes]]]] = (
             asyncio.get_running_loop().create_future()
         )
@@ -84,9 +86,11 @@ class _Exchange:
             except Exception as err:
                 if not self._started.done():
                     self._started.set_exception(err)
-                await self._chunks.put(err)
+                if not self._done.is_set():
+                    await self._chunks.put(err)
             finally:
-                await self._chunks.put(_END)
+                if not self._done.is_set():  # once the reader has gone, nobody would take it off a full queue
+                    await self._chunks.put(_END)
 
         self._task = asyncio.ensure_future(run())
         return await self._started
