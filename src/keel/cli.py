@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +17,12 @@ from keel.emulator import (
     Scenario,
     load_scenario,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from keel.errors import ErrorClass
 
 app = typer.Typer(help="keel: production habits for the Claude Messages API.", no_args_is_help=True)
 emulator_app = typer.Typer(help="The local emulator of the Claude API.", no_args_is_help=True)
@@ -44,6 +51,9 @@ def serve(
     rate_limit: Annotated[
         str | None, typer.Option(help="Enforce RPM,ITPM,OTPM buckets, e.g. 50,40000,8000 (default: report only).")
     ] = None,
+    batch_speed: Annotated[
+        float, typer.Option(min=0, help="Message Batches clock: simulated seconds per second (3600: an hour a second).")
+    ] = 1.0,
 ) -> None:
     """Serve the emulator over HTTP until Ctrl-C."""
     from keel.emulator.server import serve as run_server
@@ -55,12 +65,255 @@ def serve(
         raise typer.Exit(2) from None
     limits = _rate_limits(rate_limit) if rate_limit else RateLimits()
     config = EmulatorConfig(
-        api_key=api_key, seed=seed or 0, scenario=scenario, ttft_ms=ttft_ms, tps=tps, rate_limits=limits
+        api_key=api_key,
+        seed=seed or 0,
+        scenario=scenario,
+        ttft_ms=ttft_ms,
+        tps=tps,
+        rate_limits=limits,
+        batch_speed=batch_speed,
     )
     typer.echo(f"keel emulator listening on http://{host}:{port}  (ANTHROPIC_BASE_URL=http://{host}:{port})")
     typer.echo(f"{len(scenario.rules)} fault rule(s); Ctrl-C stops it.")
     run_server(Emulator(config), host, port)
     typer.echo("keel emulator stopped.")
+
+
+@app.command()
+def explain(
+    what: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="NAME_OR_STATUS",
+            help="A row name (overloaded), a status (429), an error.type or error_code, or STATUS:TYPE:CODE.",
+        ),
+    ] = None,
+) -> None:
+    """Explain keel's error map: the whole table, or what one error means and what to do about it."""
+    from rich.console import Console
+
+    from keel.errors import ERROR_TABLE
+
+    console = Console()
+    if what is None:
+        if console.width >= _WIDE_TABLE:
+            console.print(_error_table(ERROR_TABLE))
+        else:
+            _error_list(ERROR_TABLE, console)
+        return
+    found = _error_rows(what)
+    if found is None:
+        names = ", ".join(row.name for row in ERROR_TABLE)
+        typer.echo(
+            f"keel: no error class matches {what!r}. Give a name, a status (e.g. 429), an error.type or "
+            f"error_code, or STATUS:TYPE:CODE (e.g. 429:rate_limit_error:enforced_spend_limit_reached).\n"
+            f"Names: {names}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    rows, notes = found
+    for note in notes:
+        console.print(note)
+    for row in rows:
+        _explain_row(row, console)
+
+
+def _error_rows(what: str) -> tuple[list[ErrorClass], list[str]] | None:
+    """The rows `keel explain WHAT` shows, and notes on how WHAT was matched; None when nothing matches."""
+    from keel.errors import ERROR_TABLE, by_name, classify
+
+    text = what.strip()
+    if text.isdigit():
+        status = int(text)
+        if not 100 <= status <= 599:
+            return None
+        row = classify(status)
+        others = [other for other in ERROR_TABLE if other.status == status and other is not row]
+        notes = []
+        if row.status != status:
+            notes.append(f"{status} is not in the API's error table; keel treats it as {row.name}.")
+        if others:
+            notes.append(
+                f"A bare {status} is {row.name}; with an error_code or message it can also be: "
+                + ", ".join(other.name for other in others)
+                + "."
+            )
+        return [row, *others], notes
+    if ":" in text:
+        return _error_triple(text)
+    try:
+        return [by_name(text.lower().replace("-", "_"))], []
+    except KeyError:
+        pass
+    if any(row.error_code == text for row in ERROR_TABLE):
+        return [classify(None, None, text)], [f"{text} is an error_code (error.details.error_code)."]
+    if any(row.error_type == text for row in ERROR_TABLE):
+        return [classify(None, text)], [f"{text} is an error.type; without a status (the status decides) it reads as:"]
+    return None
+
+
+def _error_triple(text: str) -> tuple[list[ErrorClass], list[str]] | None:
+    from keel.errors import ERROR_TABLE, classify
+
+    parts = text.split(":")
+    if len(parts) > 3:
+        return None
+    status_text, error_type, error_code = (*parts, "", "")[:3]
+    if status_text and not (status_text.isdigit() and 100 <= int(status_text) <= 599):
+        return None
+    status = int(status_text) if status_text else None
+    row = classify(status, error_type or None, error_code or None)
+    notes = []
+    if error_code and row.error_code != error_code:
+        known = any(other.error_code == error_code for other in ERROR_TABLE)
+        why = f"belongs to status {_code_status(error_code)}" if known else "is not one keel knows"
+        notes.append(f"error_code {error_code} {why}: it is ignored, as the SDK docs advise.")
+    if error_type and row.error_type is not None and row.error_type != error_type:
+        notes.append(f"The API sends {row.status} with {row.error_type}, not {error_type}: the status decides.")
+    return [row], notes
+
+
+def _code_status(error_code: str) -> str:
+    from keel.errors import ERROR_TABLE
+
+    return ", ".join(str(row.status) for row in ERROR_TABLE if row.error_code == error_code)
+
+
+_UNLISTED = {"unknown_4xx": "an unlisted 4xx status", "unknown_5xx": "an unlisted 5xx status (or above)"}
+
+
+def _matches(row: ErrorClass) -> str:
+    parts = [str(row.status) if row.status is not None else _UNLISTED.get(row.name, "no HTTP status")]
+    if row.error_type:
+        parts.append(row.error_type)
+    if row.error_code:
+        parts.append(f"error_code={row.error_code}")
+    if row.message_contains:
+        parts.append(f"message contains {row.message_contains!r}")
+    return " ".join(parts)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+_WIDE_TABLE = 150  # narrower consoles get the map as a list: eight columns do not fit
+
+
+def _error_list(rows: tuple[ErrorClass, ...], console: Console) -> None:
+    from rich.markup import escape
+
+    console.print("[bold]keel's error map[/bold] (keel explain NAME for one row; a wider terminal shows a table)")
+    for row in rows:
+        console.print(f"\n[bold]{row.name}[/bold]  {escape(_matches(row))}")
+        console.print(
+            f"  retryable: {_yes(row.retryable)}   action: {row.action.value}   SDK retries: {_yes(row.sdk_retries)}"
+        )
+        console.print(f"  {escape(row.note)}")
+
+
+def _error_table(rows: tuple[ErrorClass, ...]) -> Table:
+    from rich.table import Table
+
+    table = Table(title="keel's error map (keel explain NAME for one row)", title_justify="left")
+    for column in ("name", "status", "error.type", "error_code", "retryable", "action", "SDK retries?"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("note", min_width=24, ratio=1)
+    for row in rows:
+        note = row.note if not row.message_contains else f"{row.note} (message contains {row.message_contains!r})"
+        table.add_row(
+            row.name,
+            "—" if row.status is None else str(row.status),
+            row.error_type or "—",
+            row.error_code or "—",
+            _yes(row.retryable),
+            row.action.value,
+            _yes(row.sdk_retries),
+            note,
+            style=None if row.retryable else "dim",
+        )
+    return table
+
+
+def _explain_row(row: ErrorClass, console: Console) -> None:
+    from rich.panel import Panel
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("matches", _matches(row))
+    table.add_row("keel retries it", _yes(row.retryable))
+    table.add_row("the SDK retries it", _yes(row.sdk_retries))
+    table.add_row("action", row.action.value)
+    table.add_row("note", row.note)
+    if row.retryable != row.sdk_retries:
+        differs = (
+            "keel does NOT retry it, though the SDK on its own would."
+            if row.sdk_retries
+            else "keel retries it; the SDK on its own does not."
+        )
+        table.add_row("differs", differs)
+    console.print(Panel(table, title=row.name, title_align="left", expand=False))
+
+
+@app.command()
+def report(
+    records: Annotated[
+        Path, typer.Argument(metavar="RECORDS", help="A JSONL records file (keel.Client(records=PATH)).")
+    ],
+    since: Annotated[
+        str | None, typer.Option(help="Only records at or after this ISO 8601 time (no offset: UTC).")
+    ] = None,
+    request_id: Annotated[
+        str | None, typer.Option(help="Show the call that has this request_id (on the call or any attempt).")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Summarise a records file: calls, failures, retries, latency, tokens and cost; or find one call."""
+    from rich.console import Console
+
+    from keel.report import BadLine, find_calls, parse_since, render_calls, render_summary, summarize
+
+    try:
+        cutoff = parse_since(since) if since is not None else None
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--since") from None
+    shown = 0
+
+    def bad_line(line: BadLine) -> None:
+        nonlocal shown
+        shown += 1
+        if shown <= _BAD_LINES_SHOWN:
+            typer.echo(f"keel: skipped {line}", err=True)
+        elif shown == _BAD_LINES_SHOWN + 1:
+            typer.echo(f"keel: more bad lines; only the first {_BAD_LINES_SHOWN} are listed", err=True)
+
+    console = Console()
+    try:
+        if request_id is not None:
+            traces = find_calls(records, request_id, since=cutoff, on_bad=bad_line)
+            if json_output:
+                typer.echo(json.dumps({"request_id": request_id, "calls": [t.as_dict() for t in traces]}, indent=2))
+            else:
+                render_calls(traces, request_id, console)
+            if not traces:
+                typer.echo(f"keel: no record in {records} has request_id {request_id}", err=True)
+                raise typer.Exit(1)
+            return
+        summary = summarize(records, since=cutoff, on_bad=bad_line)
+    except OSError as err:
+        typer.echo(f"keel: cannot read {records}: {err.strerror or err}", err=True)
+        raise typer.Exit(2) from None
+    if shown:
+        typer.echo(f"keel: {shown} bad line(s) skipped in {records}", err=True)
+    if json_output:
+        typer.echo(json.dumps(summary.as_dict(), indent=2))
+    else:
+        render_summary(summary, console)
+
+
+_BAD_LINES_SHOWN = 100
 
 
 def _rate_limits(text: str) -> RateLimits:

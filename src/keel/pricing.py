@@ -16,10 +16,10 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import date
-from decimal import Decimal, localcontext
+from decimal import Context, Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ _TOP_LEVEL_KEYS = {"as_of", "currency", "unit", "batch_multiplier", "sources", "
 _MODEL_KEYS = {*_PRICE_FIELDS, "aliases", "long_context", "note"}
 _UNIT = "per million tokens"
 _MILLION = Decimal(1_000_000)
+_ONE = Decimal(1)
 
 
 class PriceDataError(ValueError):
@@ -118,6 +119,8 @@ def _field(usage: Any, name: str) -> Any:
 def _count(value: Any, name: str) -> int:
     if value is None:
         return 0
+    if type(value) is int and value >= 0:  # the common case, checked first: a plain non-negative int
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"usage.{name}: expected a token count, got {value!r}")
     if isinstance(value, float) and not value.is_integer():
@@ -137,10 +140,18 @@ def token_counts(usage: Any) -> TokenCounts:
     """
     if isinstance(usage, TokenCounts):
         return usage
-    if not isinstance(usage, Mapping) and not (hasattr(usage, "input_tokens") or hasattr(usage, "output_tokens")):
+    # One Mapping check per usage object (an ABC isinstance is slow), not one per field.
+    if isinstance(usage, Mapping):
+        get: Callable[[str], Any] = usage.get
+    elif hasattr(usage, "input_tokens") or hasattr(usage, "output_tokens"):
+
+        def get(name: str) -> Any:
+            return getattr(usage, name, None)
+
+    else:
         raise TypeError(f"expected a usage object or mapping with token counts, got {type(usage).__name__}")
-    created = _count(_field(usage, "cache_creation_input_tokens"), "cache_creation_input_tokens")
-    breakdown = _field(usage, "cache_creation")
+    created = _count(get("cache_creation_input_tokens"), "cache_creation_input_tokens")
+    breakdown = get("cache_creation")
     if breakdown is None:
         write_5m, write_1h = created, 0
     else:
@@ -148,17 +159,46 @@ def token_counts(usage: Any) -> TokenCounts:
         write_1h = _count(_field(breakdown, "ephemeral_1h_input_tokens"), "cache_creation.ephemeral_1h_input_tokens")
         write_5m += max(0, created - write_5m - write_1h)
     return TokenCounts(
-        input=_count(_field(usage, "input_tokens"), "input_tokens"),
-        output=_count(_field(usage, "output_tokens"), "output_tokens"),
+        input=_count(get("input_tokens"), "input_tokens"),
+        output=_count(get("output_tokens"), "output_tokens"),
         cache_write_5m=write_5m,
         cache_write_1h=write_1h,
-        cache_read=_count(_field(usage, "cache_read_input_tokens"), "cache_read_input_tokens"),
+        cache_read=_count(get("cache_read_input_tokens"), "cache_read_input_tokens"),
     )
 
 
 def _dec(value: float) -> Decimal:
     """The decimal a price was written as: `str` gives the shortest repr, so 0.1 becomes exactly 0.1."""
     return Decimal(str(value))
+
+
+_EXACT = Context(prec=60)
+"""Far more precision than tokens x price needs: every product and quotient in a cost is exact."""
+
+
+@dataclass(frozen=True, slots=True)
+class _DecimalPrice:
+    """A `ModelPrice` as the `Decimal`s the cost arithmetic uses, computed once per price."""
+
+    source: ModelPrice
+    input: Decimal
+    output: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+    long_context_multiplier: Decimal
+
+    @classmethod
+    def of(cls, price: ModelPrice) -> _DecimalPrice:
+        return cls(
+            price,
+            _dec(price.input),
+            _dec(price.output),
+            _dec(price.cache_write_5m),
+            _dec(price.cache_write_1h),
+            _dec(price.cache_read),
+            _dec(price.long_context_multiplier),
+        )
 
 
 class PriceTable:
@@ -189,6 +229,7 @@ class PriceTable:
         """The data file's own note on where its prices come from."""
         self._warned: set[str] = set()
         self._lock = threading.Lock()
+        self._decimals: dict[str, _DecimalPrice] = {}  # by priced model id, filled on first use
 
     def __repr__(self) -> str:
         return f"PriceTable({len(self._prices)} models, as_of={self.as_of.isoformat()}, source={self.source!r})"
@@ -235,25 +276,27 @@ class PriceTable:
         price = self._prices[canonical]
         tokens = token_counts(usage)
         long_context = price.long_context_threshold is not None and tokens.prompt > price.long_context_threshold
-        with localcontext() as ctx:
-            ctx.prec = 60  # far more than tokens x price needs: every result below is exact
-            factor = _dec(price.long_context_multiplier) if long_context else Decimal(1)
-            if batch:
-                factor *= _dec(self.batch_multiplier)
+        decimals = self._decimals.get(canonical)
+        if decimals is None or decimals.source is not price:
+            decimals = self._decimals[canonical] = _DecimalPrice.of(price)
+        ctx = _EXACT
+        factor = decimals.long_context_multiplier if long_context else _ONE
+        if batch:
+            factor = ctx.multiply(factor, _dec(self.batch_multiplier))
 
-            def part(count: int, per_million: float) -> Decimal:
-                return count * _dec(per_million) * factor / _MILLION
+        def part(count: int, per_million: Decimal) -> Decimal:
+            return ctx.divide(ctx.multiply(ctx.multiply(Decimal(count), per_million), factor), _MILLION)
 
-            return CostBreakdown(
-                model=canonical,
-                input=part(tokens.input, price.input),
-                output=part(tokens.output, price.output),
-                cache_write_5m=part(tokens.cache_write_5m, price.cache_write_5m),
-                cache_write_1h=part(tokens.cache_write_1h, price.cache_write_1h),
-                cache_read=part(tokens.cache_read, price.cache_read),
-                batch=batch,
-                long_context=long_context,
-            )
+        return CostBreakdown(
+            model=canonical,
+            input=part(tokens.input, decimals.input),
+            output=part(tokens.output, decimals.output),
+            cache_write_5m=part(tokens.cache_write_5m, decimals.cache_write_5m),
+            cache_write_1h=part(tokens.cache_write_1h, decimals.cache_write_1h),
+            cache_read=part(tokens.cache_read, decimals.cache_read),
+            batch=batch,
+            long_context=long_context,
+        )
 
     def cost(self, model: str, usage: Any, *, batch: bool = False) -> float | None:
         """USD cost of one response's usage; `batch=True` bills the batch rate (50%, stacking with caching).

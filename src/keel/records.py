@@ -12,7 +12,8 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from operator import attrgetter
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -103,7 +104,27 @@ class CallRecord:
 Record = AttemptRecord | CallRecord
 
 
+_ATTEMPT_FIELDS = tuple(f.name for f in fields(AttemptRecord))
+_CALL_FIELDS = tuple(f.name for f in fields(CallRecord))
+_USAGE_FIELDS = tuple(f.name for f in fields(Usage))
+_attempt_values = attrgetter(*_ATTEMPT_FIELDS)
+_call_values = attrgetter(*_CALL_FIELDS)
+_usage_values = attrgetter(*_USAGE_FIELDS)
+
+
 def record_dict(record: Record) -> dict[str, Any]:
+    """The record as `dataclasses.asdict` gives it (same keys, order and values), built directly.
+
+    Every field is an immutable scalar except `CallRecord.usage` (a dataclass of ints) and
+    `CallRecord.content` (caller data, only with log_content=True): a record with content still goes
+    through `asdict`, which deep-copies it.
+    """
+    if type(record) is AttemptRecord:
+        return dict(zip(_ATTEMPT_FIELDS, _attempt_values(record), strict=True))
+    if type(record) is CallRecord and record.content is None and type(record.usage) is Usage:
+        data = dict(zip(_CALL_FIELDS, _call_values(record), strict=True))
+        data["usage"] = dict(zip(_USAGE_FIELDS, _usage_values(record.usage), strict=True))
+        return data
     return asdict(record)
 
 
@@ -125,6 +146,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+_LINE_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+"""What `json.dumps(..., separators=(",", ":"), default=str)` uses, made once instead of per line."""
+
+
 class JsonlSink:
     """Appends one JSON line per record. Opened at construction, so a bad path fails there, not mid-traffic."""
 
@@ -138,7 +163,7 @@ class JsonlSink:
         self._lock = threading.Lock()
 
     def write(self, record: Record) -> None:
-        line = json.dumps(record_dict(record), separators=(",", ":"), default=str) + "\n"
+        line = _LINE_ENCODER.encode(record_dict(record)) + "\n"
         with self._lock:
             self._file.write(line)
 
@@ -165,14 +190,15 @@ class Recorder:
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Every record of a JSONL file; a bad line raises ValueError with its line number."""
+    """Every record of a JSONL file; a bad line raises ValueError with its line number.
+
+    `keel report` reads the same way but skips bad lines instead (`keel.report.read_lines`).
+    """
+    from .report import BadLine, read_lines
+
     records = []
-    with Path(path).open(encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not a JSON record: {err.msg}") from None
+    for item in read_lines(path):
+        if isinstance(item, BadLine):
+            raise ValueError(str(item))
+        records.append(item.data)
     return records

@@ -1,0 +1,720 @@
+"""`keel report`: summarise a JSONL records file, or find one call in it by request_id.
+
+The file is read line by line and only counters are kept, so memory stays flat however long the file is:
+percentiles are exact up to `EXACT_SAMPLES` values, then come from a log-bucket histogram (within 0.5%).
+A bad line (not JSON, not an object, not a keel record) is reported with its line number and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import ERROR_TABLE
+
+__all__ = [
+    "EXACT_SAMPLES",
+    "BadLine",
+    "CallTrace",
+    "Line",
+    "Percentiles",
+    "Summary",
+    "find_calls",
+    "iter_records",
+    "parse_since",
+    "read_lines",
+    "record_problem",
+    "render_calls",
+    "render_summary",
+    "summarize",
+]
+
+EXACT_SAMPLES = 100_000
+"""Up to this many values a percentile is exact; past it, a bounded histogram takes over."""
+
+_HISTOGRAM_GROWTH = 1.01  # bucket i holds [1.01**i, 1.01**(i+1)): reporting its middle is within 0.5%
+_SMALLEST = 1e-3  # ms; anything below lands in one "about zero" bucket
+_ZERO_BUCKET = -(10**9)
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """A line of a JSONL file that holds a JSON object."""
+
+    number: int
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A line that was skipped, and why; `str()` is `PATH:LINE: reason`."""
+
+    path: str
+    number: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.number}: {self.reason}"
+
+
+OnBad = Callable[[BadLine], None]
+
+
+def read_lines(path: str | Path, *, needles: Iterable[str] | None = None) -> Iterator[Line | BadLine]:
+    """Each non-blank line of a JSONL file, as a JSON object or as a `BadLine` saying why it is not one.
+
+    Never raises for a bad line (only for a file that cannot be opened or read). With `needles`, lines
+    containing none of them are skipped unparsed (a fast pre-filter; such lines are not checked at all).
+    """
+    name = str(path)
+    # as the needles appear inside JSON strings (ASCII, escaped: how json.dumps writes them)
+    wanted = None if needles is None else tuple(json.dumps(needle)[1:-1].encode() for needle in needles)
+    with Path(path).open("rb") as file:
+        for number, raw in enumerate(file, 1):
+            if wanted is not None and not any(needle in raw for needle in wanted):
+                continue
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield BadLine(name, number, f"not UTF-8 text (byte {err.start + 1})")
+                continue
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                yield BadLine(name, number, f"not a JSON record: {err.msg} (character {err.pos + 1})")
+                continue
+            except RecursionError:
+                yield BadLine(name, number, "not a JSON record: nested too deeply")
+                continue
+            if not isinstance(data, dict):
+                yield BadLine(name, number, f"not a JSON record: a JSON {type(data).__name__}, not an object")
+                continue
+            yield Line(number, data)
+
+
+_TEXT, _COUNT, _NUMBER, _OBJECT = "a string", "a whole number >= 0", "a finite number", "an object"
+_MISSING = object()
+
+# (field, what it must be, may be null): only what the report reads; other fields may come and go.
+_Spec = tuple[tuple[str, str, bool], ...]
+_ATTEMPT_FIELDS: _Spec = (
+    ("call_id", _TEXT, False),
+    ("attempt", _COUNT, False),
+    ("request_id", _TEXT, True),
+    ("status", _COUNT, True),
+    ("error_class", _TEXT, True),
+    ("latency_ms", _NUMBER, False),
+    ("at", _NUMBER, False),
+)
+_CALL_FIELDS: _Spec = (
+    ("call_id", _TEXT, False),
+    ("mode", _TEXT, False),
+    ("policy", _TEXT, False),
+    ("model", _TEXT, False),
+    ("request_id", _TEXT, True),
+    ("stop_reason", _TEXT, True),
+    ("outcome", _TEXT, True),
+    ("usage", _OBJECT, False),
+    ("cost_usd", _NUMBER, True),
+    ("latency_ms", _NUMBER, False),
+    ("ttft_ms", _NUMBER, True),
+    ("attempts", _COUNT, False),
+    ("retries", _COUNT, False),
+    ("error_class", _TEXT, True),
+    ("at", _NUMBER, False),
+)
+_USAGE_FIELDS: _Spec = (
+    ("input_tokens", _COUNT, False),
+    ("output_tokens", _COUNT, False),
+    ("cache_write_tokens", _COUNT, False),
+    ("cache_read_tokens", _COUNT, False),
+)
+_FIELDS = {"attempt": _ATTEMPT_FIELDS, "call": _CALL_FIELDS}
+
+
+def _fields_problem(data: dict[str, Any], spec: _Spec, where: str) -> str | None:
+    for name, expected, nullable in spec:
+        value = data.get(name, _MISSING)
+        if value is None:
+            if nullable:
+                continue
+            return f"{where}: field {name!r} is null"
+        kind = type(value)  # exact types: JSON gives no subclasses, and bool must not pass for int
+        if expected is _TEXT:
+            ok = kind is str
+        elif expected is _COUNT:
+            ok = kind is int and value >= 0
+        elif expected is _NUMBER:
+            ok = kind is int or (kind is float and math.isfinite(value))
+        else:
+            ok = kind is dict
+        if not ok:
+            if value is _MISSING:
+                return f"{where}: missing field {name!r}"
+            return f"{where}: field {name!r} is not {expected}: {json.dumps(value, default=str)[:40]}"
+    return None
+
+
+def record_problem(data: dict[str, Any]) -> str | None:
+    """Why this JSON object is not a keel attempt or call record the report can use (None: it is one)."""
+    kind = data.get("kind")
+    spec = _FIELDS.get(kind) if isinstance(kind, str) else None
+    if spec is None:
+        return "no 'kind' field: not a keel record" if kind is None else f"unknown record kind {kind!r}"
+    problem = _fields_problem(data, spec, f"{kind} record")
+    if problem is None and kind == "call":
+        problem = _fields_problem(data["usage"], _USAGE_FIELDS, "call record usage")
+    return problem
+
+
+def iter_records(
+    path: str | Path, on_bad: OnBad | None = None, *, needles: Iterable[str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The keel records of a JSONL file, one at a time; every other line goes to `on_bad` and is skipped."""
+    for item in read_lines(path, needles=needles):
+        if isinstance(item, BadLine):
+            if on_bad is not None:
+                on_bad(item)
+            continue
+        problem = record_problem(item.data)
+        if problem is not None:
+            if on_bad is not None:
+                on_bad(BadLine(str(path), item.number, problem))
+            continue
+        yield item.data
+
+
+def parse_since(text: str) -> float:
+    """An ISO 8601 time (a time without an offset is UTC) as a Unix timestamp, like the records' `at`."""
+    value = text.strip()
+    if value.endswith(("z", "Z")):
+        value = value[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-24T09:30:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _iso(at: float | None) -> str | None:
+    if at is None:
+        return None
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- aggregating -----------------------------------------------------------------------------------
+
+
+class Percentiles:
+    """Nearest-rank percentiles of a stream of non-negative numbers, in bounded memory.
+
+    Exact while at most `exact_limit` values have been added; beyond that, read from a histogram of
+    log-spaced buckets 1% wide (at most a few thousand buckets), so within 0.5% of the exact value.
+    """
+
+    def __init__(self, exact_limit: int = EXACT_SAMPLES) -> None:
+        self.count = 0
+        self.min = math.inf
+        self.max = -math.inf
+        self._limit = exact_limit
+        self._exact: array[float] | None = array("d")
+        self._sorted = True
+        self._buckets: Counter[int] = Counter()
+
+    @property
+    def exact(self) -> bool:
+        return self._exact is not None
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.min = min(self.min, value)
+        self.max = max(self.max, value)
+        self._buckets[self._bucket(value)] += 1
+        if self._exact is not None:
+            if len(self._exact) < self._limit:
+                self._exact.append(value)
+                self._sorted = False
+            else:
+                self._exact = None
+
+    @staticmethod
+    def _bucket(value: float) -> int:
+        if value < _SMALLEST:
+            return _ZERO_BUCKET
+        return math.floor(math.log(value) / math.log(_HISTOGRAM_GROWTH))
+
+    @staticmethod
+    def _middle(bucket: int) -> float:
+        if bucket == _ZERO_BUCKET:
+            return 0.0
+        return float(_HISTOGRAM_GROWTH ** (bucket + 0.5))
+
+    def quantile(self, q: float) -> float | None:
+        """The nearest-rank q-quantile (q in (0, 1]); None when nothing was added."""
+        if self.count == 0:
+            return None
+        rank = min(self.count, max(1, math.ceil(q * self.count - 1e-9)))
+        if self._exact is not None:
+            if not self._sorted:
+                self._exact = array("d", sorted(self._exact))
+                self._sorted = True
+            return self._exact[rank - 1]
+        seen = 0
+        for bucket in sorted(self._buckets):
+            seen += self._buckets[bucket]
+            if seen >= rank:
+                return min(self.max, max(self.min, self._middle(bucket)))
+        return self.max  # not reached: the buckets hold every value
+
+    def as_dict(self, *quantiles: float) -> dict[str, Any]:
+        out: dict[str, Any] = {"count": self.count}
+        for q in quantiles:
+            out[f"p{round(q * 100):g}"] = self.quantile(q)
+        if not self.exact:
+            out["approximate"] = True
+        return out
+
+
+_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
+NO_MODEL = "(none)"
+"""How a call record without a model (an SDK call that is not a message, e.g. a batch poll) is grouped."""
+
+
+@dataclass
+class ModelTotals:
+    calls: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    priced: int = 0  # successful calls with a known cost
+    unpriced: int = 0  # successful calls with tokens whose model had no known price (cost_usd None)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.calls += 1
+        usage = record["usage"]
+        self.input_tokens += usage["input_tokens"]
+        self.output_tokens += usage["output_tokens"]
+        self.cache_write_tokens += usage["cache_write_tokens"]
+        self.cache_read_tokens += usage["cache_read_tokens"]
+        failed = record["error_class"] is not None
+        if failed:
+            self.failed += 1
+        else:
+            self.succeeded += 1
+        cost = record["cost_usd"]
+        if cost is not None:
+            self.cost += Decimal(repr(cost))  # prices give short decimals: their exact sum, not float drift
+            self.priced += 1
+        elif not failed and any(usage[name] for name in _TOKEN_FIELDS):
+            self.unpriced += 1  # tokens but no price; a call without tokens (e.g. a batch poll) costs nothing
+
+    def merge(self, other: ModelTotals) -> None:
+        for name in ModelTotals.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The total known cost; None when every successful call was unpriced (unknown, not zero)."""
+        if self.unpriced and not self.priced:
+            return None
+        return float(self.cost)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cost_usd": self.cost_usd,
+            "unpriced_calls": self.unpriced,
+        }
+
+
+def _ranked(counter: Counter[str]) -> dict[str, int]:
+    return dict(sorted(counter.items(), key=lambda item: (-item[1], item[0])))
+
+
+@dataclass
+class Summary:
+    """Everything `keel report` prints, aggregated one record at a time (`add`)."""
+
+    path: str = ""
+    since: float | None = None
+    bad_lines: int = 0
+    before_since: int = 0
+    calls: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    by_mode: Counter[str] = field(default_factory=Counter)
+    by_model: Counter[str] = field(default_factory=Counter)
+    by_policy: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    stop_reasons: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    attempt_records: int = 0
+    attempts_by_status: Counter[str] = field(default_factory=Counter)
+    attempts_in_calls: int = 0
+    retries: int = 0
+    retried_calls: int = 0
+    latency: dict[str, Percentiles] = field(default_factory=dict)
+    ttft: Percentiles = field(default_factory=Percentiles)
+    models: dict[str, ModelTotals] = field(default_factory=dict)
+    first_at: float | None = None
+    last_at: float | None = None
+
+    def add(self, record: dict[str, Any]) -> None:
+        at = record["at"]
+        if self.since is not None and at < self.since:
+            self.before_since += 1
+            return
+        self.first_at = at if self.first_at is None else min(self.first_at, at)
+        self.last_at = at if self.last_at is None else max(self.last_at, at)
+        if record["kind"] == "attempt":
+            self.attempt_records += 1
+            status = record["status"]
+            self.attempts_by_status[str(status) if status is not None else "no response"] += 1
+        else:
+            self._add_call(record)
+
+    def _add_call(self, record: dict[str, Any]) -> None:
+        self.calls += 1
+        mode = record["mode"]
+        model = record["model"] or NO_MODEL
+        self.by_mode[mode] += 1
+        self.by_model[model] += 1
+        self.by_policy[record["policy"]] += 1
+        self.attempts_in_calls += record["attempts"]
+        self.retries += record["retries"]
+        if record["retries"]:
+            self.retried_calls += 1
+        totals = self.models.get(model)
+        if totals is None:
+            totals = self.models[model] = ModelTotals()
+        totals.add(record)
+        if record["error_class"] is not None:
+            self.failed += 1
+            self.failures[record["error_class"]] += 1
+            return
+        self.succeeded += 1
+        if record["stop_reason"] is not None:  # a successful call without one is not a message
+            self.stop_reasons[record["stop_reason"]] += 1
+        if record["outcome"] is not None:
+            self.outcomes[record["outcome"]] += 1
+        for group in ("all", mode):
+            stats = self.latency.get(group)
+            if stats is None:
+                stats = self.latency[group] = Percentiles()
+            stats.add(record["latency_ms"])
+        if mode == "stream" and record["ttft_ms"] is not None:
+            self.ttft.add(record["ttft_ms"])
+
+    @property
+    def totals(self) -> ModelTotals:
+        total = ModelTotals()
+        for totals in self.models.values():
+            total.merge(totals)
+        return total
+
+    def as_dict(self) -> dict[str, Any]:
+        totals = self.totals
+        latency = {name: self.latency[name].as_dict(0.5, 0.95, 0.99) for name in sorted(self.latency)}
+        return {
+            "file": self.path,
+            "since": _iso(self.since),
+            "first_at": _iso(self.first_at),
+            "last_at": _iso(self.last_at),
+            "lines": {"bad": self.bad_lines, "before_since": self.before_since},
+            "calls": {
+                "total": self.calls,
+                "succeeded": self.succeeded,
+                "failed": self.failed,
+                "by_mode": _ranked(self.by_mode),
+                "by_model": _ranked(self.by_model),
+                "by_policy": _ranked(self.by_policy),
+                "failures_by_error_class": _ranked(self.failures),
+                "stop_reasons": _ranked(self.stop_reasons),
+                "outcomes": _ranked(self.outcomes),
+            },
+            "attempts": {
+                "total": self.attempt_records,
+                "in_call_records": self.attempts_in_calls,
+                "retries": self.retries,
+                "retried_calls": self.retried_calls,
+                "by_status": _ranked(self.attempts_by_status),
+            },
+            "latency_ms": latency,
+            "ttft_ms": self.ttft.as_dict(0.5, 0.95),
+            "models": {name: self.models[name].as_dict() for name in sorted(self.models)},
+            "total": totals.as_dict(),
+        }
+
+
+def summarize(path: str | Path, *, since: float | None = None, on_bad: OnBad | None = None) -> Summary:
+    """Read a records file once and aggregate it; bad lines go to `on_bad` (and are counted)."""
+    summary = Summary(path=str(path), since=since)
+
+    def bad(line: BadLine) -> None:
+        summary.bad_lines += 1
+        if on_bad is not None:
+            on_bad(line)
+
+    for record in iter_records(path, bad):
+        summary.add(record)
+    return summary
+
+
+@dataclass
+class CallTrace:
+    """One call found by request_id: its call record (None if the file lacks it) and its attempt records."""
+
+    call_id: str
+    call: dict[str, Any] | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "call": self.call, "attempts": self.attempts}
+
+
+def find_calls(
+    path: str | Path, request_id: str, *, since: float | None = None, on_bad: OnBad | None = None
+) -> list[CallTrace]:
+    """Every call in which `request_id` appears (on the call record or on any attempt), with all its records.
+
+    Two passes, so memory holds only the calls found: the first finds their call_ids, the second their
+    other records. Each pass parses only the lines that contain what it looks for (grep speed on big
+    files), so a bad line is reported only if it mentions the request_id.
+    """
+
+    def wanted(record: dict[str, Any]) -> bool:
+        return since is None or record["at"] >= since
+
+    call_ids: dict[str, None] = {}
+    for record in iter_records(path, on_bad, needles=[request_id]):
+        if record["request_id"] == request_id and wanted(record):
+            call_ids.setdefault(record["call_id"], None)
+    if not call_ids:
+        return []
+    traces = {call_id: CallTrace(call_id) for call_id in call_ids}
+    for record in iter_records(path, None, needles=call_ids):
+        trace = traces.get(record["call_id"])
+        if trace is None or not wanted(record):
+            continue
+        if record["kind"] == "call":
+            trace.call = record
+        else:
+            trace.attempts.append(record)
+    for trace in traces.values():
+        trace.attempts.sort(key=lambda attempt: (attempt["attempt"], attempt["at"]))
+    return list(traces.values())
+
+
+# --- rendering -------------------------------------------------------------------------------------
+
+_ACTIONS = {row.name: row for row in ERROR_TABLE}
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.1f}"
+
+
+def _dollars(cost: float) -> str:
+    """Cents for big sums; four significant digits for the tiny costs of single calls."""
+    if cost >= 100 or cost == 0:
+        return f"${cost:,.2f}"
+    decimals = max(2, 3 - math.floor(math.log10(cost)))
+    text = f"{cost:,.{decimals}f}".rstrip("0")
+    return "$" + (text + "0" if len(text.partition(".")[2]) < 2 else text)
+
+
+def _usd(totals: ModelTotals) -> str:
+    cost = totals.cost_usd
+    if cost is None:
+        return f"unknown ({totals.unpriced} unpriced)"
+    text = _dollars(cost)
+    return f"{text} + {totals.unpriced} unpriced" if totals.unpriced else text
+
+
+def _counts(title: str, rows: Iterable[tuple[str, str, int]], first: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(first)
+    table.add_column("value")
+    table.add_column("calls", justify="right")
+    previous = None
+    for group, value, count in rows:
+        if previous is not None and group != previous:
+            table.add_section()
+        previous = group
+        table.add_row(group, value, f"{count:,}")
+    return table
+
+
+def render_summary(summary: Summary, console: Console) -> None:
+    """`keel report` as tables."""
+    span = ""
+    if summary.first_at is not None:
+        span = f", {_iso(summary.first_at)} to {_iso(summary.last_at)}"
+    console.print(f"[bold]{summary.path}[/bold]{span}")
+    if summary.since is not None:
+        console.print(f"since {_iso(summary.since)} ({summary.before_since:,} earlier record(s) left out)")
+    if summary.bad_lines:
+        console.print(f"[yellow]{summary.bad_lines:,} bad line(s) skipped (listed on stderr)[/yellow]")
+    if summary.calls == 0 and summary.attempt_records == 0:
+        console.print("No records.")
+        return
+    console.print(
+        f"{summary.calls:,} call(s): {summary.succeeded:,} succeeded, {summary.failed:,} failed; "
+        f"{summary.attempt_records:,} attempt(s), {summary.retries:,} retries "
+        f"({summary.retried_calls:,} call(s) retried)"
+    )
+    groups = [
+        *(("mode", name, n) for name, n in _ranked(summary.by_mode).items()),
+        *(("model", name, n) for name, n in _ranked(summary.by_model).items()),
+        *(("policy", name, n) for name, n in _ranked(summary.by_policy).items()),
+        *(("stop_reason", name, n) for name, n in _ranked(summary.stop_reasons).items()),
+        *(("outcome", name, n) for name, n in _ranked(summary.outcomes).items()),
+    ]
+    console.print(_counts("Calls", groups, "by"))
+    if summary.failures:
+        failures = Table(title="Failures by error class", title_justify="left")
+        for column in ("error_class", "calls", "retryable", "action"):
+            failures.add_column(column, justify="right" if column == "calls" else "left")
+        for name, count in _ranked(summary.failures).items():
+            row = _ACTIONS.get(name)
+            retryable = "—" if row is None else ("yes" if row.retryable else "no")
+            failures.add_row(name, f"{count:,}", retryable, "—" if row is None else row.action.value)
+        console.print(failures)
+    console.print(_attempts_table(summary))
+    timing = Table(title="Latency of successful calls (ms)", title_justify="left")
+    for column in ("", "count", "p50", "p95", "p99"):
+        timing.add_column(column, justify="left" if not column else "right")
+    for name in sorted(summary.latency):
+        stats = summary.latency[name]
+        timing.add_row(
+            name, f"{stats.count:,}", _ms(stats.quantile(0.5)), _ms(stats.quantile(0.95)), _ms(stats.quantile(0.99))
+        )
+    if summary.ttft.count:
+        ttft = summary.ttft
+        timing.add_row("stream TTFT", f"{ttft.count:,}", _ms(ttft.quantile(0.5)), _ms(ttft.quantile(0.95)), "")
+    console.print(timing)
+    console.print(_models_table(summary))
+
+
+def _attempts_table(summary: Summary) -> Table:
+    table = Table(title="Attempts", title_justify="left")
+    table.add_column("HTTP status")
+    table.add_column("attempts", justify="right")
+    for status, count in _ranked(summary.attempts_by_status).items():
+        table.add_row(status, f"{count:,}")
+    if summary.attempts_in_calls != summary.attempt_records:
+        table.caption = f"the call records count {summary.attempts_in_calls:,} attempts"
+    return table
+
+
+def _models_table(summary: Summary) -> Table:
+    table = Table(title="Tokens and cost by model", title_justify="left")
+    table.add_column("model")
+    for column in ("calls", "input", "output", "cache write", "cache read", "cost"):
+        table.add_column(column, justify="right")
+
+    def row(name: str, totals: ModelTotals, style: str | None = None) -> None:
+        table.add_row(
+            name,
+            f"{totals.calls:,}",
+            f"{totals.input_tokens:,}",
+            f"{totals.output_tokens:,}",
+            f"{totals.cache_write_tokens:,}",
+            f"{totals.cache_read_tokens:,}",
+            _usd(totals),
+            style=style,
+        )
+
+    for name in sorted(summary.models):
+        row(name, summary.models[name])
+    if len(summary.models) > 1:
+        row("total", summary.totals, "bold")
+    return table
+
+
+_CALL_FIELDS_SHOWN = (
+    "mode",
+    "policy",
+    "model",
+    "request_id",
+    "outcome",
+    "stop_reason",
+    "error_class",
+    "error",
+    "attempts",
+    "retries",
+    "rounds",
+    "latency_ms",
+    "ttft_ms",
+    "usage",
+    "cost_usd",
+    "at",
+)
+
+
+def render_calls(traces: list[CallTrace], request_id: str, console: Console) -> None:
+    """The calls `find_calls` returned: each call record's fields, then its attempts in order."""
+    for trace in traces:
+        call = trace.call
+        table = Table(title=f"Call {trace.call_id}", title_justify="left", show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        if call is None:
+            table.add_row("call record", "missing (the call may not have finished)")
+        else:
+            for name in _CALL_FIELDS_SHOWN:
+                value = call.get(name)
+                if name == "at":
+                    value = _iso(value)
+                elif name in ("latency_ms", "ttft_ms") and value is not None:
+                    value = _ms(value)
+                elif name == "cost_usd":
+                    value = "unknown (no price)" if value is None and call["error_class"] is None else value
+                    value = _dollars(value) if isinstance(value, float | int) else value
+                elif name == "usage" and isinstance(value, dict):
+                    value = ", ".join(f"{key}={count}" for key, count in value.items())
+                table.add_row(name, "—" if value is None else str(value))
+        console.print(table)
+        attempts = Table(title="Attempts", title_justify="left")
+        for column in ("#", "retry", "status", "error_class", "request_id", "ms", "at"):
+            attempts.add_column(column, justify="right" if column in ("#", "retry", "ms") else "left")
+        for attempt in trace.attempts:
+            mark = " ◀" if attempt["request_id"] == request_id else ""
+            attempts.add_row(
+                str(attempt["attempt"]),
+                str(attempt.get("retry_count", "—")),
+                "—" if attempt["status"] is None else str(attempt["status"]),
+                attempt["error_class"] or "",
+                f"{attempt['request_id'] or '—'}{mark}",
+                _ms(attempt["latency_ms"]),
+                _iso(attempt["at"]) or "",
+            )
+        console.print(attempts)

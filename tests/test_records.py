@@ -1,0 +1,268 @@
+"""Attempt and call records: the JSONL sink, the `keel` logger with JsonFormatter, content opt-in, no secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from keel_helpers import ask, fault, keel_client
+
+from keel import CallFailed, Client
+from keel.emulator import Emulator, EmulatorConfig, client
+from keel.records import CallRecord, JsonFormatter, read_records, record_dict
+
+MODEL = "claude-sonnet-5-5"
+
+
+def as_json(record: Any) -> dict[str, Any]:
+    """A record as its JSONL line reads back."""
+    return json.loads(json.dumps(record_dict(record), default=str))  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """What the `keel` logger emits through a real StreamHandler with JsonFormatter (and the root, at DEBUG)."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    keel_logger, root = logging.getLogger("keel"), logging.getLogger()
+    levels = keel_logger.level, root.level
+    root.addHandler(handler)
+    keel_logger.setLevel(logging.DEBUG)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield buffer
+    finally:
+        root.removeHandler(handler)
+        keel_logger.setLevel(levels[0])
+        root.setLevel(levels[1])
+
+
+def test_one_attempt_line_per_http_attempt_and_one_call_line_per_call(keel_emulator: Emulator, tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    keel = keel_client(keel_emulator, records=path)
+    made: list[CallRecord] = []
+    keel_emulator.inject("stream_error_after=6", limit=1)  # one stream breaks mid-answer and is resumed
+    resumed = keel.messages.stream(
+        model=MODEL, max_tokens=60, messages=ask("r [[keel:words=10]]"), on_interrupt="continue"
+    )
+    with resumed:
+        resumed.until_done()
+    assert resumed.reply is not None and resumed.reply.record.rounds == 2
+    made.append(resumed.reply.record)
+    keel_emulator.inject("status=529; retry_after_ms=1", probability=0.25)
+    keel_emulator.inject("status=500; retry_after_ms=1", probability=0.3)
+    per_call = [
+        None,
+        "status=529; times=2; retry_after_ms=1",
+        "status=429; error_code=enforced_spend_limit_reached",
+        "status=400",
+        None,
+        "status=529; retry_after_ms=1",
+        "stream",
+    ]
+    for n in range(3):
+        for spec in per_call:
+            try:
+                if spec == "stream":
+                    with keel.messages.stream(model=MODEL, max_tokens=60, messages=ask(f"s{n} [[keel:words=9]]")) as s:
+                        s.until_done()
+                    assert s.reply is not None
+                    made.append(s.reply.record)
+                else:
+                    headers = fault(spec) if spec else None
+                    reply = keel.messages.create(
+                        model=MODEL, max_tokens=60, messages=ask(f"c{n}"), extra_headers=headers
+                    )
+                    made.append(reply.record)
+            except CallFailed as err:
+                made.append(err.record)
+    keel.close()
+
+    lines = read_records(path)
+    attempts = [line for line in lines if line["kind"] == "attempt"]
+    calls = [line for line in lines if line["kind"] == "call"]
+    served = keel_emulator.access_log.entries()
+    # one attempt line per HTTP response, in order, with the emulator's request-id, status and retry count
+    assert [a["request_id"] for a in attempts] == [e.request_id for e in served]
+    assert [a["status"] for a in attempts] == [e.status for e in served]
+    assert [a["retry_count"] for a in attempts] == [e.retry_count for e in served]
+    assert {e.status for e in served} >= {200, 400, 429, 500, 529}  # the mix really happened
+    # one call line per call, identical to the record the caller got
+    assert calls == [as_json(record) for record in made]
+    assert len({c["call_id"] for c in calls}) == len(made)
+    for call in calls:
+        mine = [a for a in attempts if a["call_id"] == call["call_id"]]
+        assert [a["attempt"] for a in mine] == list(range(1, call["attempts"] + 1))
+        assert call["request_id"] == mine[-1]["request_id"]
+        if call["error_class"] is None:
+            assert mine[-1]["status"] == 200
+        else:
+            assert mine[-1]["error_class"] == call["error_class"]
+    storm = made[2]  # the first "status=529; times=2": two 529s, then the SDK's third attempt succeeds
+    assert storm.error_class is None and storm.attempts >= 3 and storm.retries == storm.attempts - 1
+    assert [a["status"] for a in attempts if a["call_id"] == storm.call_id][:2] == [529, 529]
+    assert [c["error_class"] for c in calls].count("spend_cap") == 3
+
+
+def test_keel_logger_with_json_formatter_puts_record_fields_at_the_top_level(
+    keel_emulator: Emulator, tmp_path: Path, log_output: io.StringIO
+) -> None:
+    path = tmp_path / "records.jsonl"
+    keel = keel_client(keel_emulator, records=path)
+    keel.messages.create(
+        model=MODEL, max_tokens=60, messages=ask("x"), extra_headers=fault("status=529; times=1; retry_after_ms=1")
+    )
+    with pytest.raises(CallFailed):
+        keel.messages.create(model=MODEL, max_tokens=60, messages=ask("x"), extra_headers=fault("status=403"))
+    with keel.messages.stream(model=MODEL, max_tokens=60, messages=ask("s")) as stream:
+        stream.until_done()
+    keel.close()
+
+    logged = [json.loads(line) for line in log_output.getvalue().splitlines()]  # every line parses
+    from_keel = [entry for entry in logged if entry["logger"] == "keel" and "kind" in entry]
+    in_file = read_records(path)
+    assert len(from_keel) == len(in_file) == 7  # 2 + 1 + 1 attempts, 3 calls
+    for entry, record in zip(from_keel, in_file, strict=True):
+        assert entry["level"] == "INFO" and isinstance(entry["ts"], float)
+        assert {key: entry[key] for key in record} == record  # the record's fields, top level, same values
+        assert record["request_id"] in entry["message"]
+    calls = [entry for entry in from_keel if entry["kind"] == "call"]
+    assert [c["error_class"] for c in calls] == [None, "permission", None]
+    assert calls[0]["usage"]["output_tokens"] > 0 and calls[0]["attempts"] == 2
+
+
+def test_json_formatter_keeps_plain_messages_and_exceptions() -> None:
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger("keel.test_records")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("plain %s", "text")
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            log.exception("failed")
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
+    plain, failed = (json.loads(line) for line in buffer.getvalue().splitlines())
+    assert plain["message"] == "plain text" and plain["level"] == "WARNING" and "kind" not in plain
+    assert failed["level"] == "ERROR" and "RuntimeError: boom" in failed["exc_info"]
+
+
+SYSTEM = "SYSTEM-marker-0451 be brief"
+PROMPT = "PROMPT-marker-9173 tell me about rivers"
+
+
+def _traffic(keel: Client) -> tuple[str, list[CallRecord]]:
+    """A success, a stream and a failure carrying the marked prompt; returns the reply text and the records."""
+    reply = keel.messages.create(model=MODEL, max_tokens=80, system=SYSTEM, messages=ask(PROMPT))
+    with keel.messages.stream(model=MODEL, max_tokens=80, system=SYSTEM, messages=ask(PROMPT)) as stream:
+        stream.until_done()
+    with pytest.raises(CallFailed) as caught:
+        keel.messages.create(
+            model=MODEL, max_tokens=80, system=SYSTEM, messages=ask(PROMPT), extra_headers=fault("status=400")
+        )
+    assert stream.reply is not None
+    return reply.text, [reply.record, stream.reply.record, caught.value.record]
+
+
+def test_content_is_not_recorded_by_default(keel_emulator: Emulator, tmp_path: Path, log_output: io.StringIO) -> None:
+    path = tmp_path / "records.jsonl"
+    keel = keel_client(keel_emulator, records=path)
+    text, records = _traffic(keel)
+    keel.close()
+    written = path.read_text()
+    calls = [r for r in read_records(path) if r["kind"] == "call"]
+    assert len(calls) == 3 and all("content" in c and c["content"] is None for c in calls)
+    assert all(record.content is None for record in records)
+    # keel's own log lines (the SDK's DEBUG "Request options" line does show the body: that is the SDK's)
+    keel_lines = [line for line in log_output.getvalue().splitlines() if json.loads(line)["logger"] == "keel"]
+    assert len(keel_lines) == 6
+    for secret in ("PROMPT-marker", "SYSTEM-marker", text):
+        assert secret not in written
+        assert all(secret not in line for line in keel_lines)
+
+
+def test_log_content_records_the_prompt_and_the_answer(keel_emulator: Emulator, tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    keel = keel_client(keel_emulator, records=path, log_content=True)
+    text, _ = _traffic(keel)
+    keel.close()
+    calls = [r for r in read_records(path) if r["kind"] == "call"]
+    for call in calls:
+        assert call["content"]["system"] == SYSTEM
+        assert call["content"]["messages"] == ask(PROMPT)
+    ok, streamed, failed = (call["content"]["response"] for call in calls)
+    assert ok == [{"type": "text", "text": text, "citations": None}]
+    assert streamed and streamed[0]["type"] == "text"
+    assert failed is None
+    assert "PROMPT-marker-9173" in path.read_text()
+
+
+KEY = "sk-test-SECRET-value-123"
+WRONG_KEY = "sk-test-WRONG-key-456"
+
+
+def test_api_keys_never_reach_records_logs_or_errors(tmp_path: Path, log_output: io.StringIO) -> None:
+    emulator = Emulator(EmulatorConfig(api_key=KEY))
+    path = tmp_path / "records.jsonl"
+    good = Client(client(emulator, api_key=KEY, _strict_response_validation=True), records=path, log_content=True)
+    wrong = Client(client(emulator, api_key=WRONG_KEY), records=path, log_content=True)
+    texts: list[str] = []
+    reply = good.messages.create(model=MODEL, max_tokens=60, messages=ask("hello"))
+    retried = good.messages.create(
+        model=MODEL, max_tokens=60, messages=ask("again"), extra_headers=fault("status=529; times=1; retry_after_ms=1")
+    )
+    with good.messages.stream(model=MODEL, max_tokens=60, messages=ask("stream [[keel:words=10]]")) as stream:
+        stream.until_done()
+    texts += [repr(reply.record), repr(retried.record), repr(stream.reply)]
+    failures: list[CallFailed] = []
+    for keel, headers in (
+        (wrong, None),
+        (good, fault("status=529; retry_after_ms=1")),
+        (good, fault("status=500; retry_after_ms=1")),
+    ):
+        with pytest.raises(CallFailed) as caught:
+            keel.messages.create(model=MODEL, max_tokens=60, messages=ask("fail"), extra_headers=headers)
+        failures.append(caught.value)
+    with (
+        pytest.raises(CallFailed) as caught_stream,
+        wrong.messages.stream(model=MODEL, max_tokens=60, messages=ask("s")) as failing,
+    ):
+        failing.until_done()
+    failures.append(caught_stream.value)
+    good.close()
+    wrong.close()
+
+    assert [f.error_class.name for f in failures] == ["authentication", "overloaded", "server_error", "authentication"]
+    assert [e.status for e in emulator.access_log.entries()].count(401) == 2
+    for failure in failures:
+        texts += [str(failure), repr(failure), failure.record.summary(), repr(failure.record)]
+    records = path.read_text()
+    assert records.count('"kind":"call"') == 7
+    logged = log_output.getvalue()
+    assert '"request_id"' in logged  # the handler did capture keel's records
+    for haystack in (records, logged, *texts):
+        for needle in (KEY, WRONG_KEY, "SECRET-value", "WRONG-key"):
+            assert needle not in haystack
+
+
+def test_read_records_stops_at_a_bad_line_with_its_number(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"kind": "attempt"}\n\n{"kind": \n[1]\n')
+    with pytest.raises(ValueError, match=r"records\.jsonl:3: not a JSON record"):
+        read_records(path)
+    path.write_text('{"kind": "attempt"}\n\n[1]\n')
+    with pytest.raises(ValueError, match=r"records\.jsonl:3: not a JSON record: a JSON list"):
+        read_records(path)
+    path.write_text('{"a": 1}\n\n{"b": 2}\n')
+    assert read_records(path) == [{"a": 1}, {"b": 2}]

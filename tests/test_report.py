@@ -1,0 +1,303 @@
+"""`keel report` over records written by real keel calls against the emulator, and `keel explain`."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from keel_helpers import ask, fault, keel_client
+from typer.testing import CliRunner
+
+from keel import CallFailed, PriceTable, RetryPolicy, load_prices
+from keel.cli import app
+from keel.emulator import AccessEntry, Emulator
+from keel.errors import ERROR_TABLE
+from keel.records import CallRecord
+from keel.report import Percentiles
+
+MODEL = "claude-sonnet-5-5"
+UNPRICED = "claude-haiku-5-5"  # left out of the test's price table: its cost is unknown, not 0
+STORM = RetryPolicy("bulk", max_retries=2, timeout=5.0, budget=20.0, backoff_base=0.001, backoff_cap=0.005)
+WIDE = {"COLUMNS": "200"}
+
+
+@dataclass
+class Traffic:
+    path: Path
+    calls: list[CallRecord]
+    served: list[AccessEntry]
+    storm: CallRecord
+
+
+@pytest.fixture
+def traffic(keel_emulator: Emulator, tmp_path: Path) -> Traffic:
+    """A records file from real calls: successes, a 529 storm ridden out, a spend cap, a refusal, a stream."""
+    packaged = load_prices()
+    price = packaged.price_for(MODEL)
+    assert price is not None
+    prices = PriceTable({MODEL: price}, as_of=packaged.as_of)
+    path = tmp_path / "records.jsonl"
+    keel = keel_client(keel_emulator, records=path, prices=prices)
+    calls = [keel.messages.create(model=MODEL, max_tokens=100, messages=ask(f"hi {n}")).record for n in range(3)]
+    calls.append(keel.messages.create(model=UNPRICED, max_tokens=100, messages=ask("x"), policy="background").record)
+    calls.append(keel.messages.create(model=UNPRICED, max_tokens=100, messages=ask("y [[keel:words=30]]")).record)
+    keel_emulator.inject("status=529; retry_after_ms=1", limit=5)
+    storm = keel.messages.create(model=MODEL, max_tokens=100, messages=ask("storm"), policy=STORM).record
+    calls.append(storm)
+    with pytest.raises(CallFailed) as caught:
+        keel.messages.create(
+            model=MODEL,
+            max_tokens=100,
+            messages=ask("over budget"),
+            extra_headers=fault("status=429; error_code=enforced_spend_limit_reached"),
+        )
+    calls.append(caught.value.record)
+    calls.append(keel.messages.create(model=MODEL, max_tokens=100, messages=ask("[[keel:refuse=cyber]]")).record)
+    with keel.messages.stream(model=MODEL, max_tokens=100, messages=ask("s [[keel:words=25]]")) as stream:
+        stream.until_done()
+    assert stream.reply is not None
+    calls.append(stream.reply.record)
+    again = keel.messages.create(
+        model=MODEL, max_tokens=100, messages=ask("again"), extra_headers=fault("status=529; times=1; retry_after_ms=1")
+    )
+    calls.append(again.record)
+    keel.close()
+    assert storm.attempts == 6 and caught.value.error_class.name == "spend_cap"
+    return Traffic(path, calls, keel_emulator.access_log.entries(), storm)
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def report_json(*args: str) -> dict[str, Any]:
+    result = run("report", *args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_report_counts_calls_attempts_latency_tokens_and_cost(traffic: Traffic) -> None:
+    calls = traffic.calls
+    ok = [c for c in calls if c.error_class is None]
+    summary = report_json(str(traffic.path))
+
+    assert summary["calls"]["total"] == len(calls) == 10
+    assert summary["calls"]["succeeded"] == len(ok) and summary["calls"]["failed"] == len(calls) - len(ok) == 1
+    assert summary["calls"]["by_mode"] == dict(Counter(c.mode for c in calls))
+    assert summary["calls"]["by_model"] == dict(Counter(c.model for c in calls))
+    assert summary["calls"]["by_policy"] == dict(Counter(c.policy for c in calls))
+    assert summary["calls"]["by_policy"]["bulk"] == 1 and summary["calls"]["by_mode"]["stream"] == 1
+    assert summary["calls"]["failures_by_error_class"] == {"spend_cap": 1}
+    assert summary["calls"]["stop_reasons"] == dict(Counter(c.stop_reason for c in ok))
+    assert summary["calls"]["stop_reasons"]["refusal"] == 1
+
+    attempts = summary["attempts"]
+    assert attempts["total"] == len(traffic.served) == sum(c.attempts for c in calls) == attempts["in_call_records"]
+    assert attempts["retries"] == sum(c.retries for c in calls) == 6
+    assert attempts["retried_calls"] == 2
+    assert attempts["by_status"] == {str(k): v for k, v in Counter(e.status for e in traffic.served).items()}
+
+    latency = summary["latency_ms"]
+    for name, group in (("all", ok), ("standard", [c for c in ok if c.mode == "standard"])):
+        values = [c.latency_ms for c in group]
+        assert latency[name] == {
+            "count": len(values),
+            "p50": nearest_rank(values, 0.5),
+            "p95": nearest_rank(values, 0.95),
+            "p99": nearest_rank(values, 0.99),
+        }
+    stream = next(c for c in calls if c.mode == "stream")
+    assert stream.ttft_ms is not None and 0 < stream.ttft_ms <= stream.latency_ms
+    assert summary["ttft_ms"] == {"count": 1, "p50": stream.ttft_ms, "p95": stream.ttft_ms}
+
+    models = summary["models"]
+    for model in (MODEL, UNPRICED):
+        mine = [c for c in calls if c.model == model]
+        assert models[model]["calls"] == len(mine)
+        assert models[model]["input_tokens"] == sum(c.usage.input_tokens for c in mine) > 0
+        assert models[model]["output_tokens"] == sum(c.usage.output_tokens for c in mine) > 0
+        assert models[model]["cache_write_tokens"] == sum(c.usage.cache_write_tokens for c in mine)
+        assert models[model]["cache_read_tokens"] == sum(c.usage.cache_read_tokens for c in mine)
+    priced = [c.cost_usd for c in calls if c.model == MODEL and c.cost_usd is not None]
+    assert len(priced) == 7
+    assert models[MODEL]["cost_usd"] == pytest.approx(sum(priced), rel=1e-12) and models[MODEL]["unpriced_calls"] == 0
+    assert models[UNPRICED]["cost_usd"] is None and models[UNPRICED]["unpriced_calls"] == 2  # unknown, not 0
+    assert summary["total"]["cost_usd"] == pytest.approx(sum(priced), rel=1e-12)
+    assert summary["total"]["unpriced_calls"] == 2
+    assert summary["lines"]["bad"] == 0
+
+
+def test_report_tables(traffic: Traffic) -> None:
+    result = run("report", str(traffic.path), env=WIDE)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "10 call(s): 9 succeeded, 1 failed" in out
+    for text in ("spend_cap", "wait_for_spend_reset", "refusal", "bulk", "stream TTFT", MODEL, UNPRICED):
+        assert text in out
+    assert "unknown (2 unpriced)" in out  # the unpriced model's cost
+    assert "+ 2 unpriced" in out  # the total: known cost plus the calls without a price
+    assert result.stderr == ""
+
+
+def test_request_id_of_any_attempt_finds_the_whole_call(traffic: Traffic) -> None:
+    storm = traffic.storm
+    first_529 = next(e for e in traffic.served if e.status == 529)
+    found = report_json(str(traffic.path), "--request-id", first_529.request_id)
+    assert [call["call_id"] for call in found["calls"]] == [storm.call_id]
+    (call,) = found["calls"]
+    assert call["call"]["request_id"] == storm.request_id and call["call"]["attempts"] == 6
+    served = traffic.served[[e.request_id for e in traffic.served].index(first_529.request_id) :][:6]
+    assert [a["request_id"] for a in call["attempts"]] == [e.request_id for e in served]
+    assert [a["status"] for a in call["attempts"]] == [529] * 5 + [200]
+    # the call's own request_id finds the same call; the tables mark the attempt that matched
+    assert report_json(str(traffic.path), "--request-id", str(storm.request_id))["calls"] == found["calls"]
+    result = run("report", str(traffic.path), "--request-id", first_529.request_id, env=WIDE)
+    assert result.exit_code == 0 and storm.call_id in result.stdout
+    assert f"{first_529.request_id} ◀" in result.stdout and result.stdout.count("◀") == 1
+
+
+def test_request_id_not_found_exits_1(traffic: Traffic) -> None:
+    result = run("report", str(traffic.path), "--request-id", "req_nope")
+    assert result.exit_code == 1
+    assert "no record" in result.stderr and "req_nope" in result.stderr
+
+
+def test_bad_lines_are_reported_with_their_number_and_skipped(traffic: Traffic, tmp_path: Path) -> None:
+    clean = report_json(str(traffic.path))
+    lines = traffic.path.read_text().splitlines(keepends=True)
+    middle = len(lines) // 2
+    lines.insert(middle, '{"kind": "call", "call_id": "call_torn", "mo\n')  # a torn write
+    lines.insert(middle + 3, '{"kind": "call", "call_id": "call_x"}\n')  # JSON, but not a usable record
+    lines.append('{"kind": "attempt", "call_id": "c')  # the writer died mid-line
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("".join(lines))
+    result = run("report", str(broken), "--json")
+    assert result.exit_code == 0, result.output
+    assert f"broken.jsonl:{middle + 1}: not a JSON record" in result.stderr
+    assert f"broken.jsonl:{middle + 4}: call record: missing field 'mode'" in result.stderr
+    assert f"broken.jsonl:{len(lines)}: not a JSON record" in result.stderr
+    assert "3 bad line(s) skipped" in result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["lines"]["bad"] == 3
+    for section in ("calls", "attempts", "latency_ms", "ttft_ms", "models", "total"):
+        assert summary[section] == clean[section]  # the good records around the bad lines all counted
+    tables = run("report", str(broken), env=WIDE)
+    assert tables.exit_code == 0 and "3 bad line(s) skipped" in tables.stdout and "10 call(s)" in tables.stdout
+
+
+def test_since_keeps_only_later_records(traffic: Traffic, tmp_path: Path) -> None:
+    records = [json.loads(line) for line in traffic.path.read_text().splitlines()]
+    old = len(records) // 2
+    for record in records[:old]:
+        record["at"] = 946_684_800.0  # 2000-01-01T00:00:00Z
+    dated = tmp_path / "dated.jsonl"
+    dated.write_text("".join(json.dumps(record) + "\n" for record in records))
+    summary = report_json(str(dated), "--since", "2000-06-01T00:00:00Z")
+    kept = records[old:]
+    assert summary["lines"]["before_since"] == old
+    assert summary["calls"]["total"] == sum(r["kind"] == "call" for r in kept)
+    assert summary["attempts"]["total"] == sum(r["kind"] == "attempt" for r in kept)
+    assert report_json(str(dated), "--since", "1999-12-31")["calls"]["total"] == len(traffic.calls)
+    bad = run("report", str(dated), "--since", "yesterday")
+    assert bad.exit_code == 2 and "--since" in bad.output
+
+
+def test_a_call_without_tokens_or_model_is_not_an_unpriced_model(traffic: Traffic, tmp_path: Path) -> None:
+    """A call record of an SDK call that is not a message (mode batch, no model, no usage) costs nothing."""
+    first = next(json.loads(line) for line in traffic.path.read_text().splitlines() if '"kind":"call"' in line)
+    zero = {"input_tokens": 0, "output_tokens": 0, "cache_write_tokens": 0, "cache_read_tokens": 0}
+    poll = {**first, "mode": "batch", "model": "", "usage": zero, "cost_usd": None, "stop_reason": None}
+    path = tmp_path / "batch.jsonl"
+    path.write_text(traffic.path.read_text() + json.dumps({**poll, "call_id": "call_poll", "outcome": "poll"}) + "\n")
+    summary = report_json(str(path))
+    assert summary["calls"]["by_mode"]["batch"] == 1 and summary["models"]["(none)"]["calls"] == 1
+    assert summary["models"]["(none)"]["cost_usd"] == 0 and summary["models"]["(none)"]["unpriced_calls"] == 0
+    assert summary["total"]["unpriced_calls"] == 2  # still only the two calls of the unpriced model
+    assert summary["calls"]["stop_reasons"] == report_json(str(traffic.path))["calls"]["stop_reasons"]
+
+
+def test_missing_file_exits_2(tmp_path: Path) -> None:
+    result = run("report", str(tmp_path / "nope.jsonl"))
+    assert result.exit_code == 2 and "cannot read" in result.stderr
+
+
+def test_percentiles_are_exact_then_bounded_within_half_a_percent() -> None:
+    rng = random.Random(7)
+    values = [rng.lognormvariate(5, 1.5) for _ in range(20_000)]
+    exact, bounded = Percentiles(), Percentiles(exact_limit=100)
+    for value in values:
+        exact.add(value)
+        bounded.add(value)
+    assert exact.exact and not bounded.exact
+    assert len(bounded._buckets) < 2_500  # memory bounded by the value range, not the count
+    for q in (0.5, 0.95, 0.99, 1.0):
+        truth = nearest_rank(values, q)
+        assert exact.quantile(q) == truth
+        estimate = bounded.quantile(q)
+        assert estimate is not None and abs(estimate - truth) <= 0.006 * truth
+    assert Percentiles().quantile(0.5) is None
+    assert bounded.as_dict(0.5)["approximate"] is True
+
+
+# --- keel explain ----------------------------------------------------------------------------------
+
+
+def test_explain_without_argument_lists_the_whole_map() -> None:
+    wide = run("explain", env=WIDE)
+    assert wide.exit_code == 0
+    for header in ("name", "status", "error.type", "error_code", "retryable", "action", "SDK retries?", "note"):
+        assert header in wide.stdout
+    narrow = run("explain", env={"COLUMNS": "80"})
+    assert narrow.exit_code == 0
+    for row in ERROR_TABLE:
+        assert row.name in wide.stdout and row.name in narrow.stdout
+        assert row.action.value in wide.stdout and row.action.value in narrow.stdout
+
+
+def test_explain_a_status_shows_every_row_of_it() -> None:
+    result = run("explain", "429", env=WIDE)
+    assert result.exit_code == 0
+    out = result.stdout
+    assert "A bare 429 is rate_limited" in out
+    for name in ("rate_limited", "spend_cap", "contract_spend_cap", "ramp_limit"):
+        assert f"─ {name} ─" in out
+    assert "wait_retry_after" in out and "wait_for_spend_reset" in out
+
+
+def test_explain_a_name_says_keel_and_the_sdk_disagree() -> None:
+    result = run("explain", "spend_cap", env=WIDE)
+    assert result.exit_code == 0
+    out = result.stdout
+    assert "enforced_spend_limit_reached" in out and "wait_for_spend_reset" in out
+    assert "keel does NOT retry it, though the SDK on its own would." in out
+    assert "rate_limited" not in out
+
+
+def test_explain_status_type_code() -> None:
+    result = run("explain", "429:rate_limit_error:enforced_spend_limit_reached", env=WIDE)
+    assert result.exit_code == 0 and "─ spend_cap ─" in result.stdout and "rate_limited" not in result.stdout
+    unknown_code = run("explain", "529:overloaded_error:brand_new_code", env=WIDE)
+    assert unknown_code.exit_code == 0 and "─ overloaded ─" in unknown_code.stdout
+    assert "brand_new_code is not one keel knows" in unknown_code.stdout
+    teapot = run("explain", "418", env=WIDE)
+    assert teapot.exit_code == 0 and "─ unknown_4xx ─" in teapot.stdout
+
+
+@pytest.mark.parametrize("what", ["nonsense", "999", "429:a:b:c", "x:rate_limit_error"])
+def test_explain_unknown_exits_2_listing_the_names(what: str) -> None:
+    result = run("explain", what)
+    assert result.exit_code == 2
+    assert f"no error class matches {what!r}" in result.stderr
+    assert all(row.name in result.stderr for row in ERROR_TABLE)
+    assert result.stdout == ""
