@@ -112,8 +112,8 @@ def test_interactive_deadline_fails_fast_instead_of_waiting(keel_emulator: Emula
             model=MODEL, max_tokens=50, messages=ask("x"), extra_headers=fault("status=429; retry_after=3")
         )
     assert time.monotonic() - started < 0.5  # a 3 s retry-after cannot fit a 0.5 s deadline: no wait at all
-    assert caught.value.record.error_class == "deadline"
-    assert caught.value.error_class.name == "rate_limited"
+    assert caught.value.deadline_exceeded and "deadline" in str(caught.value)
+    assert caught.value.error_class.name == caught.value.record.error_class == "rate_limited"
     assert len(keel_emulator.access_log.entries()) == 1
 
 

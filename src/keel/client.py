@@ -72,15 +72,24 @@ class Reply:
 class CallFailed(Exception):
     """A call that did not produce a message; `error_class` says whether and how to retry."""
 
-    def __init__(self, error_class: ErrorClass, record: CallRecord, sdk_error: BaseException | None) -> None:
+    def __init__(
+        self,
+        error_class: ErrorClass,
+        record: CallRecord,
+        sdk_error: BaseException | None,
+        *,
+        deadline_exceeded: bool = False,
+    ) -> None:
         self.error_class = error_class
         self.record = record
         self.sdk_error = sdk_error
+        self.deadline_exceeded = deadline_exceeded  # the policy's deadline ended the retries, not the error itself
         self.request_id = record.request_id
         self.status: int | None = getattr(sdk_error, "status_code", None)
         detail = getattr(sdk_error, "api_message", None) or (str(sdk_error) if sdk_error else "")
+        deadline = " (the interactive deadline stopped further retries)" if deadline_exceeded else ""
         super().__init__(
-            f"{error_class.label()} after {record.attempts} attempt(s), request_id={record.request_id}: "
+            f"{error_class.label()} after {record.attempts} attempt(s){deadline}, request_id={record.request_id}: "
             f"{detail} — {error_class.note}"
         )
 
@@ -134,6 +143,7 @@ class _Core:
         log_content: bool,
     ) -> None:
         self.policy = policy_named(policy)
+        self.owns_recorder = not isinstance(records, Recorder)  # a Recorder passed in may be shared: not ours to close
         self.recorder = records if isinstance(records, Recorder) else Recorder(records)
         self.prices = prices or load_prices()
         self.log_content = log_content
@@ -169,6 +179,30 @@ class _Core:
         self.recorder.emit(record)
         return Reply(message, outcome, record)
 
+    def api_record(self, state: CallState, name: str) -> None:
+        """The call record of an SDK call that is not a message (a batch submission, a poll, a download)."""
+        last = state.attempts[-1] if state.attempts else None
+        self.recorder.emit(
+            CallRecord(
+                call_id=state.call_id,
+                mode="batch",
+                policy=state.policy.name,
+                model="",
+                request_id=last.request_id if last else None,
+                stop_reason=None,
+                outcome=name,
+                usage=Usage(),
+                cost_usd=None,
+                latency_ms=state.elapsed_ms(),
+                ttft_ms=None,
+                attempts=len(state.attempts),
+                retries=max(0, len(state.attempts) - state.rounds),
+                rounds=state.rounds,
+                error_class=None,
+                error=None,
+            )
+        )
+
     def combined(self, rounds: Sequence[Message]) -> Message:
         """The rounds of one call as one message: continuations stitched, resumed pauses appended."""
         prefill = supports_prefill(rounds[0].model)
@@ -188,27 +222,30 @@ class _Core:
         error_class = own if isinstance(own, ErrorClass) else classify_exception(err)
         last = state.attempts[-1] if state.attempts else None
         request_id = getattr(err, "request_id", None) or (last.request_id if last else None)
+        partial = getattr(err, "message", None)  # a stream broken after content: what it had produced is billed
+        model = partial.model if isinstance(partial, Message) else str(params.get("model"))
+        detail = f"{state.policy.name} deadline of {state.policy.deadline:g} s: {err}" if state.deadline_hit else str(err)
         record = CallRecord(
             call_id=state.call_id,
             mode=mode,
             policy=state.policy.name,
-            model=str(params.get("model")),
+            model=model,
             request_id=request_id,
             stop_reason=None,
             outcome=None,
-            usage=Usage(),
-            cost_usd=None,
+            usage=Usage.of(partial.usage) if isinstance(partial, Message) else Usage(),
+            cost_usd=self.prices.cost(model, partial.usage) if isinstance(partial, Message) else None,
             latency_ms=state.elapsed_ms(),
             ttft_ms=state.ttft_ms,
             attempts=len(state.attempts),
-            retries=max(0, len(state.attempts) - 1),
+            retries=max(0, len(state.attempts) - max(1, state.rounds)),
             rounds=max(1, state.rounds),
-            error_class="deadline" if state.deadline_hit else error_class.name,
-            error=str(err),
+            error_class=error_class.name,
+            error=detail,
             content=self._content(params, None) if self.log_content else None,
         )
         self.recorder.emit(record)
-        return CallFailed(error_class, record, sdk_error)
+        return CallFailed(error_class, record, sdk_error, deadline_exceeded=state.deadline_hit)
 
     @staticmethod
     def _content(params: Mapping[str, Any], message: Message | None) -> dict[str, Any]:
@@ -363,9 +400,31 @@ class Client:
         rounds = _rounds_kwargs(state.policy)
         return request() if rounds is None else Retrying(**rounds)(request)
 
+    def call(self, name: str, fn: Callable[[anthropic.Anthropic], T], *, policy: str | RetryPolicy | None = None) -> T:
+        """Any other SDK call (Message Batches, models…) with keel's policy and records.
+
+        `fn` receives the SDK client configured for the policy; each HTTP attempt gets its attempt record,
+        the call a `CallRecord` (mode "batch", `outcome` = `name`); a failure raises `CallFailed`.
+        """
+        core = self.core
+        state = core.begin(policy)
+        token = enter_call(state)
+        try:
+            state.rounds += 1
+            sdk = self.sdk_for(state.policy)
+            rounds = _rounds_kwargs(state.policy)
+            result = fn(sdk) if rounds is None else Retrying(**rounds)(fn, sdk)
+        except STREAM_FAILURES as err:
+            raise core.failure(state, "batch", {"model": name}, err) from err
+        finally:
+            leave_call(token)
+        core.api_record(state, name)
+        return result
+
     def close(self) -> None:
         self.sdk.close()
-        self.core.recorder.close()
+        if self.core.owns_recorder:
+            self.core.recorder.close()
 
     def __enter__(self) -> Client:
         return self
@@ -460,7 +519,8 @@ class AsyncClient:
 
     async def close(self) -> None:
         await self.sdk.close()
-        self.core.recorder.close()
+        if self.core.owns_recorder:
+            self.core.recorder.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self
