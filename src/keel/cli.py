@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from keel.batch.cli import batch_app
 from keel.emulator import (
     DEFAULT_API_KEY,
     Emulator,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="keel: production habits for the Claude Messages API.", no_args_is_help=True)
 emulator_app = typer.Typer(help="The local emulator of the Claude API.", no_args_is_help=True)
 app.add_typer(emulator_app, name="emulator")
+app.add_typer(batch_app, name="batch")
 
 
 @app.command()

@@ -314,6 +314,11 @@ class Emulator:
     async def _batch_fault(self, request: Request, call: _Call, *, batch_create: bool = False) -> None:
         """Apply any fault (a status raises); its `ttft_ms` / `latency_ms` delay the whole answer."""
         self._pick_fault(request, call, batch_create=batch_create)
+        if not batch_create:
+            await self._fault_delay(call)
+
+    @staticmethod
+    async def _fault_delay(call: _Call) -> None:
         delay = (call.fault.ttft_ms or 0) + (call.fault.latency_ms or 0) if call.fault else 0
         if delay:
             await asyncio.sleep(delay / 1000)
@@ -323,6 +328,9 @@ class Emulator:
         await self._batch_fault(request, call, batch_create=True)
         version = check_version(request.headers.get("anthropic-version"))
         batch = await run_in_threadpool(self.batches.create, raw, version, call.fault)
+        # a slow create answers late but has already created the batch: a client that dies waiting
+        # has lost the response of a create that happened (what a batch runner must reconcile)
+        await self._fault_delay(call)
         return self._batch_response(request, batch)
 
     async def _list_batches(self, request: Request, call: _Call) -> Response:

@@ -279,6 +279,10 @@ class BatchStore:
         """Move the batch clock forward by `seconds` simulated seconds."""
         self.clock.advance(seconds)
 
+    def __len__(self) -> int:
+        """How many batches were created (deleted ones included)."""
+        return self._serial
+
     def now(self) -> float:
         return self.clock.now()
 

@@ -4,7 +4,7 @@ Header form: `x-keel-fault: status=529; times=2; retry_after_ms=20`. Scenario fi
 
     seed = 7
     [[rules]]
-    path = "/v1/messages"        # prefix of the request path (default: every path)
+    path = "/v1/messages"        # prefix of the request path, or a glob ("/v1/messages/batches/*/results")
     model = "claude-opus-5"      # only requests for this model (default: any)
     attempt = 0                  # only this attempt (the SDK's x-stainless-retry-count; default: any)
     probability = 0.3            # chance the rule fires when it matches (default 1)
@@ -25,6 +25,7 @@ import random
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +178,7 @@ class Rule:
 
     def matches(self, path: str, model: str | None, attempt: int) -> bool:
         return (
-            path.startswith(self.path)
+            (fnmatchcase(path, self.path) if any(c in self.path for c in "*?[") else path.startswith(self.path))
             and (self.model is None or self.model == model)
             and (self.attempt is None or self.attempt == attempt)
             and self.fault.applies_to(attempt)

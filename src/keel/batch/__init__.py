@@ -1,0 +1,26 @@
+"""Message Batches, durable and resumable: `keel batch run prompts.jsonl --out results.jsonl`."""
+
+from .costs import ModelCost, cost_report, cost_table
+from .inputs import Defaults, Item, Reject, read_items
+from .ledger import Job, Ledger, Shard, SQLiteLedger
+from .runner import AmbiguousSubmission, BatchRunner, ForeignResults, Progress, RunnerOptions, job_id_for
+
+__all__ = [
+    "AmbiguousSubmission",
+    "BatchRunner",
+    "Defaults",
+    "ForeignResults",
+    "Item",
+    "Job",
+    "Ledger",
+    "ModelCost",
+    "Progress",
+    "Reject",
+    "RunnerOptions",
+    "SQLiteLedger",
+    "Shard",
+    "cost_report",
+    "cost_table",
+    "job_id_for",
+    "read_items",
+]

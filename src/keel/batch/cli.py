@@ -1,0 +1,183 @@
+"""`keel batch …`: run, status, cancel, list, results, adopt."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from ..client import CallFailed, Client
+from ..stores.home import ensure_home, keel_home
+from .costs import cost_report, cost_table
+from .inputs import Defaults
+from .ledger import SQLiteLedger
+from .runner import AmbiguousSubmission, BatchRunner, ForeignResults, Progress, RunnerOptions
+
+batch_app = typer.Typer(help="Durable, resumable Message Batches.", no_args_is_help=True)
+console = Console()
+LedgerOption = Annotated[
+    Path | None, typer.Option(help="The ledger file (default: batches.sqlite3 under $KEEL_HOME or ./.keel).")
+]
+
+
+def _ledger(path: Path | None) -> SQLiteLedger:
+    if path is None:
+        home = keel_home()
+        ensure_home(home)
+        path = home / "batches.sqlite3"
+    return SQLiteLedger(path)
+
+
+def _progress_table(progress: Progress) -> Table:
+    counts = progress.counts
+    elapsed = time.monotonic() - progress.started
+    eta = progress.eta_seconds()
+    title = f"job {progress.job_id} — {elapsed:,.0f} s elapsed" + (f", ETA {eta:,.0f} s" if eta is not None else "")
+    table = Table("shard", "batch", "status", "processing", "succeeded", "errored", "canceled", "expired", title=title)
+    for shard in progress.shards:
+        c = shard.counts
+        table.add_row(
+            str(shard.shard_id),
+            shard.batch_id or "-",
+            shard.state,
+            *(str(c.get(name, "-")) for name in ("processing", "succeeded", "errored", "canceled", "expired")),
+        )
+    table.add_row(
+        "all", "", "", *(str(counts.get(n, 0)) for n in ("processing", "succeeded", "errored", "canceled", "expired"))
+    )
+    return table
+
+
+def _summary(ledger: SQLiteLedger, job_id: str) -> None:
+    counts = ledger.state_counts(job_id)
+    console.print("  " + ", ".join(f"{state}: {count:,}" for state, count in sorted(counts.items())))
+    rows = cost_report(ledger, job_id)
+    if rows:
+        console.print(cost_table(rows))
+
+
+@batch_app.command("run")
+def run(
+    input: Annotated[Path, typer.Argument(help="JSONL requests: batch form or short form (prompt/messages).")],
+    out: Annotated[Path, typer.Option(help="Results file: one line per input line, in input order.")],
+    model: Annotated[str | None, typer.Option(help="Default model for short-form lines.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Default max_tokens for short-form lines.")] = None,
+    system: Annotated[str | None, typer.Option(help="Default system prompt for short-form lines.")] = None,
+    rejects: Annotated[Path | None, typer.Option(help="Where bad input lines go (default: OUT.rejects.jsonl).")] = None,
+    failures: Annotated[Path | None, typer.Option(help="What did not succeed (default: OUT.failures.jsonl).")] = None,
+    max_attempts: Annotated[int, typer.Option(help="Submissions per request before a retryable failure is final.")] = 3,
+    shard_requests: Annotated[int, typer.Option(help="Requests per batch at most.")] = 100_000,
+    shard_bytes: Annotated[int, typer.Option(help="Bytes per batch at most.")] = 256 * 1024 * 1024,
+    poll_min: Annotated[float, typer.Option(help="Shortest wait between polls, seconds.")] = 1.0,
+    poll_max: Annotated[float, typer.Option(help="Longest wait between polls, seconds.")] = 60.0,
+    quiet: Annotated[bool, typer.Option(help="Log lines instead of a live display.")] = False,
+    ledger: LedgerOption = None,
+) -> None:
+    """Run a batch job, or resume it: the same input and defaults are the same job."""
+    if not input.is_file():
+        raise typer.BadParameter(f"no such file: {input}", param_hint="INPUT")
+    options = RunnerOptions(
+        defaults=Defaults(model=model, max_tokens=max_tokens, system=system),
+        max_attempts=max_attempts,
+        shard_requests=shard_requests,
+        shard_bytes=shard_bytes,
+        poll_min=poll_min,
+        poll_max=poll_max,
+    )
+    rejects = rejects or out.with_name(out.stem + ".rejects.jsonl")
+    failures = failures or out.with_name(out.stem + ".failures.jsonl")
+    store = _ledger(ledger)
+    with Client(policy="background") as client, Live(console=console, auto_refresh=False) as live:
+
+        def show(progress: Progress) -> None:
+            if quiet:
+                counts = ", ".join(f"{k} {v}" for k, v in sorted(progress.counts.items()))
+                console.print(f"{progress.job_id}: {counts}", highlight=False)
+            else:
+                live.update(_progress_table(progress), refresh=True)
+
+        runner = BatchRunner(client, store, options, on_progress=show)
+        try:
+            job_id = runner.run(input, out, rejects, failures)
+        except (AmbiguousSubmission, ForeignResults, CallFailed) as err:
+            console.print(f"[red]keel batch: {err}[/red]")
+            raise typer.Exit(1) from None
+    console.print(f"job {job_id}: results in {out}, rejects in {rejects}, failures in {failures}")
+    _summary(store, job_id)
+
+
+@batch_app.command("status")
+def status(job: Annotated[str, typer.Argument(help="The job id.")], ledger: LedgerOption = None) -> None:
+    """A job's shards, item states and cost so far."""
+    store = _ledger(ledger)
+    found = store.job(job)
+    if found is None:
+        console.print(f"[red]no job {job} in {store.path}[/red]")
+        raise typer.Exit(2)
+    console.print(f"job {job}: {found.status}, input {found.input_path}")
+    console.print(_progress_table(Progress(job, store.shards(job), time.monotonic())))
+    _summary(store, job)
+
+
+@batch_app.command("list")
+def list_jobs(ledger: LedgerOption = None) -> None:
+    """The jobs in the ledger."""
+    store = _ledger(ledger)
+    table = Table("job", "status", "input", "items")
+    for job in store.jobs():
+        counts = store.state_counts(job.job_id)
+        table.add_row(job.job_id, job.status, job.input_path, f"{sum(counts.values()):,}")
+    console.print(table)
+
+
+@batch_app.command("cancel")
+def cancel(job: Annotated[str, typer.Argument(help="The job id.")], ledger: LedgerOption = None) -> None:
+    """Cancel a job's batches in flight; `keel batch run` then collects what finished and stops."""
+    store = _ledger(ledger)
+    if store.job(job) is None:
+        console.print(f"[red]no job {job} in {store.path}[/red]")
+        raise typer.Exit(2)
+    store.set_job_status(job, "canceling")
+    with Client(policy="background") as client:
+        for shard in store.shards(job, ("submitted",)):
+            assert shard.batch_id is not None
+            BatchRunner(client, store).cancel_batch(shard.batch_id)
+            console.print(f"canceling {shard.batch_id} (shard {shard.shard_id})")
+    store.set_job_status(job, "canceled")
+
+
+@batch_app.command("results")
+def results(
+    job: Annotated[str, typer.Argument(help="The job id.")],
+    out: Annotated[Path, typer.Option(help="Where to write the results file.")],
+    ledger: LedgerOption = None,
+) -> None:
+    """Write a job's results file again from the ledger (one line per input line, in input order)."""
+    store = _ledger(ledger)
+    if store.job(job) is None:
+        console.print(f"[red]no job {job} in {store.path}[/red]")
+        raise typer.Exit(2)
+    with Client(policy="background") as client:
+        BatchRunner(client, store).write_outputs(job, out, None, None)
+    console.print(f"job {job}: results in {out}")
+
+
+@batch_app.command("adopt")
+def adopt(
+    job: Annotated[str, typer.Argument(help="The job id.")],
+    shard: Annotated[int, typer.Option(help="The shard whose create response was lost.")],
+    batch_id: Annotated[str, typer.Option(help="The batch that holds it.")],
+    ledger: LedgerOption = None,
+) -> None:
+    """Settle an ambiguous submission: this shard is that batch (its custom_ids are checked on download)."""
+    store = _ledger(ledger)
+    if not any(s.shard_id == shard and s.state == "submitting" for s in store.shards(job)):
+        console.print(f"[red]job {job} has no shard {shard} waiting to be settled[/red]")
+        raise typer.Exit(2)
+    store.mark_submitted(shard, batch_id)
+    console.print(f"shard {shard} of job {job} is batch {batch_id}; run keel batch run again to carry on")

@@ -1,0 +1,84 @@
+"""What a batch job cost, next to what the same work costs at standard prices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.table import Table
+
+from .ledger import Ledger
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    model: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cache_write_tokens: int
+    cache_read_tokens: int
+    batch_usd: float | None  # None when the model has no known price
+    standard_usd: float | None
+
+    @property
+    def saving_usd(self) -> float | None:
+        if self.batch_usd is None or self.standard_usd is None:
+            return None
+        return self.standard_usd - self.batch_usd
+
+
+def cost_report(ledger: Ledger, job_id: str) -> list[ModelCost]:
+    """Tokens and cost by model, of succeeded requests only: errored, canceled and expired ones are not billed."""
+    rows = []
+    for row in ledger.usage_by_model(job_id):
+        priced = row["priced"] == row["requests"]
+        rows.append(
+            ModelCost(
+                model=row["model"] or "?",
+                requests=row["requests"],
+                input_tokens=row["input_tokens"] or 0,
+                output_tokens=row["output_tokens"] or 0,
+                cache_write_tokens=row["cache_write_tokens"] or 0,
+                cache_read_tokens=row["cache_read_tokens"] or 0,
+                batch_usd=row["cost_batch"] if priced else None,
+                standard_usd=row["cost_standard"] if priced else None,
+            )
+        )
+    return rows
+
+
+def _usd(value: float | None) -> str:
+    return "unknown price" if value is None else f"${value:,.6f}"
+
+
+def cost_table(rows: list[ModelCost]) -> Table:
+    table = Table(
+        "model", "requests", "input", "output", "cache write", "cache read", "batch cost", "standard cost", "saved"
+    )
+    for r in rows:
+        table.add_row(
+            r.model,
+            f"{r.requests:,}",
+            f"{r.input_tokens:,}",
+            f"{r.output_tokens:,}",
+            f"{r.cache_write_tokens:,}",
+            f"{r.cache_read_tokens:,}",
+            _usd(r.batch_usd),
+            _usd(r.standard_usd),
+            _usd(r.saving_usd),
+        )
+    if len(rows) > 1 and all(r.batch_usd is not None for r in rows):
+        batch = sum(r.batch_usd or 0 for r in rows)
+        standard = sum(r.standard_usd or 0 for r in rows)
+        table.add_row(
+            "total",
+            f"{sum(r.requests for r in rows):,}",
+            "",
+            "",
+            "",
+            "",
+            _usd(batch),
+            _usd(standard),
+            _usd(standard - batch),
+        )
+    return table

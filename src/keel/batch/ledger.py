@@ -1,0 +1,402 @@
+"""The batch ledger: every job, shard, batch id and item state, written before and after every API call.
+
+Running the same job again reads it back and carries on; nothing is submitted twice. The runner talks to
+the small `Ledger` protocol; `SQLiteLedger` is the embedded default (a file under `.keel/`). A shared
+backend (PostgreSQL) implements the same protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .inputs import Item, Reject
+
+# Item states. "pending": waiting for a batch (new, or to be resubmitted); "queued": in a planned shard;
+# "submitted": in a batch; final: "succeeded", "errored", "canceled", "expired".
+FINAL_STATES = ("succeeded", "errored", "canceled", "expired")
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    input_path: str
+    options: dict[str, Any]
+    status: str  # new / prepared / running / canceling / done / canceled
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Shard:
+    shard_id: int
+    job_id: str
+    round: int
+    state: str  # planned / submitting / submitted / ended / collected
+    batch_id: str | None
+    requests: int
+    bytes: int
+    submit_started_at: float | None
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a batch result says about one item, as the ledger stores it."""
+
+    custom_id: str
+    state: str  # a final state, or "pending" to be resubmitted
+    result_type: str  # succeeded / errored / canceled / expired
+    error_type: str | None = None
+    error_message: str | None = None
+    stop_reason: str | None = None
+    model: str | None = None
+    usage: dict[str, int] | None = None
+    cost_batch: float | None = None
+    cost_standard: float | None = None
+    message_json: str | None = None
+
+
+class Ledger(Protocol):
+    def job(self, job_id: str) -> Job | None: ...
+    def create_job(self, job_id: str, input_path: str, options: dict[str, Any]) -> Job: ...
+    def set_job_status(self, job_id: str, status: str) -> None: ...
+    def jobs(self) -> list[Job]: ...
+    def __contains__(self, key: object) -> bool: ...
+    def add_inputs(self, job_id: str, lines: Iterable[Item | Reject]) -> tuple[int, int]: ...
+    def exhaust(self, job_id: str, max_attempts: int) -> None: ...
+    def cancel_unsent(self, job_id: str) -> None: ...
+    def plan_shards(self, job_id: str, max_requests: int, max_bytes: int) -> list[Shard]: ...
+    def shards(self, job_id: str, states: tuple[str, ...] | None = None) -> list[Shard]: ...
+    def mark_submitting(self, shard_id: int) -> None: ...
+    def mark_submitted(self, shard_id: int, batch_id: str) -> None: ...
+    def update_counts(self, shard_id: int, counts: dict[str, int], ended: bool) -> None: ...
+    def known_batch_ids(self) -> set[str]: ...
+    def shard_body(self, shard_id: int) -> Iterator[bytes]: ...
+    def shard_custom_ids(self, shard_id: int) -> set[str]: ...
+    def record_results(self, shard_id: int, outcomes: Iterable[Outcome]) -> int: ...
+    def items_in_order(self, job_id: str) -> Iterator[dict[str, Any]]: ...
+    def state_counts(self, job_id: str) -> dict[str, int]: ...
+    def usage_by_model(self, job_id: str) -> list[dict[str, Any]]: ...
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY, input_path TEXT NOT NULL, options TEXT NOT NULL, status TEXT NOT NULL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    job_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, params TEXT NOT NULL,
+    size INTEGER NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, shard_id INTEGER,
+    result_type TEXT, error_type TEXT, error_message TEXT, stop_reason TEXT, model TEXT,
+    input_tokens INTEGER, output_tokens INTEGER, cache_write_tokens INTEGER, cache_read_tokens INTEGER,
+    cost_batch REAL, cost_standard REAL, message TEXT,
+    PRIMARY KEY (job_id, custom_id)
+);
+CREATE INDEX IF NOT EXISTS items_by_line ON items (job_id, line);
+CREATE INDEX IF NOT EXISTS items_by_shard ON items (shard_id);
+CREATE INDEX IF NOT EXISTS items_by_state ON items (job_id, state);
+CREATE TABLE IF NOT EXISTS rejects (
+    job_id TEXT NOT NULL, line INTEGER NOT NULL, custom_id TEXT, reason TEXT NOT NULL, PRIMARY KEY (job_id, line)
+);
+CREATE TABLE IF NOT EXISTS shards (
+    shard_id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, round INTEGER NOT NULL,
+    state TEXT NOT NULL, batch_id TEXT UNIQUE, requests INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    submit_started_at REAL, submitted_at REAL, ended_at REAL, counts TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+
+def _shard(row: sqlite3.Row) -> Shard:
+    return Shard(
+        shard_id=row["shard_id"],
+        job_id=row["job_id"],
+        round=row["round"],
+        state=row["state"],
+        batch_id=row["batch_id"],
+        requests=row["requests"],
+        bytes=row["bytes"],
+        submit_started_at=row["submit_started_at"],
+        counts=json.loads(row["counts"]),
+    )
+
+
+class SQLiteLedger:
+    """The embedded ledger: one SQLite file, WAL mode, each write its own committed transaction."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(SCHEMA)
+        self._lock = threading.RLock()
+        self._job_for_ids: str | None = None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._conn, self._lock)
+
+    # --- jobs ------------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job | None:
+        row = self._conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        return Job(row["job_id"], row["input_path"], json.loads(row["options"]), row["status"], row["created_at"])
+
+    def jobs(self) -> list[Job]:
+        ids = [row[0] for row in self._conn.execute("SELECT job_id FROM jobs ORDER BY created_at")]
+        return [job for job in (self.job(job_id) for job_id in ids) if job is not None]
+
+    def create_job(self, job_id: str, input_path: str, options: dict[str, Any]) -> Job:
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, 'new', ?, ?)",
+                (job_id, input_path, json.dumps(options, sort_keys=True), now, now),
+            )
+        job = self.job(job_id)
+        assert job is not None
+        return job
+
+    def set_job_status(self, job_id: str, status: str) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ?", (status, time.time(), job_id))
+
+    # --- inputs ----------------------------------------------------------------------------------
+
+    def __contains__(self, key: object) -> bool:
+        """Whether the job being prepared already has this custom_id (`add_inputs` sets the job)."""
+        row = self._conn.execute(
+            "SELECT 1 FROM items WHERE job_id = ? AND custom_id = ?", (self._job_for_ids, key)
+        ).fetchone()
+        return row is not None
+
+    def add_inputs(self, job_id: str, lines: Iterable[Item | Reject]) -> tuple[int, int]:
+        """Record every accepted item and reject of a job in one transaction; returns (accepted, rejected)."""
+        accepted = rejected = 0
+        self._job_for_ids = job_id
+        with self._tx() as conn:
+            for entry in lines:
+                if isinstance(entry, Item):
+                    conn.execute(
+                        "INSERT INTO items (job_id, custom_id, line, params, size, state)"
+                        " VALUES (?, ?, ?, ?, ?, 'pending')",
+                        (job_id, entry.custom_id, entry.line, entry.params_json, entry.size),
+                    )
+                    accepted += 1
+                else:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO rejects VALUES (?, ?, ?, ?)",
+                        (job_id, entry.line, entry.custom_id, entry.reason),
+                    )
+                    rejected += 1
+            conn.execute("UPDATE jobs SET status = 'prepared', updated_at = ? WHERE job_id = ?", (time.time(), job_id))
+        return accepted, rejected
+
+    # --- shards ----------------------------------------------------------------------------------
+
+    def exhaust(self, job_id: str, max_attempts: int) -> None:
+        """Pending items out of attempts get their final state: expired ones stay expired, others errored."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE items SET state = CASE result_type WHEN 'expired' THEN 'expired' ELSE 'errored' END "
+                "WHERE job_id = ? AND state = 'pending' AND attempts >= ?",
+                (job_id, max_attempts),
+            )
+
+    def cancel_unsent(self, job_id: str) -> None:
+        """A canceled job: items not in a batch yet are canceled, and planned shards dropped."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE items SET state = 'canceled', result_type = 'canceled' "
+                "WHERE job_id = ? AND (state = 'pending' OR (state = 'queued' AND shard_id IN "
+                "(SELECT shard_id FROM shards WHERE job_id = ? AND state = 'planned')))",
+                (job_id, job_id),
+            )
+            conn.execute("DELETE FROM shards WHERE job_id = ? AND state = 'planned'", (job_id,))
+
+    def plan_shards(self, job_id: str, max_requests: int, max_bytes: int) -> list[Shard]:
+        """Group the pending items, in input order, into new shards under both limits."""
+        with self._tx() as conn:
+            round_row = conn.execute("SELECT COALESCE(MAX(round), 0) + 1 FROM shards WHERE job_id = ?", (job_id,))
+            round_number = int(round_row.fetchone()[0])
+            # first pass, read-only: the line ranges of the shards; second: assign them
+            ranges: list[tuple[int, int, int, int]] = []  # first line, last line, requests, bytes
+            first = last = count = size = 0
+            pending = conn.execute(
+                "SELECT line, size FROM items WHERE job_id = ? AND state = 'pending' ORDER BY line", (job_id,)
+            )
+            for line, item_size in pending:
+                if count and (count >= max_requests or size + item_size > max_bytes):
+                    ranges.append((first, last, count, size))
+                    count = size = 0
+                if not count:
+                    first = line
+                last, count, size = line, count + 1, size + item_size
+            if count:
+                ranges.append((first, last, count, size))
+            for first, last, count, size in ranges:
+                cursor = conn.execute(
+                    "INSERT INTO shards (job_id, round, state, requests, bytes) VALUES (?, ?, 'planned', ?, ?)",
+                    (job_id, round_number, count, size),
+                )
+                conn.execute(
+                    "UPDATE items SET state = 'queued', shard_id = ? "
+                    "WHERE job_id = ? AND state = 'pending' AND line BETWEEN ? AND ?",
+                    (cursor.lastrowid, job_id, first, last),
+                )
+        return self.shards(job_id, ("planned",))
+
+    def shards(self, job_id: str, states: tuple[str, ...] | None = None) -> list[Shard]:
+        rows = self._conn.execute("SELECT * FROM shards WHERE job_id = ? ORDER BY shard_id", (job_id,)).fetchall()
+        return [_shard(row) for row in rows if states is None or row["state"] in states]
+
+    def mark_submitting(self, shard_id: int) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE shards SET state = 'submitting', submit_started_at = ? WHERE shard_id = ?",
+                (time.time(), shard_id),
+            )
+
+    def mark_submitted(self, shard_id: int, batch_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE shards SET state = 'submitted', batch_id = ?, submitted_at = ? WHERE shard_id = ?",
+                (batch_id, time.time(), shard_id),
+            )
+            conn.execute(
+                "UPDATE items SET state = 'submitted', attempts = attempts + 1 WHERE shard_id = ?", (shard_id,)
+            )
+
+    def update_counts(self, shard_id: int, counts: dict[str, int], ended: bool) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE shards SET counts = ?, state = CASE WHEN ? THEN 'ended' ELSE state END, "
+                "ended_at = CASE WHEN ? THEN ? ELSE ended_at END WHERE shard_id = ?",
+                (json.dumps(counts), ended, ended, time.time(), shard_id),
+            )
+
+    def known_batch_ids(self) -> set[str]:
+        return {row[0] for row in self._conn.execute("SELECT batch_id FROM shards WHERE batch_id IS NOT NULL")}
+
+    def shard_body(self, shard_id: int) -> Iterator[bytes]:
+        """The create request's JSON body for a shard, in chunks, read from the ledger as it is sent."""
+        yield b'{"requests":['
+        first = True
+        chunk: list[bytes] = []
+        cursor = self._conn.execute("SELECT custom_id, params FROM items WHERE shard_id = ? ORDER BY line", (shard_id,))
+        for custom_id, params in cursor:
+            piece = f'{"" if first else ","}{{"custom_id":{json.dumps(custom_id)},"params":{params}}}'
+            chunk.append(piece.encode())
+            first = False
+            if len(chunk) >= 500:
+                yield b"".join(chunk)
+                chunk.clear()
+        if chunk:
+            yield b"".join(chunk)
+        yield b"]}"
+
+    def shard_custom_ids(self, shard_id: int) -> set[str]:
+        return {row[0] for row in self._conn.execute("SELECT custom_id FROM items WHERE shard_id = ?", (shard_id,))}
+
+    def record_results(self, shard_id: int, outcomes: Iterable[Outcome]) -> int:
+        """Store a shard's results in one transaction (a kill mid-download leaves the shard to download again);
+        the shard becomes `collected`. Returns the number of results stored."""
+        stored = 0
+        with self._tx() as conn:
+            for o in outcomes:
+                usage = o.usage or {}
+                cursor = conn.execute(
+                    "UPDATE items SET state = ?, result_type = ?, error_type = ?, error_message = ?, stop_reason = ?,"
+                    " model = ?, input_tokens = ?, output_tokens = ?, cache_write_tokens = ?, cache_read_tokens = ?,"
+                    " cost_batch = ?, cost_standard = ?, message = ? WHERE shard_id = ? AND custom_id = ?",
+                    (
+                        o.state,
+                        o.result_type,
+                        o.error_type,
+                        o.error_message,
+                        o.stop_reason,
+                        o.model,
+                        usage.get("input_tokens"),
+                        usage.get("output_tokens"),
+                        usage.get("cache_write_tokens"),
+                        usage.get("cache_read_tokens"),
+                        o.cost_batch,
+                        o.cost_standard,
+                        o.message_json,
+                        shard_id,
+                        o.custom_id,
+                    ),
+                )
+                if cursor.rowcount != 1:
+                    raise LookupError(f"result for custom_id {o.custom_id!r} does not belong to shard {shard_id}")
+                stored += 1
+            conn.execute("UPDATE shards SET state = 'collected' WHERE shard_id = ?", (shard_id,))
+        return stored
+
+    # --- reading back ----------------------------------------------------------------------------
+
+    def items_in_order(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """Every input line of the job, accepted or rejected, in input order, one row at a time."""
+        cursor = self._conn.execute(
+            "SELECT line, custom_id, state, attempts, result_type, error_type, error_message, stop_reason, message,"
+            " NULL AS reason FROM items WHERE job_id = ?"
+            " UNION ALL SELECT line, custom_id, 'rejected', 0, NULL, NULL, NULL, NULL, NULL, reason"
+            " FROM rejects WHERE job_id = ? ORDER BY line",
+            (job_id, job_id),
+        )
+        for row in cursor:
+            yield dict(row)
+
+    def state_counts(self, job_id: str) -> dict[str, int]:
+        counts = {
+            row[0]: row[1]
+            for row in self._conn.execute(
+                "SELECT state, COUNT(*) FROM items WHERE job_id = ? GROUP BY state", (job_id,)
+            )
+        }
+        rejected = self._conn.execute("SELECT COUNT(*) FROM rejects WHERE job_id = ?", (job_id,)).fetchone()[0]
+        if rejected:
+            counts["rejected"] = rejected
+        return counts
+
+    def usage_by_model(self, job_id: str) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT model, COUNT(*) AS requests, SUM(input_tokens) AS input_tokens,"
+            " SUM(output_tokens) AS output_tokens, SUM(cache_write_tokens) AS cache_write_tokens,"
+            " SUM(cache_read_tokens) AS cache_read_tokens, SUM(cost_batch) AS cost_batch,"
+            " SUM(cost_standard) AS cost_standard, COUNT(cost_batch) AS priced"
+            " FROM items WHERE job_id = ? AND state = 'succeeded' GROUP BY model ORDER BY model",
+            (job_id,),
+        )
+        return [dict(row) for row in rows]
+
+
+class _Transaction:
+    """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on error), serialised within the process."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock) -> None:
+        self._conn = conn
+        self._lock = lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._lock.acquire()
+        self._conn.execute("BEGIN IMMEDIATE")
+        return self._conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self._lock.release()

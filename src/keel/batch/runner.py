@@ -1,0 +1,396 @@
+"""The durable batch runner: input file → ledger → batches → results file, exactly one line per input.
+
+Every step is recorded in the ledger before and after its API call, so the same command run again
+resumes: a batch is never submitted twice, results are never lost, and a kill at any moment costs at most
+a repeated poll or download. A create whose response was lost (killed between send and record) is
+reconciled by listing recent batches and matching size and time; an ambiguous match stops the runner
+with the candidates and the command that settles it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anthropic
+from anthropic.types.messages import MessageBatch
+
+from ..client import Client
+from ..errors import classify
+from ..pricing import PriceTable, load_prices
+from .inputs import Defaults, read_items
+from .ledger import Ledger, Outcome, Shard
+
+MAX_BATCH_REQUESTS = 100_000
+MAX_BATCH_BYTES = 256 * 1024 * 1024
+RECONCILE_SKEW_SECONDS = 300.0
+
+
+class AmbiguousSubmission(RuntimeError):
+    """A lost create response matches more than one batch: the runner will not guess."""
+
+    def __init__(self, job_id: str, shard: Shard, candidates: list[str]) -> None:
+        self.candidates = candidates
+        super().__init__(
+            f"shard {shard.shard_id} of job {job_id} ({shard.requests} requests) was being submitted when the runner "
+            f"stopped, and {len(candidates)} batches match it: {', '.join(candidates)}. Check which holds this job's "
+            f"custom_ids, then run: keel batch adopt {job_id} --shard {shard.shard_id} --batch-id <id>"
+        )
+
+
+class ForeignResults(RuntimeError):
+    """The results of an adopted batch do not hold the shard's custom_ids."""
+
+
+@dataclass
+class RunnerOptions:
+    defaults: Defaults = field(default_factory=Defaults)
+    max_attempts: int = 3
+    shard_requests: int = MAX_BATCH_REQUESTS
+    shard_bytes: int = MAX_BATCH_BYTES
+    poll_min: float = 1.0
+    poll_max: float = 60.0
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies a job besides its input (the defaults change the requests)."""
+        d = self.defaults
+        return {"model": d.model, "max_tokens": d.max_tokens, "system": d.system}
+
+
+@dataclass
+class Progress:
+    """What a progress display is told after each poll."""
+
+    job_id: str
+    shards: list[Shard]
+    started: float
+
+    @property
+    def counts(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for shard in self.shards:
+            for name, value in shard.counts.items():
+                total[name] = total.get(name, 0) + value
+        return total
+
+    @property
+    def requests(self) -> int:
+        return sum(shard.requests for shard in self.shards)
+
+    def eta_seconds(self) -> float | None:
+        done = self.requests - self.counts.get("processing", self.requests)
+        if done <= 0:
+            return None
+        elapsed = time.monotonic() - self.started
+        return elapsed * (self.requests - done) / done
+
+
+def job_id_for(path: Path, options: RunnerOptions) -> str:
+    """The same input file with the same defaults is the same job: running it again resumes it."""
+    digest = hashlib.sha256(json.dumps(options.fingerprint(), sort_keys=True).encode())
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return "job_" + digest.hexdigest()[:20]
+
+
+def _usage_dict(usage: dict[str, Any]) -> dict[str, int]:
+    return {
+        "input_tokens": usage.get("input_tokens") or 0,
+        "output_tokens": usage.get("output_tokens") or 0,
+        "cache_write_tokens": usage.get("cache_creation_input_tokens") or 0,
+        "cache_read_tokens": usage.get("cache_read_input_tokens") or 0,
+    }
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        client: Client,
+        ledger: Ledger,
+        options: RunnerOptions | None = None,
+        *,
+        prices: PriceTable | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.options = options or RunnerOptions()
+        self.prices = prices or load_prices()
+        self.on_progress = on_progress
+        self.sleep = sleep
+
+    # --- the whole job -----------------------------------------------------------------------------
+
+    def run(self, input_path: Path, out: Path, rejects: Path | None = None, failures: Path | None = None) -> str:
+        """Run (or resume) the job for `input_path`; write the results file; return the job id."""
+        job_id = job_id_for(input_path, self.options)
+        job = self.ledger.job(job_id) or self.ledger.create_job(
+            job_id, str(input_path.resolve()), self.options.fingerprint()
+        )
+        if job.status == "new":
+            lines = read_items(input_path, self.options.defaults, self.options.shard_bytes, self.ledger)
+            self.ledger.add_inputs(job_id, lines)
+            self.ledger.set_job_status(job_id, "running")
+        self.drive(job_id)
+        self.write_outputs(job_id, out, rejects, failures)
+        canceled = self._status(job_id) in ("canceling", "canceled")
+        self.ledger.set_job_status(job_id, "canceled" if canceled else "done")
+        return job_id
+
+    def _status(self, job_id: str) -> str | None:
+        job = self.ledger.job(job_id)
+        return job.status if job else None
+
+    def drive(self, job_id: str) -> None:
+        """Submit, poll and collect until no item is left to send."""
+        started = time.monotonic()
+        while True:
+            canceling = self._status(job_id) in ("canceling", "canceled")
+            self.ledger.exhaust(job_id, self.options.max_attempts)
+            if canceling:
+                self.ledger.cancel_unsent(job_id)
+            else:
+                self.ledger.plan_shards(job_id, self.options.shard_requests, self.options.shard_bytes)
+            for shard in self.ledger.shards(job_id, ("planned", "submitting")):
+                if canceling:
+                    continue
+                self.submit(job_id, shard)
+            self.wait_for(job_id, started)
+            for shard in self.ledger.shards(job_id, ("ended",)):
+                self.collect(shard)
+            if canceling or not self.ledger.state_counts(job_id).get("pending"):
+                return
+
+    # --- submission ----------------------------------------------------------------------------------
+
+    def submit(self, job_id: str, shard: Shard) -> None:
+        if shard.state == "submitting":
+            batch_id = self.reconcile(job_id, shard)
+            if batch_id is not None:
+                self.ledger.mark_submitted(shard.shard_id, batch_id)
+                return
+        self.ledger.mark_submitting(shard.shard_id)
+        body = _Body(self.ledger, shard.shard_id)
+        batch = self.client.call(
+            "batches.create",
+            lambda sdk: sdk.post(
+                "/v1/messages/batches",
+                cast_to=MessageBatch,
+                content=body,
+                options={"headers": {"content-type": "application/json"}},
+            ),
+            policy="background",
+        )
+        self.ledger.mark_submitted(shard.shard_id, batch.id)
+
+    def reconcile(self, job_id: str, shard: Shard) -> str | None:
+        """The batch a lost create made, if one matches by size and time; None if none did."""
+        known = self.ledger.known_batch_ids()
+        since = (shard.submit_started_at or 0) - RECONCILE_SKEW_SECONDS
+
+        def recent(sdk: anthropic.Anthropic) -> list[MessageBatch]:
+            found = []
+            for batch in sdk.messages.batches.list(limit=100):
+                if batch.created_at.timestamp() < since:
+                    break
+                found.append(batch)
+            return found
+
+        candidates = [
+            batch.id
+            for batch in self.client.call("batches.list", recent, policy="background")
+            if batch.id not in known and sum(batch.request_counts.model_dump().values()) == shard.requests
+        ]
+        if len(candidates) > 1:
+            raise AmbiguousSubmission(job_id, shard, candidates)
+        return candidates[0] if candidates else None
+
+    def cancel_batch(self, batch_id: str) -> MessageBatch:
+        def cancel(sdk: anthropic.Anthropic) -> MessageBatch:
+            return sdk.messages.batches.cancel(batch_id)
+
+        return self.client.call("batches.cancel", cancel, policy="background")
+
+    def adopt(self, shard_id: int, batch_id: str) -> None:
+        """Settle an ambiguous submission by hand: this shard is that batch (checked when results arrive)."""
+        self.ledger.mark_submitted(shard_id, batch_id)
+
+    # --- polling ---------------------------------------------------------------------------------------
+
+    def wait_for(self, job_id: str, started: float) -> None:
+        """Poll the job's submitted batches with backoff until each has ended."""
+        interval = self.options.poll_min
+        while True:
+            pending = self.ledger.shards(job_id, ("submitted",))
+            if not pending:
+                return
+            changed = False
+            for shard in pending:
+                batch = self._retrieve(shard)
+                counts = batch.request_counts.model_dump()
+                ended = batch.processing_status == "ended"
+                if counts != shard.counts or ended:
+                    changed = True
+                    self.ledger.update_counts(shard.shard_id, counts, ended)
+            if self.on_progress is not None:
+                self.on_progress(Progress(job_id, self.ledger.shards(job_id), started))
+            if not self.ledger.shards(job_id, ("submitted",)):
+                return
+            interval = self.options.poll_min if changed else min(self.options.poll_max, interval * 1.5)
+            self.sleep(interval)
+
+    def _retrieve(self, shard: Shard) -> MessageBatch:
+        batch_id = shard.batch_id
+        assert batch_id is not None
+
+        def retrieve(sdk: anthropic.Anthropic) -> MessageBatch:
+            return sdk.messages.batches.retrieve(batch_id)
+
+        return self.client.call("batches.retrieve", retrieve, policy="background")
+
+    # --- results ---------------------------------------------------------------------------------------
+
+    def collect(self, shard: Shard) -> None:
+        """Download a shard's results (streamed), classify each, store them in one transaction."""
+        assert shard.batch_id is not None
+        batch_id = shard.batch_id
+        expected = self.ledger.shard_custom_ids(shard.shard_id)
+
+        def download(sdk: anthropic.Anthropic) -> int:
+            seen: set[str] = set()
+            with sdk.messages.batches.with_streaming_response.results(batch_id) as response:
+                outcomes = self._outcomes(response.iter_lines(), expected, seen, batch_id)
+                return self.ledger.record_results(shard.shard_id, outcomes)
+
+        self.client.call("batches.results", download, policy="background")
+
+    def _outcomes(self, lines: Iterator[str], expected: set[str], seen: set[str], batch_id: str) -> Iterator[Outcome]:
+        for line in lines:
+            if not line.strip():
+                continue
+            data = json.loads(line)
+            custom_id = data["custom_id"]
+            if custom_id not in expected:
+                raise ForeignResults(
+                    f"batch {batch_id} returned custom_id {custom_id!r}, which is not in this shard: "
+                    "it is not this shard's batch (adopt the right one with keel batch adopt)"
+                )
+            seen.add(custom_id)
+            yield self._outcome(custom_id, data["result"])
+        for custom_id in expected - seen:  # never seen in the results: send it again
+            yield Outcome(custom_id, "pending", "missing", error_message="missing from the batch results")
+
+    def _outcome(self, custom_id: str, result: dict[str, Any]) -> Outcome:
+        kind = result["type"]
+        if kind == "succeeded":
+            message = result["message"]
+            usage = message.get("usage") or {}
+            model = message.get("model")
+            return Outcome(
+                custom_id,
+                "succeeded",
+                kind,
+                stop_reason=message.get("stop_reason"),
+                model=model,
+                usage=_usage_dict(usage),
+                cost_batch=self.prices.cost(model, usage, batch=True) if model else None,
+                cost_standard=self.prices.cost(model, usage) if model else None,
+                message_json=json.dumps(message, separators=(",", ":")),
+            )
+        if kind == "errored":
+            error = (result.get("error") or {}).get("error") or {}
+            error_type = error.get("type")
+            retry = classify(None, error_type).retryable
+            return Outcome(
+                custom_id,
+                "pending" if retry else "errored",
+                kind,
+                error_type=error_type,
+                error_message=error.get("message"),
+            )
+        if kind == "expired":
+            return Outcome(custom_id, "pending", kind, error_message="the batch expired before this request ran")
+        return Outcome(custom_id, "canceled", kind)
+
+    # --- outputs ---------------------------------------------------------------------------------------
+
+    def write_outputs(self, job_id: str, out: Path, rejects: Path | None, failures: Path | None) -> None:
+        """The results file (one line per input line, in input order), and the rejects and failures files.
+
+        Each is written to a temporary file and renamed, so a kill never leaves half a file behind.
+        """
+        writers = {"out": _AtomicLines(out)}
+        if rejects is not None:
+            writers["rejects"] = _AtomicLines(rejects)
+        if failures is not None:
+            writers["failures"] = _AtomicLines(failures)
+        try:
+            for row in self.ledger.items_in_order(job_id):
+                line = _result_line(row)
+                writers["out"].write(line)
+                if row["state"] == "rejected" and "rejects" in writers:
+                    writers["rejects"].write(
+                        {"line": row["line"], "custom_id": row["custom_id"], "reason": row["reason"]}
+                    )
+                if row["state"] not in ("succeeded", "rejected") and "failures" in writers:
+                    writers["failures"].write(line)
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            raise
+        for writer in writers.values():
+            writer.commit()
+
+
+def _result_line(row: dict[str, Any]) -> dict[str, Any]:
+    state = row["state"]
+    status = {"pending": "expired"}.get(state, state)  # still pending at the end: out of attempts
+    line: dict[str, Any] = {"line": row["line"], "custom_id": row["custom_id"], "status": status}
+    if state == "succeeded":
+        line["stop_reason"] = row["stop_reason"]
+        line["message"] = json.loads(row["message"])
+    elif state == "rejected":
+        line["error"] = {"type": "rejected", "message": row["reason"]}
+    elif row["error_type"] or row["error_message"]:
+        line["error"] = {"type": row["error_type"] or row["result_type"], "message": row["error_message"]}
+    if state != "rejected":
+        line["attempts"] = row["attempts"]
+    return line
+
+
+class _Body:
+    """A shard's create body that can be sent again: each iteration reads it afresh from the ledger."""
+
+    def __init__(self, ledger: Ledger, shard_id: int) -> None:
+        self.ledger = ledger
+        self.shard_id = shard_id
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.ledger.shard_body(self.shard_id)
+
+
+class _AtomicLines:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.file = self.tmp.open("w", encoding="utf-8")
+
+    def write(self, data: dict[str, Any]) -> None:
+        self.file.write(json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n")
+
+    def commit(self) -> None:
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
