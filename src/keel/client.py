@@ -224,7 +224,9 @@ class _Core:
         request_id = getattr(err, "request_id", None) or (last.request_id if last else None)
         partial = getattr(err, "message", None)  # a stream broken after content: what it had produced is billed
         model = partial.model if isinstance(partial, Message) else str(params.get("model"))
-        detail = f"{state.policy.name} deadline of {state.policy.deadline:g} s: {err}" if state.deadline_hit else str(err)
+        detail = (
+            f"{state.policy.name} deadline of {state.policy.deadline:g} s: {err}" if state.deadline_hit else str(err)
+        )
         record = CallRecord(
             call_id=state.call_id,
             mode=mode,
