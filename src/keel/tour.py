@@ -6,8 +6,11 @@ Each step checks what it expects; the tour exits non-zero when any step misbehav
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -15,6 +18,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from keel.batch import BatchRunner, Progress, RunnerOptions, SQLiteLedger, cost_report
+from keel.batch.inputs import Defaults
 from keel.client import CallFailed, Client
 from keel.emulator import FAULT_HEADER, Emulator, EmulatorConfig, client
 from keel.modes import choose_mode
@@ -46,9 +51,10 @@ class Tour:
         if live:
             sdk, bad_key_sdk = anthropic.Anthropic(), anthropic.Anthropic(api_key="not-a-real-key")
         else:
-            emulator = Emulator(EmulatorConfig(tps=120))
+            emulator = Emulator(EmulatorConfig(tps=120, batch_speed=300))  # a one-minute batch takes 0.2 s
             sdk, bad_key_sdk = client(emulator), client(emulator, api_key="not-a-real-key")
         self.keel = Client(sdk, records=self.records)
+        self.batch_client = Client(sdk, policy="background")
         self.bad_key = Client(bad_key_sdk, records=self.records)
 
     # --- display ---------------------------------------------------------------------------------
@@ -203,6 +209,46 @@ class Tour:
             [c.mode for _, c in cases] == ["stream", "batch", "standard"], "stream, batch, standard — with reasons"
         )
 
+    def batch(self) -> None:
+        with tempfile.TemporaryDirectory(prefix="keel-tour-") as tmp:
+            folder = Path(tmp)
+            questions = ["What is a request id?", "Why stream?", "When to batch?", "What is a 529?", "Why jitter?"]
+            src = folder / "prompts.jsonl"
+            src.write_text(
+                "".join(json.dumps({"custom_id": f"q{n}", "prompt": q}) + "\n" for n, q in enumerate(questions))
+            )
+            options = RunnerOptions(defaults=Defaults(model=TOUR_MODEL, max_tokens=200), poll_min=0.05, poll_max=0.2)
+            seen: list[str] = []
+
+            def progress(p: Progress) -> None:
+                line = ", ".join(f"{k} {v}" for k, v in sorted(p.counts.items()) if v)
+                if not seen or seen[-1] != line:
+                    seen.append(line)
+                    self.console.print(f"  polled: {line}", highlight=False)
+
+            ledger = SQLiteLedger(folder / "ledger.sqlite3")
+            runner = BatchRunner(self.batch_client, ledger, options, on_progress=progress)
+            job = runner.run(src, folder / "results.jsonl")
+            results = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+            table = Table("custom_id", "status", "answer")
+            for row in results:
+                text = "".join(b.get("text", "") for b in row.get("message", {}).get("content", []))
+                table.add_row(row["custom_id"], row["status"], text[:60] + ("…" if len(text) > 60 else ""))
+            self.console.print(table)
+            costs = cost_report(ledger, job)
+            for c in costs:
+                self.console.print(
+                    f"  {c.model}: {c.requests} requests, {c.input_tokens} in / {c.output_tokens} out tokens — "
+                    f"batch ${c.batch_usd or 0:.6f} vs standard ${c.standard_usd or 0:.6f}: "
+                    f"saved ${c.saving_usd or 0:.6f}"
+                )
+            ledger.close()
+        halved = all(c.batch_usd is not None and abs(2 * c.batch_usd - (c.standard_usd or 0)) < 1e-12 for c in costs)
+        self.check(
+            [r["status"] for r in results] == ["succeeded"] * 5 and halved,
+            "5 requests, one result each, in input order; the batch cost half the standard price",
+        )
+
     def run(self) -> int:
         where = "the real Claude API (ANTHROPIC_API_KEY)" if self.live else "keel's embedded emulator (offline)"
         self.console.print(Panel(f"keel tour — keel.Client running against {where}", style="bold"))
@@ -213,6 +259,8 @@ class Tour:
         self.step(title if not self.live else "3. A call with its attempts visible", self.overloaded)
         self.step("4. stop_reason outcomes", self.stop_reasons)
         self.step("5. Choosing a delivery mode", self.modes)
+        if not self.live:  # a real batch can take up to an hour: the tour shows it offline only
+            self.step("6. A Message Batch: submitted, polled, collected, costed", self.batch)
         self.console.rule()
         if self.failures:
             self.console.print(f"[red]{len(self.failures)} step(s) misbehaved.[/red]")
