@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx2
 import pytest
 
 from keel.emulator import Emulator, EmulatorConfig, FaultSpecError, Scenario, client, load_scenario
@@ -205,3 +206,23 @@ def test_bad_scenario_file_names_line_and_reason(tmp_path: Path, text: str, reas
 
 def test_scenario_defaults() -> None:
     assert Scenario().pick("/v1/messages", MODEL, 0) is None
+
+
+def test_client_read_timeouts_hold_in_process_too(keel_emulator: Emulator) -> None:
+    """The in-process transport honours the SDK's timeout as a socket would, so timeouts can be tested offline."""
+    sdk = client(keel_emulator, max_retries=1, timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(anthropic.APITimeoutError):
+        sdk.messages.create(model=MODEL, max_tokens=50, messages=HELLO, extra_headers=fault("latency_ms=2000"))
+    assert time.monotonic() - started < 1.5  # two attempts of 0.2 s and the SDK's short backoff, not 2 s each
+    assert keel_emulator.access_log.entries() == []  # both attempts were abandoned before any response
+    with (
+        sdk.messages.stream(
+            model=MODEL,
+            max_tokens=50,
+            messages=[{"role": "user", "content": "x [[keel:words=10]]"}],
+            extra_headers=fault("tps=2"),
+        ) as stream,
+        pytest.raises(httpx2.ReadTimeout),
+    ):
+        stream.until_done()  # a stall between chunks longer than the read timeout

@@ -1,5 +1,8 @@
 """In-process transports: the SDK talks to the emulator's ASGI app with no socket.
 
+The request's read timeout is honoured as a socket would: no response head, or no next chunk, within it
+raises httpx2's `ReadTimeout` (the SDK's `APITimeoutError`).
+
 `httpx2.ASGITransport` is async-only and collects the whole body before returning, so a stream's
 time to first token, its pacing and a mid-stream drop would all be invisible in-process. These
 transports hand the body over chunk by chunk, exactly as the app sends it (holding the app back while a
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 
@@ -25,6 +28,7 @@ ASGIApp = Callable[
     Awaitable[None],
 ]
 _END = object()
+T = TypeVar("T")
 _BUFFERED_CHUNKS = 32  # the app waits when this many chunks are unread: a large body never piles up in memory
 
 
@@ -41,6 +45,8 @@ class _Exchange:
         )
         self._done = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        timeouts = request.extensions.get("timeout") or {}
+        self._read_timeout: float | None = timeouts.get("read")  # as on a socket: the longest wait for data
 
     def _scope(self) -> dict[str, Any]:
         url = self._request.url
@@ -93,10 +99,18 @@ class _Exchange:
                     await self._chunks.put(_END)
 
         self._task = asyncio.ensure_future(run())
-        return await self._started
+        return await self._within_read_timeout(asyncio.shield(self._started))
+
+    async def _within_read_timeout(self, waiting: Awaitable[T]) -> T:
+        """Wait like a socket read would: past the request's read timeout, httpx2's ReadTimeout."""
+        try:
+            return await asyncio.wait_for(waiting, self._read_timeout)
+        except TimeoutError:
+            await self.aclose()
+            raise httpx2.ReadTimeout(f"no data from the emulator within {self._read_timeout:g} s") from None
 
     async def next_chunk(self) -> bytes | None:
-        item = await self._chunks.get()
+        item = await self._within_read_timeout(self._chunks.get())
         if item is _END:
             return None
         if isinstance(item, Exception):
