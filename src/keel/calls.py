@@ -83,25 +83,34 @@ class CallState:
             self.deadline_hit = True
             raise DeadlineExceeded(f"the {self.policy.name} deadline of {self.policy.deadline:g} s ran out")
 
-    def _add(self, record: AttemptRecord) -> None:
+    def _add(
+        self,
+        request: APIRequest,
+        started: float,
+        *,
+        request_id: str | None = None,
+        status: int | None = None,
+        error_type: str | None = None,
+        error_code: str | None = None,
+        error_class: str | None = None,
+    ) -> None:
+        record = AttemptRecord(
+            call_id=self.call_id,
+            attempt=len(self.attempts) + 1,
+            retry_count=request.retries_taken,
+            endpoint=request.options.url,
+            request_id=request_id,
+            status=status,
+            error_type=error_type,
+            error_code=error_code,
+            error_class=error_class,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
         self.attempts.append(record)
         self.recorder.emit(record)
 
     def attempt_failed(self, request: APIRequest, err: BaseException, started: float) -> None:
-        self._add(
-            AttemptRecord(
-                call_id=self.call_id,
-                attempt=len(self.attempts) + 1,
-                retry_count=request.retries_taken,
-                endpoint=request.options.url,
-                request_id=None,
-                status=None,
-                error_type=None,
-                error_code=None,
-                error_class=classify_exception(err).name,
-                latency_ms=(time.perf_counter() - started) * 1000,
-            )
-        )
+        self._add(request, started, error_class=classify_exception(err).name)
 
     def attempt_answered(
         self, request: APIRequest, response: httpx2.Response, body: bytes | None, started: float
@@ -115,18 +124,13 @@ class CallState:
             if not error.retryable or self._would_overrun(response):
                 response.headers["x-should-retry"] = "false"
         self._add(
-            AttemptRecord(
-                call_id=self.call_id,
-                attempt=len(self.attempts) + 1,
-                retry_count=request.retries_taken,
-                endpoint=request.options.url,
-                request_id=response.headers.get("request-id"),
-                status=response.status_code,
-                error_type=error_type,
-                error_code=error_code,
-                error_class=error.name if error else None,
-                latency_ms=(time.perf_counter() - started) * 1000,
-            )
+            request,
+            started,
+            request_id=response.headers.get("request-id"),
+            status=response.status_code,
+            error_type=error_type,
+            error_code=error_code,
+            error_class=error.name if error else None,
         )
 
     def _would_overrun(self, response: httpx2.Response) -> bool:

@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import anthropic
 from anthropic.types import Message
@@ -178,6 +178,14 @@ class _Core:
         )
         self.recorder.emit(record)
         return Reply(message, outcome, record)
+
+    def finish(
+        self, state: CallState, mode: Mode, params: Mapping[str, Any], rounds: Sequence[Message], raise_on_refusal: bool
+    ) -> Reply:
+        reply = self.reply(state, mode, params, rounds)
+        if raise_on_refusal and isinstance(reply.outcome, Refusal):
+            raise Refused(reply)
+        return reply
 
     def api_record(self, state: CallState, name: str) -> None:
         """The call record of an SDK call that is not a message (a batch submission, a poll, a download)."""
@@ -341,10 +349,7 @@ class Messages:
             raise core.failure(state, call_mode, params, err) from err
         finally:
             leave_call(token)
-        reply = core.reply(state, call_mode, params, rounds)
-        if raise_on_refusal and isinstance(reply.outcome, Refusal):
-            raise Refused(reply)
-        return reply
+        return core.finish(state, call_mode, params, rounds, raise_on_refusal)
 
     def stream(
         self, *, policy: str | RetryPolicy | None = None, on_interrupt: OnInterrupt = "raise", **params: Any
@@ -356,7 +361,34 @@ class Messages:
         return self._client.sdk_for(self._client.core.policy).messages.count_tokens(**params).input_tokens
 
 
-class Client:
+SDK = TypeVar("SDK", anthropic.Anthropic, anthropic.AsyncAnthropic)
+
+
+class _ClientBase(Generic[SDK]):
+    """What both clients hold: keel's copy of the SDK client (with the attempt middleware), one per policy."""
+
+    def __init__(
+        self,
+        base: SDK,
+        policy: str | RetryPolicy,
+        records: str | Path | Recorder | None,
+        prices: PriceTable | None,
+        log_content: bool,
+    ) -> None:
+        self.core = _Core(policy, records, prices, log_content)
+        self.sdk: SDK = base.with_options(middleware=[*base.middleware, AttemptMiddleware()])
+        self._by_policy: dict[RetryPolicy, SDK] = {}
+
+    def sdk_for(self, policy: RetryPolicy) -> SDK:
+        sdk = self._by_policy.get(policy)
+        if sdk is None:
+            sdk = self._by_policy[policy] = self.sdk.with_options(
+                max_retries=policy.max_retries, timeout=policy.timeout
+            )
+        return sdk
+
+
+class Client(_ClientBase[anthropic.Anthropic]):
     """A production-ready `anthropic.Anthropic`: same calls, classified retries, records on every response."""
 
     def __init__(
@@ -369,19 +401,8 @@ class Client:
         log_content: bool = False,
         **sdk_options: Any,
     ) -> None:
-        base = anthropic_client or anthropic.Anthropic(**sdk_options)
-        self.core = _Core(policy, records, prices, log_content)
-        self.sdk = base.with_options(middleware=[*base.middleware, AttemptMiddleware()])
-        self._by_policy: dict[RetryPolicy, anthropic.Anthropic] = {}
+        super().__init__(anthropic_client or anthropic.Anthropic(**sdk_options), policy, records, prices, log_content)
         self.messages = Messages(self)
-
-    def sdk_for(self, policy: RetryPolicy) -> anthropic.Anthropic:
-        sdk = self._by_policy.get(policy)
-        if sdk is None:
-            sdk = self._by_policy[policy] = self.sdk.with_options(
-                max_retries=policy.max_retries, timeout=policy.timeout
-            )
-        return sdk
 
     def one_round(self, state: CallState, params: dict[str, Any], mode: Mode) -> Message:
         """One request, with the SDK's retries inside and, for background policies, keel's rounds around it."""
@@ -463,10 +484,7 @@ class AsyncMessages:
             raise core.failure(state, call_mode, params, err) from err
         finally:
             leave_call(token)
-        reply = core.reply(state, call_mode, params, rounds)
-        if raise_on_refusal and isinstance(reply.outcome, Refusal):
-            raise Refused(reply)
-        return reply
+        return core.finish(state, call_mode, params, rounds, raise_on_refusal)
 
     def stream(
         self, *, policy: str | RetryPolicy | None = None, on_interrupt: OnInterrupt = "raise", **params: Any
@@ -479,7 +497,7 @@ class AsyncMessages:
         return result.input_tokens
 
 
-class AsyncClient:
+class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
     """A production-ready `anthropic.AsyncAnthropic`: same calls, classified retries, records on every response."""
 
     def __init__(
@@ -493,18 +511,8 @@ class AsyncClient:
         **sdk_options: Any,
     ) -> None:
         base = anthropic_client or anthropic.AsyncAnthropic(**sdk_options)
-        self.core = _Core(policy, records, prices, log_content)
-        self.sdk = base.with_options(middleware=[*base.middleware, AttemptMiddleware()])
-        self._by_policy: dict[RetryPolicy, anthropic.AsyncAnthropic] = {}
+        super().__init__(base, policy, records, prices, log_content)
         self.messages = AsyncMessages(self)
-
-    def sdk_for(self, policy: RetryPolicy) -> anthropic.AsyncAnthropic:
-        sdk = self._by_policy.get(policy)
-        if sdk is None:
-            sdk = self._by_policy[policy] = self.sdk.with_options(
-                max_retries=policy.max_retries, timeout=policy.timeout
-            )
-        return sdk
 
     async def one_round(self, state: CallState, params: dict[str, Any], mode: Mode) -> Message:
         sdk = self.sdk_for(state.policy)

@@ -248,7 +248,53 @@ def _snapshot(stream: Any) -> Message | None:
         return None
 
 
-class ResilientStream:
+class _StreamBase:
+    """What the sync and async streams share: the call they belong to, and how a stream ends."""
+
+    def __init__(
+        self,
+        client: Client | AsyncClient,
+        params: dict[str, Any],
+        policy: str | RetryPolicy | None,
+        on_interrupt: OnInterrupt,
+        state: CallState | None,
+        max_resumes: int,
+    ) -> None:
+        self._client_core = client.core
+        self._own_call = state is None
+        self._state = state or client.core.begin(policy)
+        self._core = _StreamCore(dict(params), self._state, on_interrupt, max_resumes)
+        self._token: Any = None
+        self.reply: Reply | None = None
+
+    @property
+    def request_id(self) -> str | None:
+        return self._core.request_id
+
+    def _enter(self) -> None:
+        if self._own_call:
+            self._token = enter_call(self._state)
+
+    def _exit(self) -> None:
+        if self._token is not None:
+            leave_call(self._token)
+            self._token = None
+
+    def _failed(self, err: BaseException) -> BaseException:
+        """What to raise for a stream that failed: its own `CallFailed` (or `StreamInterrupted`) when the stream
+        is a call of its own; the error itself inside a larger call, which records the failure."""
+        if not self._own_call:
+            return err
+        failed = self._client_core.failure(self._state, "stream", self._core.params, err)
+        return err if isinstance(err, StreamInterrupted) else failed
+
+    def _finished(self) -> None:
+        assert self._core.final is not None
+        if self._own_call:
+            self.reply = self._client_core.reply(self._state, "stream", self._core.params, [self._core.final])
+
+
+class ResilientStream(_StreamBase):
     """Sync resilient stream: use as a context manager, iterate events or `text_stream`, then `get_final_message()`."""
 
     def __init__(
@@ -261,44 +307,32 @@ class ResilientStream:
         state: CallState | None = None,
         max_resumes: int = MAX_RESUMES,
     ) -> None:
-        self._client = client
-        self._own_call = state is None
-        self._state = state or client.core.begin(policy)
-        self._core = _StreamCore(dict(params), self._state, on_interrupt, max_resumes)
+        super().__init__(client, params, policy, on_interrupt, state, max_resumes)
+        self._sdk = client.sdk_for(self._state.policy)
         self._iterator = self._events()
-        self._token: Any = None
-        self.reply: Reply | None = None
         self.text_stream: Iterator[str] = (event.text for event in self if event.type == "text")
 
-    @property
-    def request_id(self) -> str | None:
-        return self._core.request_id
-
     def __enter__(self) -> ResilientStream:
-        if self._own_call:
-            self._token = enter_call(self._state)
+        self._enter()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._iterator.close()
-        if self._token is not None:
-            leave_call(self._token)
-            self._token = None
+        self._exit()
 
     def __iter__(self) -> Iterator[Any]:
         return self._iterator
 
     def _events(self) -> Generator[Any, None, None]:
         core = self._core
-        sdk = self._client.sdk_for(self._state.policy)
         try:
             while True:
                 for attempt in Retrying(**core.retrying_kwargs()):
                     with attempt:
                         snapshot, error = None, None
-                        with sdk.messages.stream(**core.round.params) as stream:
+                        with self._sdk.messages.stream(**core.round.params) as stream:
                             core.start_round(stream.request_id)
                             try:
                                 for event in stream:
@@ -315,18 +349,11 @@ class ResilientStream:
                 if done:
                     break
         except STREAM_FAILURES as err:
-            if not self._own_call:
-                raise
-            failed = self._client.core.failure(self._state, "stream", self._core.params, err)
-            if isinstance(err, StreamInterrupted):
+            failed = self._failed(err)
+            if failed is err:
                 raise
             raise failed from err
-        self._finish()
-
-    def _finish(self) -> None:
-        assert self._core.final is not None
-        if self._own_call:
-            self.reply = self._client.core.reply(self._state, "stream", self._core.params, [self._core.final])
+        self._finished()
 
     def get_final_message(self) -> Message:
         for _ in self:
@@ -338,7 +365,7 @@ class ResilientStream:
         self.get_final_message()
 
 
-class AsyncResilientStream:
+class AsyncResilientStream(_StreamBase):
     """Async resilient stream: `async with`, iterate events or `text_stream`, then `await get_final_message()`."""
 
     def __init__(
@@ -351,47 +378,35 @@ class AsyncResilientStream:
         state: CallState | None = None,
         max_resumes: int = MAX_RESUMES,
     ) -> None:
-        self._client = client
-        self._own_call = state is None
-        self._state = state or client.core.begin(policy)
-        self._core = _StreamCore(dict(params), self._state, on_interrupt, max_resumes)
+        super().__init__(client, params, policy, on_interrupt, state, max_resumes)
+        self._sdk = client.sdk_for(self._state.policy)
         self._iterator = self._events()
-        self._token: Any = None
-        self.reply: Reply | None = None
-
-    @property
-    def request_id(self) -> str | None:
-        return self._core.request_id
 
     @property
     def text_stream(self) -> AsyncIterator[str]:
         return (event.text async for event in self if event.type == "text")
 
     async def __aenter__(self) -> AsyncResilientStream:
-        if self._own_call:
-            self._token = enter_call(self._state)
+        self._enter()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._iterator.aclose()
-        if self._token is not None:
-            leave_call(self._token)
-            self._token = None
+        self._exit()
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterator
 
     async def _events(self) -> AsyncGenerator[Any, None]:
         core = self._core
-        sdk = self._client.sdk_for(self._state.policy)
         try:
             while True:
                 async for attempt in AsyncRetrying(**core.retrying_kwargs()):
                     with attempt:
                         snapshot, error = None, None
-                        async with sdk.messages.stream(**core.round.params) as stream:
+                        async with self._sdk.messages.stream(**core.round.params) as stream:
                             core.start_round(stream.request_id)
                             try:
                                 async for event in stream:
@@ -408,15 +423,11 @@ class AsyncResilientStream:
                 if done:
                     break
         except STREAM_FAILURES as err:
-            if not self._own_call:
-                raise
-            failed = self._client.core.failure(self._state, "stream", self._core.params, err)
-            if isinstance(err, StreamInterrupted):
+            failed = self._failed(err)
+            if failed is err:
                 raise
             raise failed from err
-        if self._own_call:
-            assert core.final is not None
-            self.reply = self._client.core.reply(self._state, "stream", core.params, [core.final])
+        self._finished()
 
     async def get_final_message(self) -> Message:
         async for _ in self:

@@ -285,14 +285,7 @@ class Emulator:
             start = max(start, stop - limit) if "after_id" not in params else start
         page = models[start:stop][:limit]
         has_more = (start + len(page) < stop) if "before_id" not in params else start > 0
-        data = [_model_info(m) for m in page]
-        body = {
-            "data": data,
-            "has_more": has_more,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-        }
-        return Response(_dumps(body), media_type=JSON_TYPE)
+        return _page([_model_info(m) for m in page], has_more)
 
     @staticmethod
     def _position(ids: list[str], model_id: str, name: str) -> int:
@@ -337,14 +330,7 @@ class Emulator:
         await self._batch_fault(request, call)
         page, has_more = self.batches.page(request.query_params)
         now = self.batches.now()
-        data = [batch.to_json(now, str(request.base_url)) for batch in page]
-        body = {
-            "data": data,
-            "has_more": has_more,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-        }
-        return Response(_dumps(body), media_type=JSON_TYPE)
+        return _page([batch.to_json(now, str(request.base_url)) for batch in page], has_more)
 
     async def _get_batch(self, request: Request, call: _Call) -> Response:
         await self._batch_fault(request, call)
@@ -401,6 +387,17 @@ async def _yielding(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     for chunk in chunks:
         yield chunk
         await asyncio.sleep(0)
+
+
+def _page(data: list[dict[str, Any]], has_more: bool) -> Response:
+    """A list endpoint's page, as the API shapes it."""
+    body = {
+        "data": data,
+        "has_more": has_more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
+    return Response(_dumps(body), media_type=JSON_TYPE)
 
 
 def _model_info(spec: ModelSpec) -> dict[str, Any]:
