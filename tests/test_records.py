@@ -129,7 +129,8 @@ def test_keel_logger_with_json_formatter_puts_record_fields_at_the_top_level(
     in_file = read_records(path)
     assert len(from_keel) == len(in_file) == 7  # 2 + 1 + 1 attempts, 3 calls
     for entry, record in zip(from_keel, in_file, strict=True):
-        assert entry["level"] == "INFO" and isinstance(entry["ts"], float)
+        failed_call = entry["kind"] == "call" and entry["error_class"] is not None
+        assert entry["level"] == ("WARNING" if failed_call else "INFO") and isinstance(entry["ts"], float)
         assert {key: entry[key] for key in record} == record  # the record's fields, top level, same values
         assert record["request_id"] in entry["message"]
     calls = [entry for entry in from_keel if entry["kind"] == "call"]
@@ -266,3 +267,17 @@ def test_read_records_stops_at_a_bad_line_with_its_number(tmp_path: Path) -> Non
         read_records(path)
     path.write_text('{"a": 1}\n\n{"b": 2}\n')
     assert read_records(path) == [{"a": 1}, {"b": 2}]
+
+
+def test_a_record_that_cannot_be_written_never_fails_the_call(
+    keel_emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keel = keel_client(keel_emulator, records=tmp_path / "records.jsonl")
+    assert keel.core.recorder.sink is not None
+    keel.core.recorder.sink.close()  # as good as a full disk: every write now fails
+    with caplog.at_level(logging.WARNING, logger="keel"):
+        first = keel.messages.create(model=MODEL, max_tokens=60, messages=ask("x"))
+        second = keel.messages.create(model=MODEL, max_tokens=60, messages=ask("y"))
+    assert first.request_id and second.request_id  # both calls answered, billed, returned
+    warnings = [r for r in caplog.records if "records are not being written" in r.getMessage()]
+    assert len(warnings) == 1  # said once, not on every call

@@ -24,7 +24,7 @@ from anthropic._response import APIResponse, AsyncAPIResponse
 
 from .errors import ErrorClass, classify, classify_exception
 from .policy import RetryPolicy
-from .records import AttemptRecord, Recorder
+from .records import AttemptRecord, Record, Recorder
 
 _CURRENT: ContextVar[CallState | None] = ContextVar("keel_call", default=None)
 
@@ -65,6 +65,7 @@ class CallState:
     rounds: int = 0
     ttft_ms: float | None = None
     deadline_hit: bool = False
+    held: list[AttemptRecord] = field(default_factory=list)  # successful attempts, written with the call record
 
     @property
     def deadline_at(self) -> float | None:
@@ -107,7 +108,15 @@ class CallState:
             latency_ms=(time.perf_counter() - started) * 1000,
         )
         self.attempts.append(record)
-        self.recorder.emit(record)
+        if status is not None and error_class is None:
+            self.held.append(record)  # one write with the call record; errors are written as they happen
+        else:
+            self.recorder.emit(record)
+
+    def emit_call(self, record: Record) -> None:
+        """The call record, with the attempt records held until now, in one write."""
+        held, self.held = self.held, []
+        self.recorder.emit(*held, record)
 
     def attempt_failed(self, request: APIRequest, err: BaseException, started: float) -> None:
         self._add(request, started, error_class=classify_exception(err).name)

@@ -176,7 +176,7 @@ class _Core:
             error=None,
             content=self._content(params, message) if self.log_content else None,
         )
-        self.recorder.emit(record)
+        state.emit_call(record)
         return Reply(message, outcome, record)
 
     def finish(
@@ -190,7 +190,7 @@ class _Core:
     def api_record(self, state: CallState, name: str) -> None:
         """The call record of an SDK call that is not a message (a batch submission, a poll, a download)."""
         last = state.attempts[-1] if state.attempts else None
-        self.recorder.emit(
+        state.emit_call(
             CallRecord(
                 call_id=state.call_id,
                 mode="batch",
@@ -254,7 +254,7 @@ class _Core:
             error=detail,
             content=self._content(params, None) if self.log_content else None,
         )
-        self.recorder.emit(record)
+        state.emit_call(record)
         return CallFailed(error_class, record, sdk_error, deadline_exceeded=state.deadline_hit)
 
     @staticmethod
@@ -269,6 +269,8 @@ class _Core:
         self, params: dict[str, Any], rounds: Sequence[Message], continue_max_tokens: int, resume_pause_turn: int
     ) -> dict[str, Any] | None:
         """The request that continues the answer so far, if the caller asked for continuations and one is due."""
+        if not (continue_max_tokens or resume_pause_turn):
+            return None
         done = rounds[-1] if len(rounds) == 1 else self.combined(rounds)
         outcome = outcome_of(done)
         continuations = len(rounds) - 1

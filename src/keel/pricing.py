@@ -140,14 +140,16 @@ def token_counts(usage: Any) -> TokenCounts:
     """
     if isinstance(usage, TokenCounts):
         return usage
-    # One Mapping check per usage object (an ABC isinstance is slow), not one per field.
-    if isinstance(usage, Mapping):
+    # One check per usage object, not one per field; a plain dict first, the (slow) ABC check after objects.
+    if type(usage) is dict:
         get: Callable[[str], Any] = usage.get
     elif hasattr(usage, "input_tokens") or hasattr(usage, "output_tokens"):
 
         def get(name: str) -> Any:
             return getattr(usage, name, None)
 
+    elif isinstance(usage, Mapping):
+        get = usage.get
     else:
         raise TypeError(f"expected a usage object or mapping with token counts, got {type(usage).__name__}")
     created = _count(get("cache_creation_input_tokens"), "cache_creation_input_tokens")
@@ -187,17 +189,32 @@ class _DecimalPrice:
     cache_write_1h: Decimal
     cache_read: Decimal
     long_context_multiplier: Decimal
+    # The same five prices as exact integers over one denominator, for `cost`: summing integers and dividing
+    # once gives the float nearest the exact total, as `float(sum of Decimals)` does, at a fraction of the cost.
+    numerators: tuple[int, int, int, int, int]
+    denominator: int
+    long_context_ratio: tuple[int, int]
 
     @classmethod
     def of(cls, price: ModelPrice) -> _DecimalPrice:
+        in_, out, write_5m, write_1h, read = (
+            _dec(v) for v in (price.input, price.output, price.cache_write_5m, price.cache_write_1h, price.cache_read)
+        )
+        ratios = [d.as_integer_ratio() for d in (in_, out, write_5m, write_1h, read)]
+        denominator = math.lcm(*(den for _, den in ratios))
+        n0, n1, n2, n3, n4 = (num * (denominator // den) for num, den in ratios)
+        long_context = _dec(price.long_context_multiplier)
         return cls(
             price,
-            _dec(price.input),
-            _dec(price.output),
-            _dec(price.cache_write_5m),
-            _dec(price.cache_write_1h),
-            _dec(price.cache_read),
-            _dec(price.long_context_multiplier),
+            in_,
+            out,
+            write_5m,
+            write_1h,
+            read,
+            long_context,
+            (n0, n1, n2, n3, n4),
+            denominator,
+            long_context.as_integer_ratio(),
         )
 
 
@@ -267,8 +284,10 @@ class PriceTable:
             model,
         )
 
-    def cost_breakdown(self, model: str, usage: Any, *, batch: bool = False) -> CostBreakdown | None:
-        """The exact cost by category, or None (with one warning per model per table) for an unknown model."""
+    def _exact_parts(
+        self, model: str, usage: Any, batch: bool
+    ) -> tuple[str, tuple[Decimal, Decimal, Decimal, Decimal, Decimal], bool] | None:
+        """(priced model id, the five exact costs in `CostBreakdown` order, long_context), or None if unknown."""
         canonical = self.canonical(model)
         if canonical is None:
             self._warn_unknown(model)
@@ -279,21 +298,38 @@ class PriceTable:
         decimals = self._decimals.get(canonical)
         if decimals is None or decimals.source is not price:
             decimals = self._decimals[canonical] = _DecimalPrice.of(price)
-        ctx = _EXACT
+        multiply, divide = _EXACT.multiply, _EXACT.divide
         factor = decimals.long_context_multiplier if long_context else _ONE
         if batch:
-            factor = ctx.multiply(factor, _dec(self.batch_multiplier))
+            factor = multiply(factor, _dec(self.batch_multiplier))
 
         def part(count: int, per_million: Decimal) -> Decimal:
-            return ctx.divide(ctx.multiply(ctx.multiply(Decimal(count), per_million), factor), _MILLION)
+            if factor is _ONE:  # x Decimal(1) changes neither the digits nor the exponent
+                return divide(multiply(Decimal(count), per_million), _MILLION)
+            return divide(multiply(multiply(Decimal(count), per_million), factor), _MILLION)
 
+        parts = (
+            part(tokens.input, decimals.input),
+            part(tokens.output, decimals.output),
+            part(tokens.cache_write_5m, decimals.cache_write_5m),
+            part(tokens.cache_write_1h, decimals.cache_write_1h),
+            part(tokens.cache_read, decimals.cache_read),
+        )
+        return canonical, parts, long_context
+
+    def cost_breakdown(self, model: str, usage: Any, *, batch: bool = False) -> CostBreakdown | None:
+        """The exact cost by category, or None (with one warning per model per table) for an unknown model."""
+        exact = self._exact_parts(model, usage, batch)
+        if exact is None:
+            return None
+        canonical, (in_, out, write_5m, write_1h, read), long_context = exact
         return CostBreakdown(
             model=canonical,
-            input=part(tokens.input, decimals.input),
-            output=part(tokens.output, decimals.output),
-            cache_write_5m=part(tokens.cache_write_5m, decimals.cache_write_5m),
-            cache_write_1h=part(tokens.cache_write_1h, decimals.cache_write_1h),
-            cache_read=part(tokens.cache_read, decimals.cache_read),
+            input=in_,
+            output=out,
+            cache_write_5m=write_5m,
+            cache_write_1h=write_1h,
+            cache_read=read,
             batch=batch,
             long_context=long_context,
         )
@@ -304,8 +340,32 @@ class PriceTable:
         `usage` is an `anthropic.types.Usage` / `MessageDeltaUsage` or a dict with the same fields.
         An unknown model gives None and logs one warning on the "keel" logger per model per table.
         """
-        breakdown = self.cost_breakdown(model, usage, batch=batch)
-        return None if breakdown is None else float(breakdown.total)
+        canonical = self.canonical(model)
+        if canonical is None:
+            self._warn_unknown(model)
+            return None
+        price = self._prices[canonical]
+        tokens = token_counts(usage)
+        decimals = self._decimals.get(canonical)
+        if decimals is None or decimals.source is not price:
+            decimals = self._decimals[canonical] = _DecimalPrice.of(price)
+        n = decimals.numerators
+        numerator = (
+            tokens.input * n[0]
+            + tokens.output * n[1]
+            + tokens.cache_write_5m * n[2]
+            + tokens.cache_write_1h * n[3]
+            + tokens.cache_read * n[4]
+        )
+        denominator = decimals.denominator * 1_000_000
+        if price.long_context_threshold is not None and tokens.prompt > price.long_context_threshold:
+            numerator *= decimals.long_context_ratio[0]
+            denominator *= decimals.long_context_ratio[1]
+        if batch:
+            batch_num, batch_den = _dec(self.batch_multiplier).as_integer_ratio()
+            numerator *= batch_num
+            denominator *= batch_den
+        return numerator / denominator  # int / int: the float nearest the exact cost
 
     def message_cost(self, message: Any, *, batch: bool = False) -> float | None:
         """Cost of an `anthropic.types.Message` (its `model` and `usage`)."""

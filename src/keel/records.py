@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
+import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from operator import attrgetter
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
+
+from pydantic_core import to_json
 
 logger = logging.getLogger("keel")
 
 Mode = Literal["standard", "stream", "batch"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass sets each field through object.__setattr__, on every call
 class AttemptRecord:
     call_id: str
     attempt: int  # 1-based across the whole call, every round of retries included
@@ -70,7 +73,7 @@ class Usage:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallRecord:
     call_id: str
     mode: Mode
@@ -151,38 +154,57 @@ _LINE_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 class JsonlSink:
-    """Appends one JSON line per record. Opened at construction, so a bad path fails there, not mid-traffic."""
+    """Appends JSON lines. Opened at construction, so a bad path fails there, not mid-traffic.
+
+    Each `write` is one `os.write` on a file opened with O_APPEND: the lines of one call land together and
+    whole, even with several processes appending to the same file.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[str] = self.path.open("a", encoding="utf-8", buffering=1)
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as err:
             raise ValueError(f"keel: cannot write the records file {self.path}: {err.strerror or err}") from None
-        self._lock = threading.Lock()
 
-    def write(self, record: Record) -> None:
-        line = _LINE_ENCODER.encode(record_dict(record)) + "\n"
-        with self._lock:
-            self._file.write(line)
+    def write(self, records: Iterable[Record]) -> None:
+        if self._fd is None:
+            raise ValueError(f"keel: the records file {self.path} is closed")
+        data = b"".join([to_json(record_dict(record), fallback=str) + b"\n" for record in records])
+        while data:
+            data = data[os.write(self._fd, data) :]
 
     def close(self) -> None:
-        with self._lock:
-            self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class Recorder:
-    """Where a client's records go: the `keel` logger always, a JSONL file when given, and a hook."""
+    """Where a client's records go: the `keel` logger always, and a JSONL file when given.
+
+    A record that cannot be written (disk full, file closed) is reported once on the `keel` logger and
+    dropped: the call it describes has happened, and is not failed after the fact.
+    """
 
     def __init__(self, jsonl: str | Path | JsonlSink | None = None) -> None:
         self.sink = JsonlSink(jsonl) if isinstance(jsonl, str | Path) else jsonl
+        self._write_failed = False
 
-    def emit(self, record: Record) -> None:
+    def emit(self, *records: Record) -> None:
+        """Write these records together (one write), and log each: failures at WARNING, the rest at INFO."""
         if self.sink is not None:
-            self.sink.write(record)
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(record.summary(), extra={"keel": record_dict(record)})
+            try:
+                self.sink.write(records)
+            except (OSError, ValueError) as err:
+                if not self._write_failed:
+                    self._write_failed = True
+                    logger.warning("keel: records are not being written to %s: %s", self.sink.path, err)
+        for record in records:
+            level = logging.WARNING if record.kind == "call" and record.error_class else logging.INFO
+            if logger.isEnabledFor(level):
+                logger.log(level, record.summary(), extra={"keel": record_dict(record)})
 
     def close(self) -> None:
         if self.sink is not None:

@@ -16,7 +16,11 @@ Events pass through as the SDK yields them; in a resumed round, text arrives as 
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -121,6 +125,22 @@ class _Round:
     got_content: bool = False
 
 
+class _FirstAttempt:
+    """The first attempt of a round runs without tenacity (the common case costs nothing extra); an
+    interruption before content is noted here and the round goes on under tenacity."""
+
+    failed = False
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, _BeforeContent):
+            self.failed = True
+            return True
+        return False
+
+
 class _StreamCore:
     """The state machine shared by the sync and async streams: events in, decisions out."""
 
@@ -131,15 +151,26 @@ class _StreamCore:
         self.state = state
         self.on_interrupt = on_interrupt
         self.max_resumes = max_resumes
-        self.text_seen = ""
+        self._seen: list[str] = []  # text handed to the caller, joined only when needed (no quadratic +=)
         self.parts: list[Message] = []  # the partial messages of interrupted rounds, then the last one
         self.request_id: str | None = None
         self.round = _Round(params, None)
         self.final: Message | None = None
 
+    @property
+    def text_seen(self) -> str:
+        if len(self._seen) > 1:
+            self._seen = ["".join(self._seen)]
+        return self._seen[0] if self._seen else ""
+
+    def first_backoff(self) -> float:
+        """The wait before the second attempt: tenacity's first wait, as `retrying_kwargs` would give it."""
+        return random.uniform(0, min(0.25, self.state.policy.backoff_cap))
+
     def retrying_kwargs(self) -> dict[str, Any]:
+        """tenacity settings for the attempts after the first (the policy's retries, deadline or budget)."""
         policy: RetryPolicy = self.state.policy
-        stop: stop_base = stop_after_attempt(policy.max_retries + 1)
+        stop: stop_base = stop_after_attempt(max(1, policy.max_retries))
         if policy.budget is not None:
             stop = stop_after_delay(policy.budget)
         elif policy.deadline is not None:
@@ -169,7 +200,7 @@ class _StreamCore:
             text = event.text if stitcher is None else stitcher.feed(event.text)
             if not text:
                 return None
-            self.text_seen += text
+            self._seen.append(text)
             return event if stitcher is None else event.model_copy(update={"text": text, "snapshot": self.text_seen})
         elif kind == "message_start" and stitcher is not None:
             return None
@@ -182,7 +213,7 @@ class _StreamCore:
         text = stitcher.flush() if stitcher is not None else ""
         if not text:
             return None
-        self.text_seen += text
+        self._seen.append(text)
         return TextEvent(type="text", text=text, snapshot=self.text_seen)
 
     def pending(self) -> TextEvent | None:
@@ -276,6 +307,9 @@ class _StreamBase:
             self._token = enter_call(self._state)
 
     def _exit(self) -> None:
+        if self._own_call and self._state.held:  # a stream left before its end: its attempts are still recorded
+            held, self._state.held = self._state.held, []
+            self._state.recorder.emit(*held)
         if self._token is not None:
             leave_call(self._token)
             self._token = None
@@ -325,11 +359,18 @@ class ResilientStream(_StreamBase):
     def __iter__(self) -> Iterator[Any]:
         return self._iterator
 
+    def _attempts(self) -> Iterator[AbstractContextManager[Any]]:
+        first = _FirstAttempt()
+        yield first
+        if first.failed:
+            time.sleep(self._core.first_backoff())
+            yield from Retrying(**self._core.retrying_kwargs())
+
     def _events(self) -> Generator[Any, None, None]:
         core = self._core
         try:
             while True:
-                for attempt in Retrying(**core.retrying_kwargs()):
+                for attempt in self._attempts():
                     with attempt:
                         snapshot, error = None, None
                         with self._sdk.messages.stream(**core.round.params) as stream:
@@ -399,11 +440,19 @@ class AsyncResilientStream(_StreamBase):
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterator
 
+    async def _attempts(self) -> AsyncIterator[AbstractContextManager[Any]]:
+        first = _FirstAttempt()
+        yield first
+        if first.failed:
+            await asyncio.sleep(self._core.first_backoff())
+            async for attempt in AsyncRetrying(**self._core.retrying_kwargs()):
+                yield attempt
+
     async def _events(self) -> AsyncGenerator[Any, None]:
         core = self._core
         try:
             while True:
-                async for attempt in AsyncRetrying(**core.retrying_kwargs()):
+                async for attempt in self._attempts():
                     with attempt:
                         snapshot, error = None, None
                         async with self._sdk.messages.stream(**core.round.params) as stream:

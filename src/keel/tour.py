@@ -37,9 +37,9 @@ class _KeptRecorder(Recorder):
         super().__init__()
         self.kept: list[Record] = []
 
-    def emit(self, record: Record) -> None:
-        super().emit(record)
-        self.kept.append(record)
+    def emit(self, *records: Record) -> None:
+        super().emit(*records)
+        self.kept.extend(records)
 
 
 class Tour:
