@@ -112,6 +112,14 @@ CREATE TABLE IF NOT EXISTS shards (
 """
 
 
+# What a result sets on its item, in `Outcome` order; `record_results` stages results in a temporary table first.
+_RESULT_COLUMNS = (
+    "state, result_type, error_type, error_message, stop_reason, model, input_tokens, output_tokens,"
+    " cache_write_tokens, cache_read_tokens, cost_batch, cost_standard, message"
+)
+_STAGE = "keel_staged_results"
+
+
 def _shard(row: sqlite3.Row) -> Shard:
     return Shard(
         shard_id=row["shard_id"],
@@ -312,16 +320,25 @@ class SQLiteLedger:
 
     def record_results(self, shard_id: int, outcomes: Iterable[Outcome]) -> int:
         """Store a shard's results in one transaction (a kill mid-download leaves the shard to download again);
-        the shard becomes `collected`. Returns the number of results stored."""
-        stored = 0
+        the shard becomes `collected`. Returns the number of results stored.
+
+        Results arrive in no particular order. Updating each item as it arrives would write all over the items
+        table (a random page per result, far more pages than the cache holds, so each goes to the WAL again and
+        again); instead they are appended to a temporary table, then applied in one pass over the shard's items
+        in table order. A custom_id given twice keeps its last result; one that is not in the shard raises
+        `LookupError` (the first such, in arrival order) and nothing is stored.
+        """
         with self._tx() as conn:
-            for o in outcomes:
-                usage = o.usage or {}
-                cursor = conn.execute(
-                    "UPDATE items SET state = ?, result_type = ?, error_type = ?, error_message = ?, stop_reason = ?,"
-                    " model = ?, input_tokens = ?, output_tokens = ?, cache_write_tokens = ?, cache_read_tokens = ?,"
-                    " cost_batch = ?, cost_standard = ?, message = ? WHERE shard_id = ? AND custom_id = ?",
-                    (
+            conn.execute(f"DROP TABLE IF EXISTS temp.{_STAGE}")  # rolled back with a failed call; to be sure
+            conn.execute(f"CREATE TABLE temp.{_STAGE} (custom_id TEXT NOT NULL, {_RESULT_COLUMNS})")
+            stored = 0
+
+            def staged() -> Iterator[tuple[Any, ...]]:
+                nonlocal stored
+                for o in outcomes:
+                    usage = o.usage or {}
+                    yield (
+                        o.custom_id,
                         o.state,
                         o.result_type,
                         o.error_type,
@@ -335,13 +352,27 @@ class SQLiteLedger:
                         o.cost_batch,
                         o.cost_standard,
                         o.message_json,
-                        shard_id,
-                        o.custom_id,
-                    ),
-                )
-                if cursor.rowcount != 1:
-                    raise LookupError(f"result for custom_id {o.custom_id!r} does not belong to shard {shard_id}")
-                stored += 1
+                    )
+                    stored += 1
+
+            conn.executemany(f"INSERT INTO temp.{_STAGE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", staged())
+            conn.execute(f"CREATE INDEX temp.{_STAGE}_ids ON {_STAGE} (custom_id)")
+            updated = conn.execute(
+                f"UPDATE items SET ({_RESULT_COLUMNS}) = (SELECT {_RESULT_COLUMNS} FROM temp.{_STAGE} AS staged"
+                " WHERE staged.custom_id = items.custom_id ORDER BY staged.rowid DESC LIMIT 1)"
+                f" WHERE shard_id = ? AND custom_id IN (SELECT custom_id FROM temp.{_STAGE})",
+                (shard_id,),
+            ).rowcount
+            distinct = conn.execute(f"SELECT COUNT(DISTINCT custom_id) FROM temp.{_STAGE}").fetchone()[0]
+            if updated != distinct:
+                foreign = conn.execute(
+                    f"SELECT custom_id FROM temp.{_STAGE} AS staged WHERE NOT EXISTS (SELECT 1 FROM items"
+                    " WHERE items.job_id = (SELECT job_id FROM shards WHERE shard_id = ?)"
+                    " AND items.custom_id = staged.custom_id AND items.shard_id = ?) ORDER BY staged.rowid LIMIT 1",
+                    (shard_id, shard_id),
+                ).fetchone()
+                raise LookupError(f"result for custom_id {foreign[0]!r} does not belong to shard {shard_id}")
+            conn.execute(f"DROP TABLE temp.{_STAGE}")
             conn.execute("UPDATE shards SET state = 'collected' WHERE shard_id = ?", (shard_id,))
         return stored
 
@@ -349,15 +380,18 @@ class SQLiteLedger:
 
     def items_in_order(self, job_id: str) -> Iterator[dict[str, Any]]:
         """Every input line of the job, accepted or rejected, in input order, one row at a time."""
-        cursor = self._conn.execute(
+        cursor = self._conn.cursor()
+        cursor.row_factory = None  # plain tuples, zipped with the names below: faster than dict(sqlite3.Row)
+        cursor.execute(
             "SELECT line, custom_id, state, attempts, result_type, error_type, error_message, stop_reason, message,"
             " NULL AS reason FROM items WHERE job_id = ?"
             " UNION ALL SELECT line, custom_id, 'rejected', 0, NULL, NULL, NULL, NULL, NULL, reason"
             " FROM rejects WHERE job_id = ? ORDER BY line",
             (job_id, job_id),
         )
+        names = [column[0] for column in cursor.description]
         for row in cursor:
-            yield dict(row)
+            yield dict(zip(names, row, strict=True))
 
     def state_counts(self, job_id: str) -> dict[str, int]:
         counts = {

@@ -30,6 +30,11 @@ from .ledger import Ledger, Outcome, Shard
 MAX_BATCH_REQUESTS = 100_000
 MAX_BATCH_BYTES = 256 * 1024 * 1024
 RECONCILE_SKEW_SECONDS = 300.0
+_PRICED_USAGES = 4096  # distinct (model, usage) pairs whose costs are kept while collecting results
+# `json.dumps(data, separators=…[, ensure_ascii=False])` builds an encoder on every call; these are built once.
+# Both write what `json.dumps` does: parsed JSON cannot be circular, so the check for it is left out.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False)  # how a result's message is stored
+_LINES = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)  # output lines
 
 
 class AmbiguousSubmission(RuntimeError):
@@ -126,6 +131,7 @@ class BatchRunner:
         self.prices = prices or load_prices()
         self.on_progress = on_progress
         self.sleep = sleep
+        self._priced: dict[tuple[str, str], tuple[float | None, float | None]] = {}
 
     # --- the whole job -----------------------------------------------------------------------------
 
@@ -262,30 +268,30 @@ class BatchRunner:
         """Download a shard's results (streamed), classify each, store them in one transaction."""
         assert shard.batch_id is not None
         batch_id = shard.batch_id
-        expected = self.ledger.shard_custom_ids(shard.shard_id)
+        ids = {custom_id: n for n, custom_id in enumerate(self.ledger.shard_custom_ids(shard.shard_id))}
+        self._priced.clear()
 
         def download(sdk: anthropic.Anthropic) -> int:
-            seen: set[str] = set()
+            expected = _ShardIds(ids)
             with sdk.messages.batches.with_streaming_response.results(batch_id) as response:
-                outcomes = self._outcomes(response.iter_lines(), expected, seen, batch_id)
+                outcomes = self._outcomes(response.iter_lines(), expected, batch_id)
                 return self.ledger.record_results(shard.shard_id, outcomes)
 
         self.client.call("batches.results", download, policy="background")
 
-    def _outcomes(self, lines: Iterator[str], expected: set[str], seen: set[str], batch_id: str) -> Iterator[Outcome]:
+    def _outcomes(self, lines: Iterator[str], expected: _ShardIds, batch_id: str) -> Iterator[Outcome]:
         for line in lines:
             if not line.strip():
                 continue
             data = json.loads(line)
             custom_id = data["custom_id"]
-            if custom_id not in expected:
+            if not expected.see(custom_id):
                 raise ForeignResults(
                     f"batch {batch_id} returned custom_id {custom_id!r}, which is not in this shard: "
                     "it is not this shard's batch (adopt the right one with keel batch adopt)"
                 )
-            seen.add(custom_id)
             yield self._outcome(custom_id, data["result"])
-        for custom_id in expected - seen:  # never seen in the results: send it again
+        for custom_id in expected.unseen():  # never seen in the results: send it again
             yield Outcome(custom_id, "pending", "missing", error_message="missing from the batch results")
 
     def _outcome(self, custom_id: str, result: dict[str, Any]) -> Outcome:
@@ -294,6 +300,7 @@ class BatchRunner:
             message = result["message"]
             usage = message.get("usage") or {}
             model = message.get("model")
+            cost_batch, cost_standard = self._costs(model, usage) if model else (None, None)
             return Outcome(
                 custom_id,
                 "succeeded",
@@ -301,9 +308,9 @@ class BatchRunner:
                 stop_reason=message.get("stop_reason"),
                 model=model,
                 usage=_usage_dict(usage),
-                cost_batch=self.prices.cost(model, usage, batch=True) if model else None,
-                cost_standard=self.prices.cost(model, usage) if model else None,
-                message_json=json.dumps(message, separators=(",", ":")),
+                cost_batch=cost_batch,
+                cost_standard=cost_standard,
+                message_json=_COMPACT.encode(message),
             )
         if kind == "errored":
             error = (result.get("error") or {}).get("error") or {}
@@ -320,6 +327,18 @@ class BatchRunner:
             return Outcome(custom_id, "pending", kind, error_message="the batch expired before this request ran")
         return Outcome(custom_id, "canceled", kind)
 
+    def _costs(self, model: str, usage: dict[str, Any]) -> tuple[float | None, float | None]:
+        """(batch cost, standard cost) of a result's usage. Results repeat the same few usages, so each distinct
+        one is priced once per download (keyed by its repr: equal reprs of parsed JSON are equal values)."""
+        key = (model, repr(usage))
+        costs = self._priced.get(key)
+        if costs is None:
+            if len(self._priced) >= _PRICED_USAGES:
+                self._priced.clear()
+            costs = (self.prices.cost(model, usage, batch=True), self.prices.cost(model, usage))
+            self._priced[key] = costs
+        return costs
+
     # --- outputs ---------------------------------------------------------------------------------------
 
     def write_outputs(self, job_id: str, out: Path, rejects: Path | None, failures: Path | None) -> None:
@@ -334,20 +353,49 @@ class BatchRunner:
             writers["failures"] = _AtomicLines(failures)
         try:
             for row in self.ledger.items_in_order(job_id):
-                line = _result_line(row)
-                writers["out"].write(line)
+                line = _result_text(row)
+                writers["out"].write_text(line)
                 if row["state"] == "rejected" and "rejects" in writers:
                     writers["rejects"].write(
                         {"line": row["line"], "custom_id": row["custom_id"], "reason": row["reason"]}
                     )
                 if row["state"] not in ("succeeded", "rejected") and "failures" in writers:
-                    writers["failures"].write(line)
+                    writers["failures"].write_text(line)
         except BaseException:
             for writer in writers.values():
                 writer.abort()
             raise
         for writer in writers.values():
             writer.commit()
+
+
+def _dumps(data: Any) -> str:
+    return _LINES.encode(data)
+
+
+def _result_text(row: dict[str, Any]) -> str:
+    """`_result_line(row)` as the results file writes it (compact JSON, no newline).
+
+    A succeeded row's message is stored as compact JSON (`json.dumps`, ASCII): unless it holds a `\\u` escape,
+    which `ensure_ascii=False` would write as the character itself, decoding and encoding it again gives back the
+    very same text, so it is spliced in as it is (the bulk of the line, and of the time, for a large job).
+    """
+    message = row["message"]
+    if row["state"] != "succeeded" or message is None or "\\u" in message:
+        return _dumps(_result_line(row))
+    return (
+        f'{{"line":{_scalar(row["line"])},"custom_id":{_scalar(row["custom_id"])},"status":"succeeded",'
+        f'"stop_reason":{_scalar(row["stop_reason"])},"message":{message},"attempts":{_scalar(row["attempts"])}}}'
+    )
+
+
+def _scalar(value: Any) -> str:
+    """`_dumps(value)`, quicker for the ints and None of a ledger row."""
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return str(value)
+    return _dumps(value)
 
 
 def _result_line(row: dict[str, Any]) -> dict[str, Any]:
@@ -364,6 +412,30 @@ def _result_line(row: dict[str, Any]) -> dict[str, Any]:
     if state != "rejected":
         line["attempts"] = row["attempts"]
     return line
+
+
+class _ShardIds:
+    """A shard's custom_ids (each with its number) and which of them its results held so far, one byte each.
+
+    Two sets, the ids and those seen (the latter holding its own copy of every id, parsed from the results),
+    took twice the memory for a 100,000-request shard.
+    """
+
+    def __init__(self, ids: dict[str, int]) -> None:
+        self.ids = ids
+        self.seen = bytearray(len(ids))
+
+    def see(self, custom_id: Any) -> bool:
+        """Mark `custom_id` seen; False if it is not one of the shard's."""
+        number = self.ids.get(custom_id)
+        if number is None:
+            return False
+        self.seen[number] = 1
+        return True
+
+    def unseen(self) -> Iterator[str]:
+        """The ids not seen."""
+        return (custom_id for custom_id, number in self.ids.items() if not self.seen[number])
 
 
 class _Body:
@@ -385,7 +457,10 @@ class _AtomicLines:
         self.file = self.tmp.open("w", encoding="utf-8")
 
     def write(self, data: dict[str, Any]) -> None:
-        self.file.write(json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n")
+        self.write_text(_dumps(data))
+
+    def write_text(self, line: str) -> None:
+        self.file.write(line + "\n")
 
     def commit(self) -> None:
         self.file.close()
