@@ -30,7 +30,7 @@ def test_tour_passes_every_step_offline() -> None:
     assert text.count("call record:") == 4 and "attempt records" in text  # steps 1, 2a, 2b and 3
     assert "MaxTokens" in text and "StopSequence" in text and "category 'cyber'" in text
     assert re.search(r"10,000 nightly summaries\s*│\s*batch", text)
-    assert "polled: succeeded 5" in text and re.search(r"batch \$0\.\d+ vs standard \$0\.\d+: saved", text)
+    assert "polled: succeeded 5" in text and re.search(r"batch \$0\.\d+,\s+standard\s+\$0\.\d+,\s+saved", text)
     assert re.search(r"\b529\b.*\n.*\b529\b.*\n.*\b200\b", text)  # the three attempts, in order
     assert len(set(re.findall(r"req_011C\w{20}", text))) >= 5
 

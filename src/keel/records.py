@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic_core import to_json
 
 logger = logging.getLogger("keel")
+logger.addHandler(logging.NullHandler())  # a library: records reach handlers the application configures, no others
 
 Mode = Literal["standard", "stream", "batch"]
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from keel.batch import BatchRunner, Progress, RunnerOptions, SQLiteLedger, cost_report
+from keel.batch import BatchRunner, Progress, RunnerOptions, SQLiteLedger, cost_line, cost_report
 from keel.batch.inputs import Defaults
 from keel.client import CallFailed, Client
 from keel.emulator import FAULT_HEADER, Emulator, EmulatorConfig, client
@@ -237,11 +237,7 @@ class Tour:
             self.console.print(table)
             costs = cost_report(ledger, job)
             for c in costs:
-                self.console.print(
-                    f"  {c.model}: {c.requests} requests, {c.input_tokens} in / {c.output_tokens} out tokens — "
-                    f"batch ${c.batch_usd or 0:.6f} vs standard ${c.standard_usd or 0:.6f}: "
-                    f"saved ${c.saving_usd or 0:.6f}"
-                )
+                self.console.print(f"  {cost_line(c)}", highlight=False)
             ledger.close()
         halved = all(c.batch_usd is not None and abs(2 * c.batch_usd - (c.standard_usd or 0)) < 1e-12 for c in costs)
         self.check(

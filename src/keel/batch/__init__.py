@@ -1,6 +1,6 @@
 """Message Batches, durable and resumable: `keel batch run prompts.jsonl --out results.jsonl`."""
 
-from .costs import ModelCost, cost_report, cost_table
+from .costs import ModelCost, cost_line, cost_report, cost_table
 from .inputs import Defaults, Item, Reject, read_items
 from .ledger import Job, Ledger, Shard, SQLiteLedger
 from .runner import AmbiguousSubmission, BatchRunner, ForeignResults, Progress, RunnerOptions, job_id_for
@@ -19,6 +19,7 @@ __all__ = [
     "RunnerOptions",
     "SQLiteLedger",
     "Shard",
+    "cost_line",
     "cost_report",
     "cost_table",
     "job_id_for",

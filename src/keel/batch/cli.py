@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..client import CallFailed, Client
 from ..stores.home import ensure_home, keel_home
-from .costs import cost_report, cost_table
+from .costs import cost_line, cost_report
 from .inputs import Defaults
 from .ledger import SQLiteLedger
 from .runner import AmbiguousSubmission, BatchRunner, ForeignResults, Progress, RunnerOptions
@@ -55,10 +55,9 @@ def _progress_table(progress: Progress) -> Table:
 
 def _summary(ledger: SQLiteLedger, job_id: str) -> None:
     counts = ledger.state_counts(job_id)
-    console.print("  " + ", ".join(f"{state}: {count:,}" for state, count in sorted(counts.items())))
-    rows = cost_report(ledger, job_id)
-    if rows:
-        console.print(cost_table(rows))
+    console.print("  " + ", ".join(f"{state}: {count:,}" for state, count in sorted(counts.items())), soft_wrap=True)
+    for row in cost_report(ledger, job_id):
+        console.print(f"  {cost_line(row)}", soft_wrap=True, highlight=False)
 
 
 @batch_app.command("run")
@@ -97,7 +96,7 @@ def run(
         def show(progress: Progress) -> None:
             if quiet:
                 counts = ", ".join(f"{k} {v}" for k, v in sorted(progress.counts.items()))
-                console.print(f"{progress.job_id}: {counts}", highlight=False)
+                console.print(f"{progress.job_id}: {counts}", highlight=False, soft_wrap=True)
             else:
                 live.update(_progress_table(progress), refresh=True)
 
@@ -107,7 +106,7 @@ def run(
         except (AmbiguousSubmission, ForeignResults, CallFailed) as err:
             console.print(f"[red]keel batch: {err}[/red]")
             raise typer.Exit(1) from None
-    console.print(f"job {job_id}: results in {out}, rejects in {rejects}, failures in {failures}")
+    console.print(f"job {job_id}: results in {out}, rejects in {rejects}, failures in {failures}", soft_wrap=True)
     _summary(store, job_id)
 
 

@@ -51,6 +51,15 @@ def _usd(value: float | None) -> str:
     return "unknown price" if value is None else f"${value:,.6f}"
 
 
+def cost_line(row: ModelCost) -> str:
+    """One model's tokens and cost, batch next to standard, on one line."""
+    return (
+        f"{row.model}: {row.requests:,} requests, {row.input_tokens:,} input / {row.output_tokens:,} output tokens "
+        f"(cache write {row.cache_write_tokens:,}, read {row.cache_read_tokens:,}) — batch {_usd(row.batch_usd)}, "
+        f"standard {_usd(row.standard_usd)}, saved {_usd(row.saving_usd)}"
+    )
+
+
 def cost_table(rows: list[ModelCost]) -> Table:
     table = Table(
         "model", "requests", "input", "output", "cache write", "cache read", "batch cost", "standard cost", "saved"

@@ -1,0 +1,130 @@
+"""`keel batch` commands through the CLI, against a loopback emulator (the CLI builds its client from the
+environment, as a user's shell would)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from batch_helpers import prompts, read_jsonl, write_lines
+from typer.testing import CliRunner
+
+from keel.batch import SQLiteLedger
+from keel.cli import app
+from keel.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig
+from keel.emulator.server import BackgroundServer
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    emu = Emulator(EmulatorConfig(batch_speed=0))  # time moves only when a test advances it
+    with BackgroundServer(emu) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", DEFAULT_API_KEY)
+        monkeypatch.setenv("KEEL_HOME", str(tmp_path / "home"))
+        yield emu
+
+
+def run(*args: str, clock: Emulator | None = None) -> str:
+    """Invoke the CLI; with `clock`, the batch clock moves an hour every few milliseconds meanwhile."""
+    stop = threading.Event()
+
+    def tick() -> None:
+        while clock is not None and not stop.wait(0.005):
+            clock.batches.advance(3600)
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        result = runner.invoke(app, list(args))
+    finally:
+        stop.set()
+        ticker.join()
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_run_status_list_results(tmp_path: Path, emulator: Emulator) -> None:
+    src = write_lines(tmp_path / "in.jsonl", [*prompts(4), "{oops"])
+    out = tmp_path / "out.jsonl"
+    text = run(
+        "batch",
+        "run",
+        str(src),
+        "--out",
+        str(out),
+        "--model",
+        "claude-haiku-5-5",
+        "--max-tokens",
+        "50",
+        "--poll-min",
+        "0.01",
+        "--poll-max",
+        "0.05",
+        "--quiet",
+        clock=emulator,
+    )
+    job = text.split("job ", 1)[1].split(":", 1)[0]
+    assert [row["status"] for row in read_jsonl(out)] == ["succeeded"] * 4 + ["rejected"]
+    assert read_jsonl(tmp_path / "out.rejects.jsonl")[0]["line"] == 5
+    assert "succeeded: 4" in text and "rejected: 1" in text and "claude-haiku-5-5" in text
+    assert job in run("batch", "list")
+    status = run("batch", "status", job)
+    assert "done" in status and "succeeded: 4" in status
+    again = tmp_path / "again.jsonl"
+    run("batch", "results", job, "--out", str(again))
+    assert again.read_text() == out.read_text()
+    assert len(emulator.batches) == 1
+
+
+def test_unknown_job_and_bad_input_are_clear(tmp_path: Path, emulator: Emulator) -> None:
+    result = runner.invoke(app, ["batch", "status", "job_nope"])
+    assert result.exit_code == 2 and "no job job_nope" in result.output
+    result = runner.invoke(app, ["batch", "run", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 2 and "no such file" in result.output
+    assert len(emulator.batches) == 0
+
+
+def test_cancel_then_run_collects_and_stops(tmp_path: Path, emulator: Emulator) -> None:
+    from keel import Client
+    from keel.batch import BatchRunner, RunnerOptions
+    from keel.batch.inputs import Defaults, read_items
+    from keel.batch.runner import job_id_for
+
+    src = write_lines(tmp_path / "in.jsonl", prompts(30))
+    ledger = SQLiteLedger(tmp_path / "home" / "batches.sqlite3")
+    options = RunnerOptions(defaults=Defaults(model="claude-haiku-5-5", max_tokens=50))
+    job = job_id_for(src, options)  # the job `keel batch run` will resume: submitted, then stopped mid-way
+    ledger.create_job(job, str(src), options.fingerprint())
+    ledger.add_inputs(job, read_items(src, options.defaults, options.shard_bytes, ledger))
+    ledger.set_job_status(job, "running")
+    shard = ledger.plan_shards(job, options.shard_requests, options.shard_bytes)[0]
+    BatchRunner(Client(policy="background"), ledger, options).submit(job, shard)
+    emulator.batches.advance(20)  # about a third of it has finished
+    assert "canceling" in run("batch", "cancel", job)
+    emulator.batches.advance(10)  # the cancel completes
+    out = tmp_path / "out.jsonl"
+    run(
+        "batch",
+        "run",
+        str(src),
+        "--out",
+        str(out),
+        "--model",
+        "claude-haiku-5-5",
+        "--max-tokens",
+        "50",
+        "--poll-min",
+        "0.01",
+        "--poll-max",
+        "0.05",
+        "--quiet",
+    )
+    statuses = [row["status"] for row in read_jsonl(out)]
+    assert "canceled" in statuses and "succeeded" in statuses and len(statuses) == 30
+    assert len(emulator.batches) == 1  # nothing submitted after the cancel
+    assert "canceled" in run("batch", "status", job)
