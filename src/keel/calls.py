@@ -13,7 +13,6 @@ import json
 import secrets
 import time
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
@@ -53,23 +52,36 @@ def retry_after_seconds(headers: httpx2.Headers) -> float | None:
         return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
 
 
-@dataclass
 class CallState:
-    """What one keel call has seen so far: its attempts, rounds and first-token time."""
+    """What one keel call has seen so far: its attempts, rounds and first-token time.
 
-    call_id: str
-    policy: RetryPolicy
-    recorder: Recorder
-    started: float = field(default_factory=time.monotonic)
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    rounds: int = 0
-    ttft_ms: float | None = None
-    deadline_hit: bool = False
-    held: list[AttemptRecord] = field(default_factory=list)  # successful attempts, written with the call record
+    A plain slotted class: one is made per call, on the hot path.
+    """
 
-    @property
-    def deadline_at(self) -> float | None:
-        return None if self.policy.deadline is None else self.started + self.policy.deadline
+    __slots__ = (
+        "attempts",
+        "call_id",
+        "deadline_at",
+        "deadline_hit",
+        "held",
+        "policy",
+        "recorder",
+        "rounds",
+        "started",
+        "ttft_ms",
+    )
+
+    def __init__(self, call_id: str, policy: RetryPolicy, recorder: Recorder) -> None:
+        self.call_id = call_id
+        self.policy = policy
+        self.recorder = recorder
+        self.started = time.monotonic()
+        self.deadline_at: float | None = None if policy.deadline is None else self.started + policy.deadline
+        self.attempts: list[AttemptRecord] = []
+        self.held: list[AttemptRecord] = []  # successful attempts, written with the call record
+        self.rounds = 0
+        self.ttft_ms: float | None = None
+        self.deadline_hit = False
 
     def elapsed_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000

@@ -48,7 +48,7 @@ T = TypeVar("T")
 CallMode = Literal["standard", "stream", "auto"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Reply:
     """A successful call: the SDK's message, keel's outcome and the call record."""
 

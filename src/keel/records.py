@@ -172,7 +172,8 @@ class JsonlSink:
     def write(self, records: Iterable[Record]) -> None:
         if self._fd is None:
             raise ValueError(f"keel: the records file {self.path} is closed")
-        data = b"".join([to_json(record_dict(record), fallback=str) + b"\n" for record in records])
+        # pydantic_core serialises the slotted dataclasses directly: the same JSON as `record_dict` gives
+        data = b"".join([to_json(record, fallback=str) + b"\n" for record in records])
         while data:
             data = data[os.write(self._fd, data) :]
 
@@ -202,9 +203,11 @@ class Recorder:
                 if not self._write_failed:
                     self._write_failed = True
                     logger.warning("keel: records are not being written to %s: %s", self.sink.path, err)
+        info = logger.isEnabledFor(logging.INFO)
         for record in records:
-            level = logging.WARNING if record.kind == "call" and record.error_class else logging.INFO
-            if logger.isEnabledFor(level):
+            failed = record.kind == "call" and record.error_class is not None
+            if info or (failed and logger.isEnabledFor(logging.WARNING)):
+                level = logging.WARNING if failed else logging.INFO
                 logger.log(level, record.summary(), extra={"keel": record_dict(record)})
 
     def close(self) -> None:
