@@ -48,26 +48,17 @@ def run(*args: str, clock: Emulator | None = None) -> str:
     return result.output
 
 
+def run_job(src: Path, out: Path, clock: Emulator | None = None) -> str:
+    return run(
+        "batch", "run", str(src), "--out", str(out), "--model", "claude-haiku-5-5", "--max-tokens", "50",
+        "--poll-min", "0.01", "--poll-max", "0.05", "--quiet", clock=clock,
+    )  # fmt: skip
+
+
 def test_run_status_list_results(tmp_path: Path, emulator: Emulator) -> None:
     src = write_lines(tmp_path / "in.jsonl", [*prompts(4), "{oops"])
     out = tmp_path / "out.jsonl"
-    text = run(
-        "batch",
-        "run",
-        str(src),
-        "--out",
-        str(out),
-        "--model",
-        "claude-haiku-5-5",
-        "--max-tokens",
-        "50",
-        "--poll-min",
-        "0.01",
-        "--poll-max",
-        "0.05",
-        "--quiet",
-        clock=emulator,
-    )
+    text = run_job(src, out, clock=emulator)
     job = text.split("job ", 1)[1].split(":", 1)[0]
     assert [row["status"] for row in read_jsonl(out)] == ["succeeded"] * 4 + ["rejected"]
     assert read_jsonl(tmp_path / "out.rejects.jsonl")[0]["line"] == 5
@@ -108,22 +99,7 @@ def test_cancel_then_run_collects_and_stops(tmp_path: Path, emulator: Emulator) 
     assert "canceling" in run("batch", "cancel", job)
     emulator.batches.advance(10)  # the cancel completes
     out = tmp_path / "out.jsonl"
-    run(
-        "batch",
-        "run",
-        str(src),
-        "--out",
-        str(out),
-        "--model",
-        "claude-haiku-5-5",
-        "--max-tokens",
-        "50",
-        "--poll-min",
-        "0.01",
-        "--poll-max",
-        "0.05",
-        "--quiet",
-    )
+    run_job(src, out)
     statuses = [row["status"] for row in read_jsonl(out)]
     assert "canceled" in statuses and "succeeded" in statuses and len(statuses) == 30
     assert len(emulator.batches) == 1  # nothing submitted after the cancel
