@@ -227,6 +227,7 @@ def test_every_api_call_has_its_records(tmp_path: Path) -> None:
         sleep=lambda _: emu.batches.advance(3600),
     )
     run.run(src, tmp_path / "out.jsonl")
+    keel.close()  # writes what the sink was still gathering
     records = read_records(tmp_path / "records.jsonl")
     served = [entry.request_id for entry in emu.access_log.entries()]
     assert sorted(r["request_id"] for r in records if r["kind"] == "attempt") == sorted(served)

@@ -281,3 +281,20 @@ def test_a_record_that_cannot_be_written_never_fails_the_call(
     assert first.request_id and second.request_id  # both calls answered, billed, returned
     warnings = [r for r in caplog.records if "records are not being written" in r.getMessage()]
     assert len(warnings) == 1  # said once, not on every call
+
+
+def test_sink_gathers_successful_lines_and_writes_errors_at_once(keel_emulator: Emulator, tmp_path: Path) -> None:
+    from keel.records import JsonlSink, Recorder
+
+    path = tmp_path / "records.jsonl"
+    sink = JsonlSink(path, flush_seconds=3600)
+    keel = keel_client(keel_emulator, records=Recorder(sink))
+    keel.messages.create(model=MODEL, max_tokens=60, messages=ask("x"))
+    assert path.read_text() == ""  # a successful call's two lines wait for the next write
+    with pytest.raises(CallFailed):
+        keel.messages.create(model=MODEL, max_tokens=60, messages=ask("x"), extra_headers=fault("status=400"))
+    kinds = [(r["kind"], r["error_class"]) for r in read_records(path)]
+    assert kinds == [("attempt", None), ("call", None), ("attempt", "invalid_request"), ("call", "invalid_request")]
+    keel.messages.create(model=MODEL, max_tokens=60, messages=ask("y"))
+    sink.close()  # what is left is written on close (and at interpreter exit)
+    assert len(read_records(path)) == 6

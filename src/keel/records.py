@@ -8,9 +8,11 @@ the caller opts in.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -157,30 +159,66 @@ _LINE_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 class JsonlSink:
     """Appends JSON lines. Opened at construction, so a bad path fails there, not mid-traffic.
 
-    Each `write` is one `os.write` on a file opened with O_APPEND: the lines of one call land together and
-    whole, even with several processes appending to the same file.
+    Lines of successful calls are gathered for at most `flush_seconds` (or `flush_bytes`) and written
+    together; anything about an error is written at once, with whatever was waiting. Each write is one
+    `os.write` of whole lines on a file opened with O_APPEND, so several processes can share the file
+    without torn or interleaved lines. `close()` (and interpreter exit) writes what is left.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, flush_seconds: float = 0.2, flush_bytes: int = 64 * 1024) -> None:
         self.path = Path(path)
+        self.flush_seconds = flush_seconds
+        self.flush_bytes = flush_bytes
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as err:
             raise ValueError(f"keel: cannot write the records file {self.path}: {err.strerror or err}") from None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._since = time.monotonic()
+        self._lock = threading.Lock()
+        atexit.register(self.close)
 
-    def write(self, records: Iterable[Record]) -> None:
-        if self._fd is None:
-            raise ValueError(f"keel: the records file {self.path} is closed")
+    def write(self, records: Iterable[Record], *, urgent: bool = True) -> None:
         # pydantic_core serialises the slotted dataclasses directly: the same JSON as `record_dict` gives
-        data = b"".join([to_json(record, fallback=str) + b"\n" for record in records])
+        lines = [to_json(record, fallback=str) + b"\n" for record in records]
+        with self._lock:
+            if self._fd is None:
+                raise ValueError(f"keel: the records file {self.path} is closed")
+            if not self._pending:
+                self._since = time.monotonic()
+            self._pending.extend(lines)
+            self._pending_bytes += sum(len(line) for line in lines)
+            if (
+                urgent
+                or self._pending_bytes >= self.flush_bytes
+                or time.monotonic() - self._since >= self.flush_seconds
+            ):
+                self._flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                self._flush()
+
+    def _flush(self) -> None:
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        assert self._fd is not None
         while data:
             data = data[os.write(self._fd, data) :]
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._lock:
+            if self._fd is not None:
+                try:
+                    self._flush()
+                finally:
+                    os.close(self._fd)
+                    self._fd = None
+                    atexit.unregister(self.close)
 
 
 class Recorder:
@@ -198,7 +236,7 @@ class Recorder:
         """Write these records together (one write), and log each: failures at WARNING, the rest at INFO."""
         if self.sink is not None:
             try:
-                self.sink.write(records)
+                self.sink.write(records, urgent=any(record.error_class is not None for record in records))
             except (OSError, ValueError) as err:
                 if not self._write_failed:
                     self._write_failed = True
