@@ -190,3 +190,22 @@ async def test_async_client_create_retry_and_stream(keel_emulator: Emulator) -> 
     assert stream.reply is not None and stream.reply.record.rounds == 2
     await keel.close()
     assert json.dumps(reply.record.usage.input_tokens)
+
+
+async def test_count_tokens_is_recorded_like_any_call(keel_emulator: Emulator, tmp_path: Path) -> None:
+    from keel import AsyncClient
+    from keel.emulator import async_client
+
+    keel = keel_client(keel_emulator, records=tmp_path / "records.jsonl")
+    counted = keel.messages.count_tokens(model=MODEL, messages=ask("How many tokens is this?"))
+    async_keel = AsyncClient(async_client(keel_emulator), records=tmp_path / "records.jsonl")
+    assert await async_keel.messages.count_tokens(model=MODEL, messages=ask("How many tokens is this?")) == counted
+    reply = keel.messages.create(model=MODEL, max_tokens=50, messages=ask("How many tokens is this?"))
+    assert counted == reply.message.usage.input_tokens
+    keel.close()
+    await async_keel.close()
+    calls = [r for r in read_records(tmp_path / "records.jsonl") if r["kind"] == "call"]
+    counts = [c for c in calls if c["outcome"] == "messages.count_tokens"]
+    assert len(counts) == 2 and all(c["mode"] == "standard" and c["request_id"] for c in counts)
+    served = {e.request_id for e in keel_emulator.access_log.entries()}
+    assert {c["request_id"] for c in calls} == served

@@ -13,7 +13,7 @@ typed exception). The SDK's own retry loop makes the HTTP attempts; keel adds th
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar, cast
@@ -187,13 +187,13 @@ class _Core:
             raise Refused(reply)
         return reply
 
-    def api_record(self, state: CallState, name: str) -> None:
-        """The call record of an SDK call that is not a message (a batch submission, a poll, a download)."""
+    def api_record(self, state: CallState, name: str, mode: Mode) -> None:
+        """The call record of an SDK call that is not a message (a batch submission, a poll, a token count)."""
         last = state.attempts[-1] if state.attempts else None
         state.emit_call(
             CallRecord(
                 call_id=state.call_id,
-                mode="batch",
+                mode=mode,
                 policy=state.policy.name,
                 model="",
                 request_id=last.request_id if last else None,
@@ -224,7 +224,9 @@ class _Core:
             so_far = current.model_copy(update={"content": content})
         return so_far.model_copy(update={"usage": sum_usage(rounds)})
 
-    def failure(self, state: CallState, mode: Mode, params: Mapping[str, Any], err: BaseException) -> CallFailed:
+    def failure(
+        self, state: CallState, mode: Mode, params: Mapping[str, Any], err: BaseException, outcome: str | None = None
+    ) -> CallFailed:
         own = getattr(err, "error_class", None)
         sdk_error = getattr(err, "cause", None) or err
         error_class = own if isinstance(own, ErrorClass) else classify_exception(err)
@@ -242,7 +244,7 @@ class _Core:
             model=model,
             request_id=request_id,
             stop_reason=None,
-            outcome=None,
+            outcome=outcome,
             usage=Usage.of(partial.usage) if isinstance(partial, Message) else Usage(),
             cost_usd=self.prices.cost(model, partial.usage) if isinstance(partial, Message) else None,
             latency_ms=state.elapsed_ms(),
@@ -359,8 +361,11 @@ class Messages:
         """Like the SDK's `messages.stream(...)`, resilient to mid-stream errors and dropped streams."""
         return ResilientStream(self._client, params, policy, on_interrupt)
 
-    def count_tokens(self, **params: Any) -> int:
-        return self._client.sdk_for(self._client.core.policy).messages.count_tokens(**params).input_tokens
+    def count_tokens(self, *, policy: str | RetryPolicy | None = None, **params: Any) -> int:
+        """Input tokens of a request, as `messages.count_tokens` counts them; recorded like any call."""
+        return self._client.call(
+            "messages.count_tokens", lambda sdk: sdk.messages.count_tokens(**params).input_tokens, policy=policy
+        )
 
 
 SDK = TypeVar("SDK", anthropic.Anthropic, anthropic.AsyncAnthropic)
@@ -425,11 +430,18 @@ class Client(_ClientBase[anthropic.Anthropic]):
         rounds = _rounds_kwargs(state.policy)
         return request() if rounds is None else Retrying(**rounds)(request)
 
-    def call(self, name: str, fn: Callable[[anthropic.Anthropic], T], *, policy: str | RetryPolicy | None = None) -> T:
-        """Any other SDK call (Message Batches, models…) with keel's policy and records.
+    def call(
+        self,
+        name: str,
+        fn: Callable[[anthropic.Anthropic], T],
+        *,
+        policy: str | RetryPolicy | None = None,
+        mode: Mode = "standard",
+    ) -> T:
+        """Any other SDK call (Message Batches, token counts, models…) with keel's policy and records.
 
         `fn` receives the SDK client configured for the policy; each HTTP attempt gets its attempt record,
-        the call a `CallRecord` (mode "batch", `outcome` = `name`); a failure raises `CallFailed`.
+        the call a `CallRecord` (`outcome` = `name`, no model or usage); a failure raises `CallFailed`.
         """
         core = self.core
         state = core.begin(policy)
@@ -440,10 +452,10 @@ class Client(_ClientBase[anthropic.Anthropic]):
             rounds = _rounds_kwargs(state.policy)
             result = fn(sdk) if rounds is None else Retrying(**rounds)(fn, sdk)
         except STREAM_FAILURES as err:
-            raise core.failure(state, "batch", {"model": name}, err) from err
+            raise core.failure(state, mode, {"model": ""}, err, outcome=name) from err
         finally:
             leave_call(token)
-        core.api_record(state, name)
+        core.api_record(state, name, mode)
         return result
 
     def close(self) -> None:
@@ -494,9 +506,13 @@ class AsyncMessages:
         """Like the SDK's async `messages.stream(...)`, resilient to mid-stream errors and dropped streams."""
         return AsyncResilientStream(self._client, params, policy, on_interrupt)
 
-    async def count_tokens(self, **params: Any) -> int:
-        result = await self._client.sdk_for(self._client.core.policy).messages.count_tokens(**params)
-        return result.input_tokens
+    async def count_tokens(self, *, policy: str | RetryPolicy | None = None, **params: Any) -> int:
+        """Input tokens of a request, as `messages.count_tokens` counts them; recorded like any call."""
+
+        async def count(sdk: anthropic.AsyncAnthropic) -> int:
+            return (await sdk.messages.count_tokens(**params)).input_tokens
+
+        return await self._client.call("messages.count_tokens", count, policy=policy)
 
 
 class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
@@ -528,6 +544,30 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
 
         rounds = _rounds_kwargs(state.policy)
         return await request() if rounds is None else await AsyncRetrying(**rounds)(request)
+
+    async def call(
+        self,
+        name: str,
+        fn: Callable[[anthropic.AsyncAnthropic], Awaitable[T]],
+        *,
+        policy: str | RetryPolicy | None = None,
+        mode: Mode = "standard",
+    ) -> T:
+        """Any other SDK call, with keel's policy and records (see `Client.call`)."""
+        core = self.core
+        state = core.begin(policy)
+        token = enter_call(state)
+        try:
+            state.rounds += 1
+            sdk = self.sdk_for(state.policy)
+            rounds = _rounds_kwargs(state.policy)
+            result: T = await fn(sdk) if rounds is None else await AsyncRetrying(**rounds)(fn, sdk)
+        except STREAM_FAILURES as err:
+            raise core.failure(state, mode, {"model": ""}, err, outcome=name) from err
+        finally:
+            leave_call(token)
+        core.api_record(state, name, mode)
+        return result
 
     async def close(self) -> None:
         await self.sdk.close()

@@ -194,6 +194,7 @@ class BatchRunner:
                 options={"headers": {"content-type": "application/json"}},
             ),
             policy="background",
+            mode="batch",
         )
         self.ledger.mark_submitted(shard.shard_id, batch.id)
 
@@ -212,7 +213,7 @@ class BatchRunner:
 
         candidates = [
             batch.id
-            for batch in self.client.call("batches.list", recent, policy="background")
+            for batch in self.client.call("batches.list", recent, policy="background", mode="batch")
             if batch.id not in known and sum(batch.request_counts.model_dump().values()) == shard.requests
         ]
         if len(candidates) > 1:
@@ -223,7 +224,7 @@ class BatchRunner:
         def cancel(sdk: anthropic.Anthropic) -> MessageBatch:
             return sdk.messages.batches.cancel(batch_id)
 
-        return self.client.call("batches.cancel", cancel, policy="background")
+        return self.client.call("batches.cancel", cancel, policy="background", mode="batch")
 
     def adopt(self, shard_id: int, batch_id: str) -> None:
         """Settle an ambiguous submission by hand: this shard is that batch (checked when results arrive)."""
@@ -260,7 +261,7 @@ class BatchRunner:
         def retrieve(sdk: anthropic.Anthropic) -> MessageBatch:
             return sdk.messages.batches.retrieve(batch_id)
 
-        return self.client.call("batches.retrieve", retrieve, policy="background")
+        return self.client.call("batches.retrieve", retrieve, policy="background", mode="batch")
 
     # --- results ---------------------------------------------------------------------------------------
 
@@ -277,7 +278,7 @@ class BatchRunner:
                 outcomes = self._outcomes(response.iter_lines(), expected, batch_id)
                 return self.ledger.record_results(shard.shard_id, outcomes)
 
-        self.client.call("batches.results", download, policy="background")
+        self.client.call("batches.results", download, policy="background", mode="batch")
 
     def _outcomes(self, lines: Iterator[str], expected: _ShardIds, batch_id: str) -> Iterator[Outcome]:
         for line in lines:
