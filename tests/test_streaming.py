@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anthropic
 import pytest
 from keel_helpers import ask, fault, keel_client
@@ -151,3 +153,20 @@ def test_events_pass_through_like_the_sdk(keel_emulator: Emulator) -> None:
         kinds = [event.type for event in stream]
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
     assert kinds.count("text") == 5 and kinds.count("content_block_delta") == 5
+
+
+def test_a_stream_left_early_still_leaves_its_records(keel_emulator: Emulator, tmp_path: Path) -> None:
+    from keel.records import read_records
+
+    keel = keel_client(keel_emulator, records=tmp_path / "records.jsonl")
+    with keel.messages.stream(model="claude-opus-5", max_tokens=500, messages=ask(LONG)) as stream:
+        for n, _ in enumerate(stream.text_stream):
+            if n == 4:
+                break  # the caller has seen enough
+    keel.close()
+    records = read_records(tmp_path / "records.jsonl")
+    call = next(r for r in records if r["kind"] == "call")
+    assert call["outcome"] == "abandoned" and call["error_class"] is None
+    assert call["request_id"] == keel_emulator.access_log.entries()[0].request_id == stream.request_id
+    assert call["usage"]["input_tokens"] > 0 and call["cost_usd"] is not None
+    assert [r["kind"] for r in records] == ["attempt", "call"]

@@ -156,24 +156,15 @@ class _Core:
         last = rounds[-1]
         message = last if len(rounds) == 1 else self.combined(rounds)
         outcome = outcome_of(message)
-        usage = Usage.of(message.usage)
-        record = CallRecord(
-            call_id=state.call_id,
-            mode=mode,
-            policy=state.policy.name,
-            model=message.model,
+        record = self._record(
+            state,
+            mode,
+            message.model,
             request_id=last._request_id or (state.attempts[-1].request_id if state.attempts else None),
+            rounds=max(state.rounds, len(rounds)),
             stop_reason=message.stop_reason,
             outcome=outcome.kind,
-            usage=usage,
-            cost_usd=self.prices.cost(message.model, message.usage),
-            latency_ms=state.elapsed_ms(),
-            ttft_ms=state.ttft_ms,
-            attempts=len(state.attempts),
-            retries=max(0, len(state.attempts) - max(state.rounds, len(rounds))),
-            rounds=max(state.rounds, len(rounds)),
-            error_class=None,
-            error=None,
+            usage=message.usage,
             content=self._content(params, message) if self.log_content else None,
         )
         state.emit_call(record)
@@ -190,25 +181,53 @@ class _Core:
     def api_record(self, state: CallState, name: str, mode: Mode) -> None:
         """The call record of an SDK call that is not a message (a batch submission, a poll, a token count)."""
         last = state.attempts[-1] if state.attempts else None
+        state.emit_call(self._record(state, mode, "", request_id=last.request_id if last else None, outcome=name))
+
+    def abandoned(self, state: CallState, params: Mapping[str, Any], partial: Message | None) -> None:
+        """The call record of a stream its caller left before the end: what it had produced, as far as known."""
+        last = state.attempts[-1] if state.attempts else None
+        model = partial.model if partial is not None else str(params.get("model"))
+        usage = partial.usage if partial is not None else None
         state.emit_call(
-            CallRecord(
-                call_id=state.call_id,
-                mode=mode,
-                policy=state.policy.name,
-                model="",
-                request_id=last.request_id if last else None,
-                stop_reason=None,
-                outcome=name,
-                usage=Usage(),
-                cost_usd=None,
-                latency_ms=state.elapsed_ms(),
-                ttft_ms=None,
-                attempts=len(state.attempts),
-                retries=max(0, len(state.attempts) - state.rounds),
-                rounds=state.rounds,
-                error_class=None,
-                error=None,
-            )
+            self._record(state, "stream", model, request_id=last.request_id if last else None, outcome="abandoned",
+                         usage=usage)
+        )  # fmt: skip
+
+    def _record(
+        self,
+        state: CallState,
+        mode: Mode,
+        model: str,
+        *,
+        request_id: str | None,
+        rounds: int | None = None,
+        stop_reason: str | None = None,
+        outcome: str | None = None,
+        usage: Any = None,
+        error_class: str | None = None,
+        error: str | None = None,
+        content: dict[str, Any] | None = None,
+    ) -> CallRecord:
+        """One call record; `usage` is the SDK's usage object (priced here), None when there is none."""
+        rounds = max(1, state.rounds) if rounds is None else rounds
+        return CallRecord(
+            call_id=state.call_id,
+            mode=mode,
+            policy=state.policy.name,
+            model=model,
+            request_id=request_id,
+            stop_reason=stop_reason,
+            outcome=outcome,
+            usage=Usage.of(usage),
+            cost_usd=self.prices.cost(model, usage) if usage is not None else None,
+            latency_ms=state.elapsed_ms(),
+            ttft_ms=state.ttft_ms,
+            attempts=len(state.attempts),
+            retries=max(0, len(state.attempts) - rounds),
+            rounds=rounds,
+            error_class=error_class,
+            error=error,
+            content=content,
         )
 
     def combined(self, rounds: Sequence[Message]) -> Message:
@@ -237,21 +256,13 @@ class _Core:
         detail = (
             f"{state.policy.name} deadline of {state.policy.deadline:g} s: {err}" if state.deadline_hit else str(err)
         )
-        record = CallRecord(
-            call_id=state.call_id,
-            mode=mode,
-            policy=state.policy.name,
-            model=model,
+        record = self._record(
+            state,
+            mode,
+            model,
             request_id=request_id,
-            stop_reason=None,
             outcome=outcome,
-            usage=Usage.of(partial.usage) if isinstance(partial, Message) else Usage(),
-            cost_usd=self.prices.cost(model, partial.usage) if isinstance(partial, Message) else None,
-            latency_ms=state.elapsed_ms(),
-            ttft_ms=state.ttft_ms,
-            attempts=len(state.attempts),
-            retries=max(0, len(state.attempts) - max(1, state.rounds)),
-            rounds=max(1, state.rounds),
+            usage=partial.usage if isinstance(partial, Message) else None,
             error_class=error_class.name,
             error=detail,
             content=self._content(params, None) if self.log_content else None,

@@ -156,6 +156,7 @@ class _StreamCore:
         self.request_id: str | None = None
         self.round = _Round(params, None)
         self.final: Message | None = None
+        self.live: Any = None  # the SDK stream of the current round
 
     @property
     def text_seen(self) -> str:
@@ -182,7 +183,13 @@ class _StreamCore:
             "reraise": True,
         }
 
-    def start_round(self, request_id: str | None) -> None:
+    @property
+    def snapshot(self) -> Message | None:
+        """What the current round has produced so far (None before it started)."""
+        return _snapshot(self.live) if self.live is not None else None
+
+    def start_round(self, request_id: str | None, stream: Any) -> None:
+        self.live = stream
         self.state.rounds += 1
         self.request_id = request_id
         self.round.got_content = False
@@ -296,6 +303,7 @@ class _StreamBase:
         self._state = state or client.core.begin(policy)
         self._core = _StreamCore(dict(params), self._state, on_interrupt, max_resumes)
         self._token: Any = None
+        self._recorded = False  # the call record is written (finished, failed, or left early)
         self.reply: Reply | None = None
 
     @property
@@ -307,9 +315,9 @@ class _StreamBase:
             self._token = enter_call(self._state)
 
     def _exit(self) -> None:
-        if self._own_call and self._state.held:  # a stream left before its end: its attempts are still recorded
-            held, self._state.held = self._state.held, []
-            self._state.recorder.emit(*held)
+        if self._own_call and not self._recorded and self._state.rounds:  # left before its end: still recorded
+            self._recorded = True
+            self._client_core.abandoned(self._state, self._core.params, self._core.snapshot)
         if self._token is not None:
             leave_call(self._token)
             self._token = None
@@ -319,12 +327,14 @@ class _StreamBase:
         is a call of its own; the error itself inside a larger call, which records the failure."""
         if not self._own_call:
             return err
+        self._recorded = True
         failed = self._client_core.failure(self._state, "stream", self._core.params, err)
         return err if isinstance(err, StreamInterrupted) else failed
 
     def _finished(self) -> None:
         assert self._core.final is not None
         if self._own_call:
+            self._recorded = True
             self.reply = self._client_core.reply(self._state, "stream", self._core.params, [self._core.final])
 
 
@@ -374,7 +384,7 @@ class ResilientStream(_StreamBase):
                     with attempt:
                         snapshot, error = None, None
                         with self._sdk.messages.stream(**core.round.params) as stream:
-                            core.start_round(stream.request_id)
+                            core.start_round(stream.request_id, stream)
                             try:
                                 for event in stream:
                                     if (out := core.on_event(event)) is not None:
@@ -456,7 +466,7 @@ class AsyncResilientStream(_StreamBase):
                     with attempt:
                         snapshot, error = None, None
                         async with self._sdk.messages.stream(**core.round.params) as stream:
-                            core.start_round(stream.request_id)
+                            core.start_round(stream.request_id, stream)
                             try:
                                 async for event in stream:
                                     if (out := core.on_event(event)) is not None:
