@@ -152,10 +152,6 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
-_LINE_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
-"""What `json.dumps(..., separators=(",", ":"), default=str)` uses, made once instead of per line."""
-
-
 class JsonlSink:
     """Appends JSON lines. Opened at construction, so a bad path fails there, not mid-traffic.
 

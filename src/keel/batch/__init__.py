@@ -1,6 +1,6 @@
 """Message Batches, durable and resumable: `keel batch run prompts.jsonl --out results.jsonl`."""
 
-from .costs import ModelCost, cost_line, cost_report, cost_table
+from .costs import ModelCost, cost_line, cost_report
 from .inputs import Defaults, Item, Reject, read_items
 from .ledger import Job, Ledger, Shard, SQLiteLedger
 from .runner import AmbiguousSubmission, BatchRunner, ForeignResults, Progress, RunnerOptions, job_id_for
@@ -21,7 +21,6 @@ __all__ = [
     "Shard",
     "cost_line",
     "cost_report",
-    "cost_table",
     "job_id_for",
     "read_items",
 ]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rich.table import Table
-
 from .ledger import Ledger
 
 
@@ -58,36 +56,3 @@ def cost_line(row: ModelCost) -> str:
         f"(cache write {row.cache_write_tokens:,}, read {row.cache_read_tokens:,}) — batch {_usd(row.batch_usd)}, "
         f"standard {_usd(row.standard_usd)}, saved {_usd(row.saving_usd)}"
     )
-
-
-def cost_table(rows: list[ModelCost]) -> Table:
-    table = Table(
-        "model", "requests", "input", "output", "cache write", "cache read", "batch cost", "standard cost", "saved"
-    )
-    for r in rows:
-        table.add_row(
-            r.model,
-            f"{r.requests:,}",
-            f"{r.input_tokens:,}",
-            f"{r.output_tokens:,}",
-            f"{r.cache_write_tokens:,}",
-            f"{r.cache_read_tokens:,}",
-            _usd(r.batch_usd),
-            _usd(r.standard_usd),
-            _usd(r.saving_usd),
-        )
-    if len(rows) > 1 and all(r.batch_usd is not None for r in rows):
-        batch = sum(r.batch_usd or 0 for r in rows)
-        standard = sum(r.standard_usd or 0 for r in rows)
-        table.add_row(
-            "total",
-            f"{sum(r.requests for r in rows):,}",
-            "",
-            "",
-            "",
-            "",
-            _usd(batch),
-            _usd(standard),
-            _usd(standard - batch),
-        )
-    return table
