@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anthropic
+from alternating import alternate
 
 from keel import Client
 from keel.emulator import DEFAULT_API_KEY
@@ -49,16 +50,7 @@ def main(blocks: int = 40, calls: int = 50) -> None:
                 "raw SDK": lambda: sdk.messages.create(**PARAMS),
                 "keel + JSONL": lambda: keel.messages.create(**PARAMS),
             }
-            for call in sides.values():
-                for _ in range(300):
-                    call()
-            timings: dict[str, list[float]] = {name: [] for name in sides}
-            for _ in range(blocks):
-                for name, call in sides.items():
-                    started = time.perf_counter()
-                    for _ in range(calls):
-                        call()
-                    timings[name].append((time.perf_counter() - started) / calls * 1e6)
+            timings = alternate(sides, blocks, calls)
             keel.close()
     finally:
         server.terminate()

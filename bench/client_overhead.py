@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import anthropic
 import httpx2
+from alternating import alternate
 
 from keel import Client
 
@@ -49,16 +49,7 @@ def main(blocks: int = 40, calls: int = 100) -> None:
             "keel": lambda: plain.messages.create(**PARAMS),
             "keel + JSONL": lambda: recorded.messages.create(**PARAMS),
         }
-        for call in sides.values():
-            for _ in range(300):
-                call()
-        timings: dict[str, list[float]] = {name: [] for name in sides}
-        for _ in range(blocks):
-            for name, call in sides.items():
-                started = time.perf_counter()
-                for _ in range(calls):
-                    call()
-                timings[name].append((time.perf_counter() - started) / calls * 1e6)
+        timings = alternate(sides, blocks, calls)
     base = statistics.median(timings["raw SDK"])
     print(f"keel per-call CPU over a canned transport: medians of {blocks} blocks of {calls} calls")
     for name, values in timings.items():
