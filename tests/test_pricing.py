@@ -8,6 +8,7 @@ from datetime import date
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anthropic
@@ -151,6 +152,30 @@ def test_sdk_usage_objects(prices: PriceTable) -> None:
     assert prices.cost("claude-haiku-4-5-20251001", usage) == 0.003514
     # a streamed message_delta usage may carry only output tokens
     assert prices.cost("claude-opus-5-5", MessageDeltaUsage(output_tokens=2000)) == 0.04  # 2000*20 / 1e6
+
+
+def test_usage_read_from_sdk_models_dicts_and_plain_objects_alike(prices: PriceTable) -> None:
+    fields = {
+        "input_tokens": 1234,
+        "output_tokens": 56,
+        "cache_creation_input_tokens": 1500,
+        "cache_read_input_tokens": 7,
+        "cache_creation": {"ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 1000},
+    }
+    as_object = SimpleNamespace(**{**fields, "cache_creation": SimpleNamespace(**fields["cache_creation"])})
+    sdk_model = Usage.construct(**fields)  # as the SDK builds it from a response: no validation
+    expected = token_counts(fields)
+    assert expected == (1234, 56, 500, 1000, 7)
+    assert token_counts(as_object) == token_counts(sdk_model) == token_counts(Usage(**fields)) == expected
+    assert prices.cost("claude-haiku-4-5-20251001", as_object) == prices.cost("claude-haiku-4-5-20251001", fields)
+    # a breakdown short of the total: the rest is billed as 5-minute writes; None counts as 0
+    short = {**fields, "cache_creation": {"ephemeral_5m_input_tokens": None, "ephemeral_1h_input_tokens": 1000}}
+    assert token_counts(short).cache_write_5m == 500
+    with pytest.raises(TypeError, match="input_tokens"):
+        token_counts({**fields, "input_tokens": True})  # a bool is not a token count
+    with pytest.raises(ValueError, match=r"cache_creation\.ephemeral_1h_input_tokens"):
+        token_counts({**fields, "cache_creation": {"ephemeral_1h_input_tokens": -1}})
+    assert token_counts({"output_tokens": 3.0}).output == 3  # a whole float is accepted
 
 
 def test_haiku_5_5_long_prompt_tier(prices: PriceTable) -> None:

@@ -298,3 +298,54 @@ def test_sink_gathers_successful_lines_and_writes_errors_at_once(keel_emulator: 
     keel.messages.create(model=MODEL, max_tokens=60, messages=ask("y"))
     sink.close()  # what is left is written on close (and at interpreter exit)
     assert len(read_records(path)) == 6
+
+
+def test_recorded_content_is_the_conversation_as_sent_even_if_the_caller_changes_it_later(
+    keel_emulator: Emulator, tmp_path: Path
+) -> None:
+    from keel.records import JsonlSink, Recorder
+
+    path = tmp_path / "records.jsonl"
+    sink = JsonlSink(path, flush_seconds=3600)  # nothing is written until close: the record waits in memory
+    keel = keel_client(keel_emulator, records=Recorder(sink), log_content=True)
+    conversation = ask("first question")
+    reply = keel.messages.create(model=MODEL, max_tokens=60, messages=conversation)
+    conversation.append({"role": "assistant", "content": reply.text})  # a chat loop carries on with the same list
+    conversation.append({"role": "user", "content": "second question"})
+    sink.close()
+    call = next(r for r in read_records(path) if r["kind"] == "call")
+    assert call["content"]["messages"] == ask("first question")
+
+
+def test_call_ids_are_unique_across_threads_and_forked_processes(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    from keel.calls import new_call_id
+
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def make() -> None:
+        made = [new_call_id() for _ in range(2000)]
+        with lock:
+            ids.extend(made)
+
+    threads = [threading.Thread(target=make) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(ids)) == len(ids) == 8000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids, as the parent goes on making its own
+        os.close(read)
+        os.write(write, " ".join(new_call_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    parent = {new_call_id() for _ in range(100)}
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    assert len(child) == 100 and not child & parent and not child & set(ids)

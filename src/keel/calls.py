@@ -9,7 +9,9 @@ deadline) gets `x-should-retry: false`, and the SDK then raises its typed error 
 from __future__ import annotations
 
 import email.utils
+import itertools
 import json
+import os
 import secrets
 import time
 from contextvars import ContextVar, Token
@@ -21,7 +23,7 @@ from anthropic._middleware import AsyncCallNext, CallNext, Middleware
 from anthropic._request import APIRequest
 from anthropic._response import APIResponse, AsyncAPIResponse
 
-from .errors import ErrorClass, classify, classify_exception
+from .errors import classify, classify_exception
 from .policy import RetryPolicy
 from .records import AttemptRecord, Record, Recorder
 
@@ -32,8 +34,27 @@ class DeadlineExceeded(Exception):
     """The interactive deadline ran out before another attempt could be made."""
 
 
+class _CallIds:
+    """Call ids unique across processes without a system call per call: a random per-process prefix and a
+    counter. A forked child draws its own prefix, so parent and child never hand out the same id."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = "call_" + secrets.token_hex(6)
+        self.counter = itertools.count(1)  # next() on a count is atomic under the GIL: safe across threads
+
+    def new(self) -> str:
+        return f"{self.prefix}{next(self.counter):06x}"
+
+
+_CALL_IDS = _CallIds()
+
+
 def new_call_id() -> str:
-    return "call_" + secrets.token_hex(8)
+    return _CALL_IDS.new()
 
 
 def retry_after_seconds(headers: httpx2.Headers) -> float | None:
@@ -96,62 +117,53 @@ class CallState:
             self.deadline_hit = True
             raise DeadlineExceeded(f"the {self.policy.name} deadline of {self.policy.deadline:g} s ran out")
 
-    def _add(
+    def _attempt(
         self,
         request: APIRequest,
         started: float,
-        *,
         request_id: str | None = None,
         status: int | None = None,
         error_type: str | None = None,
         error_code: str | None = None,
         error_class: str | None = None,
-    ) -> None:
+    ) -> AttemptRecord:
         record = AttemptRecord(
-            call_id=self.call_id,
-            attempt=len(self.attempts) + 1,
-            retry_count=request.retries_taken,
-            endpoint=request.options.url,
-            request_id=request_id,
-            status=status,
-            error_type=error_type,
-            error_code=error_code,
-            error_class=error_class,
-            latency_ms=(time.perf_counter() - started) * 1000,
+            self.call_id,
+            len(self.attempts) + 1,
+            request.retries_taken,
+            request.options.url,
+            request_id,
+            status,
+            error_type,
+            error_code,
+            error_class,
+            (time.perf_counter() - started) * 1000,
         )
         self.attempts.append(record)
-        if status is not None and error_class is None:
-            self.held.append(record)  # one write with the call record; errors are written as they happen
-        else:
-            self.recorder.emit(record)
+        return record
 
     def emit_call(self, record: Record) -> None:
         """The call record, with the attempt records held until now, in one write."""
         held, self.held = self.held, []
         self.recorder.emit(*held, record)
 
-    def attempt_failed(self, request: APIRequest, err: BaseException, started: float) -> None:
-        self._add(request, started, error_class=classify_exception(err).name)
+    def attempt_succeeded(self, request: APIRequest, response: httpx2.Response, started: float) -> None:
+        """A 2xx attempt: held, and written with the call record in one go (the common case, kept short)."""
+        self.held.append(self._attempt(request, started, response.headers.get("request-id"), response.status_code))
 
-    def attempt_answered(
-        self, request: APIRequest, response: httpx2.Response, body: bytes | None, started: float
-    ) -> None:
-        """Record an attempt that got a response; for error bodies, decide whether the SDK may retry."""
-        error: ErrorClass | None = None
-        error_type = error_code = None
-        if body is not None:
-            error_type, error_code, message = _error_fields(body)
-            error = classify(response.status_code, error_type, error_code, message)
-            if not error.retryable or self._would_overrun(response):
-                response.headers["x-should-retry"] = "false"
-        self._add(
-            request,
-            started,
-            request_id=response.headers.get("request-id"),
-            status=response.status_code,
-            error_type=error_type,
-            error_code=error_code,
-            error_class=error.name if error else None,
+    def attempt_failed(self, request: APIRequest, err: BaseException, started: float) -> None:
+        """No response (a connection error or timeout): written at once, like every error."""
+        self.recorder.emit(self._attempt(request, started, error_class=classify_exception(err).name))
+
+    def attempt_errored(self, request: APIRequest, response: httpx2.Response, body: bytes, started: float) -> None:
+        """An error response: classified, written at once, and the SDK told whether it may retry."""
+        error_type, error_code, message = _error_fields(body)
+        error = classify(response.status_code, error_type, error_code, message)
+        if not error.retryable or self._would_overrun(response):
+            response.headers["x-should-retry"] = "false"
+        request_id = response.headers.get("request-id")
+        self.recorder.emit(
+            self._attempt(request, started, request_id, response.status_code, error_type, error_code, error.name)
         )
 
     def _would_overrun(self, response: httpx2.Response) -> bool:
@@ -202,8 +214,10 @@ class AttemptMiddleware(Middleware):
             state.attempt_failed(request, err, started)
             raise
         http = response.http_response
-        body = None if http.is_success else http.read()
-        state.attempt_answered(request, http, body, started)
+        if 200 <= http.status_code < 300:
+            state.attempt_succeeded(request, http, started)
+        else:
+            state.attempt_errored(request, http, http.read(), started)
         return response
 
     async def handle_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
@@ -218,6 +232,8 @@ class AttemptMiddleware(Middleware):
             state.attempt_failed(request, err, started)
             raise
         http = response.http_response
-        body = None if http.is_success else await http.aread()
-        state.attempt_answered(request, http, body, started)
+        if 200 <= http.status_code < 300:
+            state.attempt_succeeded(request, http, started)
+        else:
+            state.attempt_errored(request, http, await http.aread(), started)
         return response

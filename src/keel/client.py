@@ -13,6 +13,7 @@ typed exception). The SDK's own retry loop makes the HTTP attempts; keel adds th
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from .calls import retry_after_seconds as _retry_after
 from .errors import ErrorClass, classify_exception
 from .modes import NONSTREAMING_MAX_TOKENS
 from .policy import INTERACTIVE, RetryPolicy, policy_named
-from .pricing import PriceTable, load_prices
+from .pricing import PriceTable, load_prices, token_counts
 from .records import CallRecord, Mode, Recorder, Usage
 from .stop import (
     MaxTokens,
@@ -152,7 +153,15 @@ class _Core:
         chosen = self.policy if policy is None else policy_named(policy)
         return CallState(new_call_id(), chosen, self.recorder)
 
-    def reply(self, state: CallState, mode: Mode, params: Mapping[str, Any], rounds: Sequence[Message]) -> Reply:
+    def reply(
+        self,
+        state: CallState,
+        mode: Mode,
+        params: Mapping[str, Any],
+        rounds: Sequence[Message],
+        raise_on_refusal: bool = False,
+    ) -> Reply:
+        """The successful call's reply, its record written; a refusal raises `Refused` when the caller asked."""
         last = rounds[-1]
         message = last if len(rounds) == 1 else self.combined(rounds)
         outcome = outcome_of(message)
@@ -168,13 +177,8 @@ class _Core:
             content=self._content(params, message) if self.log_content else None,
         )
         state.emit_call(record)
-        return Reply(message, outcome, record)
-
-    def finish(
-        self, state: CallState, mode: Mode, params: Mapping[str, Any], rounds: Sequence[Message], raise_on_refusal: bool
-    ) -> Reply:
-        reply = self.reply(state, mode, params, rounds)
-        if raise_on_refusal and isinstance(reply.outcome, Refusal):
+        reply = Reply(message, outcome, record)
+        if raise_on_refusal and isinstance(outcome, Refusal):
             raise Refused(reply)
         return reply
 
@@ -210,24 +214,30 @@ class _Core:
     ) -> CallRecord:
         """One call record; `usage` is the SDK's usage object (priced here), None when there is none."""
         rounds = max(1, state.rounds) if rounds is None else rounds
-        return CallRecord(
-            call_id=state.call_id,
-            mode=mode,
-            policy=state.policy.name,
-            model=model,
-            request_id=request_id,
-            stop_reason=stop_reason,
-            outcome=outcome,
-            usage=Usage.of(usage),
-            cost_usd=self.prices.cost(model, usage) if usage is not None else None,
-            latency_ms=state.elapsed_ms(),
-            ttft_ms=state.ttft_ms,
-            attempts=len(state.attempts),
-            retries=max(0, len(state.attempts) - rounds),
-            rounds=rounds,
-            error_class=error_class,
-            error=error,
-            content=content,
+        attempts = len(state.attempts)
+        if usage is None:
+            counts, cost = Usage(), None
+        else:
+            tokens = token_counts(usage)
+            counts, cost = Usage.of(tokens), self.prices.cost(model, tokens)
+        return CallRecord(  # positional: one per call, on the hot path (field order as CallRecord declares it)
+            state.call_id,
+            mode,
+            state.policy.name,
+            model,
+            request_id,
+            stop_reason,
+            outcome,
+            counts,
+            cost,
+            (time.monotonic() - state.started) * 1000,
+            state.ttft_ms,
+            attempts,
+            attempts - rounds if attempts > rounds else 0,
+            rounds,
+            error_class,
+            error,
+            content,
         )
 
     def combined(self, rounds: Sequence[Message]) -> Message:
@@ -325,10 +335,10 @@ def _rounds_kwargs(policy: RetryPolicy) -> dict[str, Any] | None:
     }
 
 
-def _params(params: dict[str, Any], mode: CallMode) -> tuple[dict[str, Any], Mode]:
+def _call_mode(params: dict[str, Any], mode: CallMode) -> Mode:
     if mode == "stream" or (mode == "auto" and int(params.get("max_tokens", 0)) > NONSTREAMING_MAX_TOKENS):
-        return params, "stream"
-    return params, "standard"
+        return "stream"
+    return "standard"
 
 
 class Messages:
@@ -353,7 +363,7 @@ class Messages:
         """
         client = self._client
         core = client.core
-        params, call_mode = _params(params, mode)
+        call_mode = _call_mode(params, mode)
         state = core.begin(policy)
         token = enter_call(state)
         try:
@@ -364,7 +374,7 @@ class Messages:
             raise core.failure(state, call_mode, params, err) from err
         finally:
             leave_call(token)
-        return core.finish(state, call_mode, params, rounds, raise_on_refusal)
+        return core.reply(state, call_mode, params, rounds, raise_on_refusal)
 
     def stream(
         self, *, policy: str | RetryPolicy | None = None, on_interrupt: OnInterrupt = "raise", **params: Any
@@ -395,15 +405,16 @@ class _ClientBase(Generic[SDK]):
     ) -> None:
         self.core = _Core(policy, records, prices, log_content)
         self.sdk: SDK = base.with_options(middleware=[*base.middleware, AttemptMiddleware()])
-        self._by_policy: dict[RetryPolicy, SDK] = {}
+        # by the policy's identity (a frozen dataclass hashes all its fields on every lookup); the entry holds
+        # the policy too, so its id cannot be reused while the entry exists
+        self._by_policy: dict[int, tuple[RetryPolicy, SDK]] = {}
 
     def sdk_for(self, policy: RetryPolicy) -> SDK:
-        sdk = self._by_policy.get(policy)
-        if sdk is None:
-            sdk = self._by_policy[policy] = self.sdk.with_options(
-                max_retries=policy.max_retries, timeout=policy.timeout
-            )
-        return sdk
+        entry = self._by_policy.get(id(policy))
+        if entry is None:
+            sdk = self.sdk.with_options(max_retries=policy.max_retries, timeout=policy.timeout)
+            entry = self._by_policy[id(policy)] = (policy, sdk)
+        return entry[1]
 
 
 class Client(_ClientBase[anthropic.Anthropic]):
@@ -498,7 +509,7 @@ class AsyncMessages:
         """Like `anthropic.AsyncAnthropic().messages.create(...)`, returning a `Reply` (see `Messages.create`)."""
         client = self._client
         core = client.core
-        params, call_mode = _params(params, mode)
+        call_mode = _call_mode(params, mode)
         state = core.begin(policy)
         token = enter_call(state)
         try:
@@ -509,7 +520,7 @@ class AsyncMessages:
             raise core.failure(state, call_mode, params, err) from err
         finally:
             leave_call(token)
-        return core.finish(state, call_mode, params, rounds, raise_on_refusal)
+        return core.reply(state, call_mode, params, rounds, raise_on_refusal)
 
     def stream(
         self, *, policy: str | RetryPolicy | None = None, on_interrupt: OnInterrupt = "raise", **params: Any

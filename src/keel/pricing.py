@@ -16,13 +16,13 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import date
 from decimal import Context, Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "PRICES_ENV_VAR",
@@ -76,9 +76,12 @@ class ModelPrice:
     note: str = ""
 
 
-@dataclass(frozen=True)
-class TokenCounts:
-    """Token counts by billing category, read from a usage object."""
+class TokenCounts(NamedTuple):
+    """Token counts by billing category, read from a usage object.
+
+    A named tuple rather than a frozen dataclass: one is made per priced response, and a frozen dataclass
+    sets each field through `object.__setattr__`, several times slower.
+    """
 
     input: int = 0
     output: int = 0
@@ -110,17 +113,38 @@ class CostBreakdown:
         return self.input + self.output + self.cache_write_5m + self.cache_write_1h + self.cache_read
 
 
-def _field(usage: Any, name: str) -> Any:
+_COUNT_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+_USAGE_FIELDS = (*_COUNT_FIELDS, "cache_creation")
+_BREAKDOWN_FIELDS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+
+
+def _fields(usage: Any, names: tuple[str, ...]) -> Mapping[str, Any] | None:
+    """A usage-like object's fields by name, or None when it has none of `names`.
+
+    A plain dict is itself; an SDK (pydantic) model keeps its fields in its own `__dict__`, read directly
+    rather than attribute by attribute; any other object is read by `getattr`; a non-dict Mapping is
+    checked last (its ABC check is the slow one).
+    """
+    if type(usage) is dict:
+        return usage
+    own = getattr(usage, "__dict__", None)
+    if type(own) is dict and names[0] in own:
+        return own
+    if any(hasattr(usage, name) for name in names):
+        return {name: getattr(usage, name, None) for name in names}
     if isinstance(usage, Mapping):
-        return usage.get(name)
-    return getattr(usage, name, None)
+        return usage
+    return None
+
+
+def _checked(fields: Mapping[str, Any], names: tuple[str, ...], prefix: str = "") -> tuple[int, ...]:
+    """The named token counts, each checked on its own: None counts as 0, a bad value names its field."""
+    return tuple(_count(fields.get(name), prefix + name) for name in names)
 
 
 def _count(value: Any, name: str) -> int:
     if value is None:
         return 0
-    if type(value) is int and value >= 0:  # the common case, checked first: a plain non-negative int
-        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"usage.{name}: expected a token count, got {value!r}")
     if isinstance(value, float) and not value.is_integer():
@@ -140,33 +164,29 @@ def token_counts(usage: Any) -> TokenCounts:
     """
     if isinstance(usage, TokenCounts):
         return usage
-    # One check per usage object, not one per field; a plain dict first, the (slow) ABC check after objects.
-    if type(usage) is dict:
-        get: Callable[[str], Any] = usage.get
-    elif hasattr(usage, "input_tokens") or hasattr(usage, "output_tokens"):
-
-        def get(name: str) -> Any:
-            return getattr(usage, name, None)
-
-    elif isinstance(usage, Mapping):
-        get = usage.get
-    else:
+    data = _fields(usage, _USAGE_FIELDS)
+    if data is None:
         raise TypeError(f"expected a usage object or mapping with token counts, got {type(usage).__name__}")
-    created = _count(get("cache_creation_input_tokens"), "cache_creation_input_tokens")
-    breakdown = get("cache_creation")
-    if breakdown is None:
+    # plain non-negative ints, the usual case, are checked in one expression; anything else field by field
+    input_, output, created, read = map(data.get, _COUNT_FIELDS)
+    if not (
+        type(input_) is type(output) is type(created) is type(read) is int
+        and input_ >= 0
+        and output >= 0
+        and created >= 0
+        and read >= 0
+    ):
+        input_, output, created, read = _checked(data, _COUNT_FIELDS)
+    breakdown = data.get("cache_creation")
+    parts = None if breakdown is None else _fields(breakdown, _BREAKDOWN_FIELDS)
+    if parts is None:
         write_5m, write_1h = created, 0
     else:
-        write_5m = _count(_field(breakdown, "ephemeral_5m_input_tokens"), "cache_creation.ephemeral_5m_input_tokens")
-        write_1h = _count(_field(breakdown, "ephemeral_1h_input_tokens"), "cache_creation.ephemeral_1h_input_tokens")
-        write_5m += max(0, created - write_5m - write_1h)
-    return TokenCounts(
-        input=_count(get("input_tokens"), "input_tokens"),
-        output=_count(get("output_tokens"), "output_tokens"),
-        cache_write_5m=write_5m,
-        cache_write_1h=write_1h,
-        cache_read=_count(get("cache_read_input_tokens"), "cache_read_input_tokens"),
-    )
+        five, hour = map(parts.get, _BREAKDOWN_FIELDS)
+        if not (type(five) is type(hour) is int and five >= 0 and hour >= 0):
+            five, hour = _checked(parts, _BREAKDOWN_FIELDS, "cache_creation.")
+        write_5m, write_1h = five + max(0, created - five - hour), hour
+    return TokenCounts(input_, output, write_5m, write_1h, read)
 
 
 def _dec(value: float) -> Decimal:
@@ -340,7 +360,7 @@ class PriceTable:
         `usage` is an `anthropic.types.Usage` / `MessageDeltaUsage` or a dict with the same fields.
         An unknown model gives None and logs one warning on the "keel" logger per model per table.
         """
-        canonical = self.canonical(model)
+        canonical = model if model in self._prices else self._aliases.get(model)  # `canonical()`, inlined
         if canonical is None:
             self._warn_unknown(model)
             return None

@@ -14,13 +14,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic_core import to_json
+
+from .pricing import TokenCounts
 
 logger = logging.getLogger("keel")
 logger.addHandler(logging.NullHandler())  # a library: records reach handlers the application configures, no others
@@ -48,7 +50,7 @@ class AttemptRecord:
         return f"attempt {self.attempt} {self.endpoint} -> {outcome} request_id={self.request_id}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, for the same reason as AttemptRecord
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
@@ -56,16 +58,9 @@ class Usage:
     cache_read_tokens: int = 0
 
     @classmethod
-    def of(cls, usage: Any) -> Usage:
-        """From an SDK usage object (or None)."""
-        if usage is None:
-            return cls()
-        return cls(
-            input_tokens=usage.input_tokens or 0,
-            output_tokens=usage.output_tokens or 0,
-            cache_write_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
-            cache_read_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,
-        )
+    def of(cls, tokens: TokenCounts) -> Usage:
+        """From the token counts pricing reads (both cache write durations count as cache writes)."""
+        return cls(tokens.input, tokens.output, tokens.cache_write_5m + tokens.cache_write_1h, tokens.cache_read)
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -155,42 +150,42 @@ class JsonFormatter(logging.Formatter):
 class JsonlSink:
     """Appends JSON lines. Opened at construction, so a bad path fails there, not mid-traffic.
 
-    Lines of successful calls are gathered for at most `flush_seconds` (or `flush_bytes`) and written
-    together; anything about an error is written at once, with whatever was waiting. Each write is one
+    Records of successful calls are gathered for at most `flush_seconds` (or `flush_records`) and then
+    serialised and written together; anything about an error is written at once, with whatever was
+    waiting. Serialising a gathered run in one go keeps JSON work off each call's own path (records are
+    plain values, never changed once emitted); a record carrying message content refers to the caller's
+    data, which may change after the call, so it is serialised the moment it arrives. Each write is one
     `os.write` of whole lines on a file opened with O_APPEND, so several processes can share the file
     without torn or interleaved lines. `close()` (and interpreter exit) writes what is left.
     """
 
-    def __init__(self, path: str | Path, *, flush_seconds: float = 0.2, flush_bytes: int = 64 * 1024) -> None:
+    def __init__(self, path: str | Path, *, flush_seconds: float = 0.2, flush_records: int = 1000) -> None:
         self.path = Path(path)
         self.flush_seconds = flush_seconds
-        self.flush_bytes = flush_bytes
+        self.flush_records = flush_records
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as err:
             raise ValueError(f"keel: cannot write the records file {self.path}: {err.strerror or err}") from None
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        self._pending: list[Record | bytes] = []  # bytes: a line already serialised (a record with content)
         self._since = time.monotonic()
         self._lock = threading.Lock()
         atexit.register(self.close)
 
-    def write(self, records: Iterable[Record], *, urgent: bool = True) -> None:
-        # pydantic_core serialises the slotted dataclasses directly: the same JSON as `record_dict` gives
-        lines = [to_json(record, fallback=str) + b"\n" for record in records]
+    def write(self, records: Sequence[Record], *, urgent: bool = True) -> None:
         with self._lock:
             if self._fd is None:
                 raise ValueError(f"keel: the records file {self.path} is closed")
-            if not self._pending:
+            pending = self._pending
+            if not pending:
                 self._since = time.monotonic()
-            self._pending.extend(lines)
-            self._pending_bytes += sum(len(line) for line in lines)
-            if (
-                urgent
-                or self._pending_bytes >= self.flush_bytes
-                or time.monotonic() - self._since >= self.flush_seconds
-            ):
+            if records[-1].kind == "call" and records[-1].content is not None:  # only a call record has content
+                pending.extend(records[:-1])
+                pending.append(to_json(records[-1], fallback=str))
+            else:
+                pending.extend(records)
+            if urgent or len(pending) >= self.flush_records or time.monotonic() - self._since >= self.flush_seconds:
                 self._flush()
 
     def flush(self) -> None:
@@ -199,9 +194,11 @@ class JsonlSink:
                 self._flush()
 
     def _flush(self) -> None:
-        data = b"".join(self._pending)
+        # pydantic_core serialises the slotted dataclasses directly: the same JSON as `record_dict` gives
+        lines = [item if isinstance(item, bytes) else to_json(item, fallback=str) for item in self._pending]
+        lines.append(b"")
+        data = b"\n".join(lines)
         self._pending.clear()
-        self._pending_bytes = 0
         assert self._fd is not None
         while data:
             data = data[os.write(self._fd, data) :]
@@ -229,20 +226,26 @@ class Recorder:
         self._write_failed = False
 
     def emit(self, *records: Record) -> None:
-        """Write these records together (one write), and log each: failures at WARNING, the rest at INFO."""
+        """Write these records together (one write), and log each: failures at WARNING, the rest at INFO.
+
+        Errors are emitted the moment they happen, so in a group only the last record can be one: that is
+        what decides whether the group is written at once.
+        """
+        failed = records[-1].error_class is not None
         if self.sink is not None:
             try:
-                self.sink.write(records, urgent=any(record.error_class is not None for record in records))
+                self.sink.write(records, urgent=failed)
             except (OSError, ValueError) as err:
                 if not self._write_failed:
                     self._write_failed = True
                     logger.warning("keel: records are not being written to %s: %s", self.sink.path, err)
-        info = logger.isEnabledFor(logging.INFO)
-        for record in records:
-            failed = record.kind == "call" and record.error_class is not None
-            if info or (failed and logger.isEnabledFor(logging.WARNING)):
-                level = logging.WARNING if failed else logging.INFO
+        if logger.isEnabledFor(logging.INFO):
+            for record in records:
+                level = logging.WARNING if record.kind == "call" and record.error_class is not None else logging.INFO
                 logger.log(level, record.summary(), extra={"keel": record_dict(record)})
+        elif failed and records[-1].kind == "call" and logger.isEnabledFor(logging.WARNING):
+            record = records[-1]
+            logger.warning(record.summary(), extra={"keel": record_dict(record)})
 
     def close(self) -> None:
         if self.sink is not None:

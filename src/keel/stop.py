@@ -97,7 +97,7 @@ class UnknownStop(Outcome):
 
 
 def text_of(message: Message) -> str:
-    return "".join(block.text for block in message.content if block.type == "text")
+    return "".join([block.text for block in message.content if block.type == "text"])
 
 
 def outcome_of(message: Message) -> Outcome:
