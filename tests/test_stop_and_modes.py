@@ -19,6 +19,7 @@ from keel import (
     choose_mode,
 )
 from keel.emulator import Emulator, client
+from keel.stop import outcome_kind
 
 MODEL = "claude-opus-5"
 TOOLS = [
@@ -31,7 +32,9 @@ def test_every_stop_reason_maps_to_an_outcome_to_match_on(keel_emulator: Emulato
 
     def outcome(prompt: str, **extra: object) -> object:
         params = {"model": MODEL, "max_tokens": 300, "messages": ask(prompt), **extra}
-        return keel.messages.create(**params).outcome
+        reply = keel.messages.create(**params)
+        assert reply.record.outcome == reply.outcome.kind  # the record names the outcome the reply builds
+        return reply.outcome
 
     match outcome("hi"):
         case EndTurn(empty=False, text=text):
@@ -48,6 +51,7 @@ def test_every_stop_reason_maps_to_an_outcome_to_match_on(keel_emulator: Emulato
     refusal = outcome("[[keel:refuse=bio]]")
     assert isinstance(refusal, Refusal) and refusal.category == "bio" and refusal.explanation
     assert isinstance(outcome("[[keel:context-full]]"), ContextWindowExceeded)
+    assert outcome_kind(None) == "interrupted" and outcome_kind("something_new") == "unknown"
 
 
 def test_unknown_future_stop_reason_passes_through(keel_emulator: Emulator) -> None:

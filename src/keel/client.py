@@ -15,7 +15,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar, cast
 
@@ -37,6 +36,7 @@ from .stop import (
     PauseTurn,
     Refusal,
     continuation_messages,
+    outcome_kind,
     outcome_of,
     resume_messages,
     stitch,
@@ -49,13 +49,25 @@ T = TypeVar("T")
 CallMode = Literal["standard", "stream", "auto"]
 
 
-@dataclass(slots=True)
 class Reply:
-    """A successful call: the SDK's message, keel's outcome and the call record."""
+    """A successful call: the SDK's message, keel's outcome and the call record.
 
-    message: Message
-    outcome: Outcome
-    record: CallRecord
+    The outcome is built when first read (the call record only needs its kind), so a caller who reads
+    only the message does not pay for it.
+    """
+
+    __slots__ = ("_outcome", "message", "record")
+
+    def __init__(self, message: Message, record: CallRecord, outcome: Outcome | None = None) -> None:
+        self.message = message
+        self.record = record
+        self._outcome = outcome
+
+    @property
+    def outcome(self) -> Outcome:
+        if self._outcome is None:
+            self._outcome = outcome_of(self.message)
+        return self._outcome
 
     @property
     def request_id(self) -> str | None:
@@ -68,6 +80,9 @@ class Reply:
     @property
     def cost_usd(self) -> float | None:
         return self.record.cost_usd
+
+    def __repr__(self) -> str:
+        return f"Reply(message={self.message!r}, outcome={self.outcome!r}, record={self.record!r})"
 
 
 class CallFailed(Exception):
@@ -164,7 +179,6 @@ class _Core:
         """The successful call's reply, its record written; a refusal raises `Refused` when the caller asked."""
         last = rounds[-1]
         message = last if len(rounds) == 1 else self.combined(rounds)
-        outcome = outcome_of(message)
         record = self._record(
             state,
             mode,
@@ -172,13 +186,13 @@ class _Core:
             request_id=last._request_id or (state.attempts[-1].request_id if state.attempts else None),
             rounds=max(state.rounds, len(rounds)),
             stop_reason=message.stop_reason,
-            outcome=outcome.kind,
+            outcome=outcome_kind(message.stop_reason),
             usage=message.usage,
             content=self._content(params, message) if self.log_content else None,
         )
         state.emit_call(record)
-        reply = Reply(message, outcome, record)
-        if raise_on_refusal and isinstance(outcome, Refusal):
+        reply = Reply(message, record)
+        if raise_on_refusal and message.stop_reason == "refusal":
             raise Refused(reply)
         return reply
 

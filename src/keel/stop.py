@@ -129,6 +129,18 @@ def outcome_of(message: Message) -> Outcome:
     return UnknownStop(reason, text)
 
 
+_STOP_KINDS = frozenset(
+    cls.kind for cls in (EndTurn, MaxTokens, StopSequence, ToolUse, PauseTurn, Refusal, ContextWindowExceeded)
+)
+
+
+def outcome_kind(stop_reason: str | None) -> str:
+    """The `kind` of the outcome `outcome_of` gives a message with this stop_reason, without building it."""
+    if stop_reason in _STOP_KINDS:
+        return stop_reason
+    return Interrupted.kind if stop_reason is None else UnknownStop.kind
+
+
 _PREFILL_MODEL = re.compile(r"claude-(?:3|(?:opus|sonnet|haiku)-4(?:-[015])?(?:-\d{8})?$|(?:opus|sonnet|haiku)-4-5)")
 
 
