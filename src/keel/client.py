@@ -233,7 +233,9 @@ class _Core:
             counts, cost = Usage(), None
         else:
             tokens = token_counts(usage)
-            counts, cost = Usage.of(tokens), self.prices.cost(model, tokens)
+            input_, output, write_5m, write_1h, read = tokens
+            counts = Usage(input_, output, write_5m + write_1h, read)  # both cache write durations are writes
+            cost = self.prices.cost(model, tokens)
         return CallRecord(  # positional: one per call, on the hot path (field order as CallRecord declares it)
             state.call_id,
             mode,

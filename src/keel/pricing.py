@@ -162,11 +162,14 @@ def token_counts(usage: Any) -> TokenCounts:
     write); without one, all `cache_creation_input_tokens` are billed at the 5-minute write price, the
     default TTL.
     """
-    if isinstance(usage, TokenCounts):
+    if type(usage) is TokenCounts:
         return usage
-    data = _fields(usage, _USAGE_FIELDS)
-    if data is None:
-        raise TypeError(f"expected a usage object or mapping with token counts, got {type(usage).__name__}")
+    # the SDK's usage model, the usual case, read straight from its field dict; anything else through `_fields`
+    data = getattr(usage, "__dict__", None)
+    if type(data) is not dict or "input_tokens" not in data:
+        data = _fields(usage, _USAGE_FIELDS)
+        if data is None:
+            raise TypeError(f"expected a usage object or mapping with token counts, got {type(usage).__name__}")
     # plain non-negative ints, the usual case, are checked in one expression; anything else field by field
     input_, output, created, read = map(data.get, _COUNT_FIELDS)
     if not (
@@ -178,7 +181,9 @@ def token_counts(usage: Any) -> TokenCounts:
     ):
         input_, output, created, read = _checked(data, _COUNT_FIELDS)
     breakdown = data.get("cache_creation")
-    parts = None if breakdown is None else _fields(breakdown, _BREAKDOWN_FIELDS)
+    parts = getattr(breakdown, "__dict__", None)
+    if breakdown is not None and (type(parts) is not dict or _BREAKDOWN_FIELDS[0] not in parts):
+        parts = _fields(breakdown, _BREAKDOWN_FIELDS)
     if parts is None:
         write_5m, write_1h = created, 0
     else:
@@ -365,20 +370,15 @@ class PriceTable:
             self._warn_unknown(model)
             return None
         price = self._prices[canonical]
-        tokens = token_counts(usage)
+        input_, output, write_5m, write_1h, read = usage if type(usage) is TokenCounts else token_counts(usage)
         decimals = self._decimals.get(canonical)
         if decimals is None or decimals.source is not price:
             decimals = self._decimals[canonical] = _DecimalPrice.of(price)
         n = decimals.numerators
-        numerator = (
-            tokens.input * n[0]
-            + tokens.output * n[1]
-            + tokens.cache_write_5m * n[2]
-            + tokens.cache_write_1h * n[3]
-            + tokens.cache_read * n[4]
-        )
+        numerator = input_ * n[0] + output * n[1] + write_5m * n[2] + write_1h * n[3] + read * n[4]
         denominator = decimals.denominator * 1_000_000
-        if price.long_context_threshold is not None and tokens.prompt > price.long_context_threshold:
+        threshold = price.long_context_threshold
+        if threshold is not None and input_ + write_5m + write_1h + read > threshold:  # `TokenCounts.prompt`
             numerator *= decimals.long_context_ratio[0]
             denominator *= decimals.long_context_ratio[1]
         if batch:

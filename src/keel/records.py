@@ -22,8 +22,6 @@ from typing import Any, Literal
 
 from pydantic_core import to_json
 
-from .pricing import TokenCounts
-
 logger = logging.getLogger("keel")
 logger.addHandler(logging.NullHandler())  # a library: records reach handlers the application configures, no others
 
@@ -56,11 +54,6 @@ class Usage:
     output_tokens: int = 0
     cache_write_tokens: int = 0
     cache_read_tokens: int = 0
-
-    @classmethod
-    def of(cls, tokens: TokenCounts) -> Usage:
-        """From the token counts pricing reads (both cache write durations count as cache writes)."""
-        return cls(tokens.input, tokens.output, tokens.cache_write_5m + tokens.cache_write_1h, tokens.cache_read)
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
