@@ -25,7 +25,7 @@ from anthropic._response import APIResponse, AsyncAPIResponse
 
 from .errors import classify, classify_exception
 from .policy import RetryPolicy
-from .records import AttemptRecord, Record, Recorder
+from .records import AttemptRecord, DeferredCallRecord, Record, Recorder
 
 _CURRENT: ContextVar[CallState | None] = ContextVar("keel_call", default=None)
 
@@ -50,11 +50,7 @@ class _CallIds:
         return f"{self.prefix}{next(self.counter):06x}"
 
 
-_CALL_IDS = _CallIds()
-
-
-def new_call_id() -> str:
-    return _CALL_IDS.new()
+new_call_id = _CallIds().new
 
 
 def retry_after_seconds(headers: httpx2.Headers) -> float | None:
@@ -142,7 +138,7 @@ class CallState:
         self.attempts.append(record)
         return record
 
-    def emit_call(self, record: Record) -> None:
+    def emit_call(self, record: Record | DeferredCallRecord) -> None:
         """The call record, with the attempt records held until now, in one write."""
         held, self.held = self.held, []
         self.recorder.emit(*held, record)

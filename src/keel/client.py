@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar, cast
 
@@ -29,7 +30,7 @@ from .errors import ErrorClass, classify_exception
 from .modes import NONSTREAMING_MAX_TOKENS
 from .policy import INTERACTIVE, RetryPolicy, policy_named
 from .pricing import PriceTable, load_prices, token_counts
-from .records import CallRecord, Mode, Recorder, Usage
+from .records import CallRecord, DeferredCallRecord, Mode, Recorder, Usage
 from .stop import (
     MaxTokens,
     Outcome,
@@ -52,16 +53,21 @@ CallMode = Literal["standard", "stream", "auto"]
 class Reply:
     """A successful call: the SDK's message, keel's outcome and the call record.
 
-    The outcome is built when first read (the call record only needs its kind), so a caller who reads
-    only the message does not pay for it.
+    The outcome and the call record are built when first read (or, for the record, when the records file is
+    written), so a caller who reads only the message does not pay for them on the call's own path.
     """
 
-    __slots__ = ("_outcome", "message", "record")
+    __slots__ = ("_outcome", "_record", "message")
 
-    def __init__(self, message: Message, record: CallRecord, outcome: Outcome | None = None) -> None:
+    def __init__(self, message: Message, record: CallRecord | DeferredCallRecord) -> None:
         self.message = message
-        self.record = record
-        self._outcome = outcome
+        self._record = record
+        self._outcome: Outcome | None = None
+
+    @property
+    def record(self) -> CallRecord:
+        record = self._record
+        return record.get() if isinstance(record, DeferredCallRecord) else record
 
     @property
     def outcome(self) -> Outcome:
@@ -179,17 +185,19 @@ class _Core:
         """The successful call's reply, its record written; a refusal raises `Refused` when the caller asked."""
         last = rounds[-1]
         message = last if len(rounds) == 1 else self.combined(rounds)
-        record = self._record(
-            state,
-            mode,
-            message.model,
-            request_id=last._request_id or (state.attempts[-1].request_id if state.attempts else None),
-            rounds=max(state.rounds, len(rounds)),
-            stop_reason=message.stop_reason,
-            outcome=outcome_kind(message.stop_reason),
-            usage=message.usage,
-            content=self._content(params, message) if self.log_content else None,
-        )
+        facts: dict[str, Any] = {
+            "request_id": last._request_id or (state.attempts[-1].request_id if state.attempts else None),
+            "rounds": max(state.rounds, len(rounds)),
+            "stop_reason": message.stop_reason,
+            "outcome": outcome_kind(message.stop_reason),
+            "usage": message.usage,
+        }
+        record: CallRecord | DeferredCallRecord
+        if self.log_content:  # the content quotes the caller's own data: recorded as it is now
+            record = self._record(state, mode, message.model, content=self._content(params, message), **facts)
+        else:  # built (and priced) when first needed, the same record for every reader
+            build = partial(self._record, state, mode, message.model, ended=time.monotonic(), at=time.time(), **facts)
+            record = DeferredCallRecord(build)
         state.emit_call(record)
         reply = Reply(message, record)
         if raise_on_refusal and message.stop_reason == "refusal":
@@ -225,8 +233,14 @@ class _Core:
         error_class: str | None = None,
         error: str | None = None,
         content: dict[str, Any] | None = None,
+        ended: float | None = None,
+        at: float | None = None,
     ) -> CallRecord:
-        """One call record; `usage` is the SDK's usage object (priced here), None when there is none."""
+        """One call record; `usage` is the SDK's usage object (priced here), None when there is none.
+
+        `ended` (monotonic) and `at` (wall clock) say when the call ended, for a record built after the fact
+        from a finished call's state; by default, now.
+        """
         rounds = max(1, state.rounds) if rounds is None else rounds
         attempts = len(state.attempts)
         if usage is None:
@@ -246,7 +260,7 @@ class _Core:
             outcome,
             counts,
             cost,
-            (time.monotonic() - state.started) * 1000,
+            ((time.monotonic() if ended is None else ended) - state.started) * 1000,
             state.ttft_ms,
             attempts,
             attempts - rounds if attempts > rounds else 0,
@@ -254,6 +268,7 @@ class _Core:
             error_class,
             error,
             content,
+            time.time() if at is None else at,
         )
 
     def combined(self, rounds: Sequence[Message]) -> Message:
@@ -461,9 +476,7 @@ class Client(_ClientBase[anthropic.Anthropic]):
                 return ResilientStream(self, params, None, "continue", state=state).get_final_message()
 
         else:
-
-            def request() -> Message:
-                return cast(Message, sdk.messages.create(**params))
+            request = cast(Callable[[], Message], partial(sdk.messages.create, **params))
 
         rounds = _rounds_kwargs(state.policy)
         return request() if rounds is None else Retrying(**rounds)(request)

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from operator import attrgetter
 from pathlib import Path
@@ -98,6 +98,34 @@ class CallRecord:
 Record = AttemptRecord | CallRecord
 
 
+class DeferredCallRecord:
+    """A successful call's record, built when first needed and then kept: when the caller reads
+    `reply.record`, when a handler of the `keel` logger wants it, or when the records file is written.
+
+    Building a record prices the usage; done with the records file's other gathered records, in one batch,
+    it costs a fraction of what it costs on each call's own path (cold code and data between two API calls).
+    Whoever builds it first, every reader gets the same `CallRecord`.
+    """
+
+    __slots__ = ("_build", "_record")
+    kind: Literal["call"] = "call"
+    error_class: None = None  # only successful calls are deferred
+    content: None = None  # nor calls that record content: that is the caller's data, serialised at once
+
+    def __init__(self, build: Callable[[], CallRecord]) -> None:
+        self._build: Callable[[], CallRecord] | None = build
+        self._record: CallRecord | None = None
+
+    def get(self) -> CallRecord:
+        if self._record is None:
+            assert self._build is not None
+            self._record, self._build = self._build(), None
+        return self._record
+
+
+Emitted = Record | DeferredCallRecord
+
+
 _ATTEMPT_FIELDS = tuple(f.name for f in fields(AttemptRecord))
 _CALL_FIELDS = tuple(f.name for f in fields(CallRecord))
 _USAGE_FIELDS = tuple(f.name for f in fields(Usage))
@@ -161,12 +189,12 @@ class JsonlSink:
             self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as err:
             raise ValueError(f"keel: cannot write the records file {self.path}: {err.strerror or err}") from None
-        self._pending: list[Record | bytes] = []  # bytes: a line already serialised (a record with content)
+        self._pending: list[Emitted | bytes] = []  # bytes: a line already serialised (a record with content)
         self._since = time.monotonic()
         self._lock = threading.Lock()
         atexit.register(self.close)
 
-    def write(self, records: Sequence[Record], *, urgent: bool = True) -> None:
+    def write(self, records: Sequence[Emitted], *, urgent: bool = True) -> None:
         with self._lock:
             if self._fd is None:
                 raise ValueError(f"keel: the records file {self.path} is closed")
@@ -188,7 +216,12 @@ class JsonlSink:
 
     def _flush(self) -> None:
         # pydantic_core serialises the slotted dataclasses directly: the same JSON as `record_dict` gives
-        lines = [item if isinstance(item, bytes) else to_json(item, fallback=str) for item in self._pending]
+        lines = [
+            item
+            if type(item) is bytes
+            else to_json(item.get() if type(item) is DeferredCallRecord else item, fallback=str)
+            for item in self._pending
+        ]
         lines.append(b"")
         data = b"\n".join(lines)
         self._pending.clear()
@@ -218,7 +251,7 @@ class Recorder:
         self.sink = JsonlSink(jsonl) if isinstance(jsonl, str | Path) else jsonl
         self._write_failed = False
 
-    def emit(self, *records: Record) -> None:
+    def emit(self, *records: Emitted) -> None:
         """Write these records together (one write), and log each: failures at WARNING, the rest at INFO.
 
         Errors are emitted the moment they happen, so in a group only the last record can be one: that is
@@ -233,12 +266,13 @@ class Recorder:
                     self._write_failed = True
                     logger.warning("keel: records are not being written to %s: %s", self.sink.path, err)
         if logger.isEnabledFor(logging.INFO):
-            for record in records:
+            for item in records:
+                record = item.get() if isinstance(item, DeferredCallRecord) else item
                 level = logging.WARNING if record.kind == "call" and record.error_class is not None else logging.INFO
                 logger.log(level, record.summary(), extra={"keel": record_dict(record)})
-        elif failed and records[-1].kind == "call" and logger.isEnabledFor(logging.WARNING):
-            record = records[-1]
-            logger.warning(record.summary(), extra={"keel": record_dict(record)})
+        elif failed and (last := records[-1]).kind == "call" and logger.isEnabledFor(logging.WARNING):
+            assert type(last) is CallRecord  # a failure is never deferred
+            logger.warning(last.summary(), extra={"keel": record_dict(last)})
 
     def close(self) -> None:
         if self.sink is not None:

@@ -23,7 +23,7 @@ from keel.batch.inputs import Defaults
 from keel.client import CallFailed, Client
 from keel.emulator import FAULT_HEADER, Emulator, EmulatorConfig, client
 from keel.modes import choose_mode
-from keel.records import AttemptRecord, CallRecord, Record, Recorder
+from keel.records import AttemptRecord, CallRecord, DeferredCallRecord, Emitted, Record, Recorder
 from keel.stop import MaxTokens, Refusal, StopSequence
 
 TOUR_MODEL = "claude-haiku-5-5"
@@ -37,9 +37,9 @@ class _KeptRecorder(Recorder):
         super().__init__()
         self.kept: list[Record] = []
 
-    def emit(self, *records: Record) -> None:
+    def emit(self, *records: Emitted) -> None:
         super().emit(*records)
-        self.kept.extend(records)
+        self.kept.extend(record.get() if isinstance(record, DeferredCallRecord) else record for record in records)
 
 
 class Tour:
