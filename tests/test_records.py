@@ -14,7 +14,7 @@ from keel_helpers import ask, fault, keel_client
 
 from keel import CallFailed, Client
 from keel.emulator import Emulator, EmulatorConfig, client
-from keel.records import CallRecord, JsonFormatter, read_records, record_dict
+from keel.records import CallRecord, JsonFormatter, Usage, read_records, record_dict
 
 MODEL = "claude-sonnet-5-5"
 
@@ -349,3 +349,49 @@ def test_call_ids_are_unique_across_threads_and_forked_processes(tmp_path: Path)
         child = set(pipe.read().split())
     os.waitpid(pid, 0)
     assert len(child) == 100 and not child & parent and not child & set(ids)
+
+
+def test_a_quiet_process_still_writes_its_records_within_the_flush_window(
+    keel_emulator: Emulator, tmp_path: Path
+) -> None:
+    import time
+
+    from keel.records import JsonlSink, Recorder
+
+    path = tmp_path / "records.jsonl"
+    sink = JsonlSink(path, flush_seconds=0.05)
+    keel = keel_client(keel_emulator, records=Recorder(sink))
+    reply = keel.messages.create(model=MODEL, max_tokens=60, messages=ask("x"))
+    deadline = time.monotonic() + 5
+    while not path.read_text() and time.monotonic() < deadline:  # no further call comes to write it
+        time.sleep(0.01)
+    lines = read_records(path)
+    assert [r["kind"] for r in lines] == ["attempt", "call"]
+    assert lines[1]["request_id"] == reply.request_id and lines[1]["cost_usd"] == reply.cost_usd
+    sink.close()
+
+
+def test_a_forked_child_does_not_write_the_parents_gathered_records_again(
+    keel_emulator: Emulator, tmp_path: Path
+) -> None:
+    import os
+
+    from keel.records import JsonlSink, Recorder
+
+    path = tmp_path / "records.jsonl"
+    sink = JsonlSink(path, flush_seconds=3600)
+    keel = keel_client(keel_emulator, records=Recorder(sink))
+    parent_call = keel.messages.create(model=MODEL, max_tokens=60, messages=ask("before the fork"))
+    pid = os.fork()
+    if pid == 0:  # the child (no emulator thread here) writes a record of its own and closes its copy
+        try:
+            mine = CallRecord("call_child", "standard", "interactive", MODEL, "req_child", "end_turn", "end_turn",
+                              Usage(), None, 1.0, None, 1, 0, 1, None, None)  # fmt: skip
+            sink.write([mine], urgent=False)
+            sink.close()
+        finally:
+            os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    sink.close()
+    calls = [r["request_id"] for r in read_records(path) if r["kind"] == "call"]
+    assert sorted(calls) == sorted([parent_call.request_id, "req_child"])  # the parent's call once, the child's

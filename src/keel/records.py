@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from operator import attrgetter
@@ -104,7 +105,8 @@ class DeferredCallRecord:
 
     Building a record prices the usage; done with the records file's other gathered records, in one batch,
     it costs a fraction of what it costs on each call's own path (cold code and data between two API calls).
-    Whoever builds it first, every reader gets the same `CallRecord`.
+    Whoever builds it first, every later reader gets the same `CallRecord` (two threads building it at the
+    same moment build equal ones: every input was fixed when the call ended).
     """
 
     __slots__ = ("_build", "_record")
@@ -113,13 +115,14 @@ class DeferredCallRecord:
     content: None = None  # nor calls that record content: that is the caller's data, serialised at once
 
     def __init__(self, build: Callable[[], CallRecord]) -> None:
-        self._build: Callable[[], CallRecord] | None = build
+        self._build = build
         self._record: CallRecord | None = None
 
     def get(self) -> CallRecord:
         if self._record is None:
-            assert self._build is not None
-            self._record, self._build = self._build(), None
+            record = self._build()
+            if self._record is None:
+                self._record = record
         return self._record
 
 
@@ -173,11 +176,14 @@ class JsonlSink:
 
     Records of successful calls are gathered for at most `flush_seconds` (or `flush_records`) and then
     serialised and written together; anything about an error is written at once, with whatever was
-    waiting. Serialising a gathered run in one go keeps JSON work off each call's own path (records are
-    plain values, never changed once emitted); a record carrying message content refers to the caller's
-    data, which may change after the call, so it is serialised the moment it arrives. Each write is one
-    `os.write` of whole lines on a file opened with O_APPEND, so several processes can share the file
-    without torn or interleaved lines. `close()` (and interpreter exit) writes what is left.
+    waiting. A gathered run is written by the next write that finds it due or, when no call comes, by a
+    small daemon thread, so a quiet process does not keep records in memory either. Serialising a run in
+    one go keeps JSON work off each call's own path (records are plain values, never changed once
+    emitted); a record carrying message content refers to the caller's data, which may change after the
+    call, so it is serialised the moment it arrives. Each write is one `os.write` of whole lines on a file
+    opened with O_APPEND, so several processes can share the file without torn or interleaved lines.
+    `close()` (and interpreter exit) writes what is left. A forked child starts with nothing gathered: what
+    was waiting is the parent's to write.
     """
 
     def __init__(self, path: str | Path, *, flush_seconds: float = 0.2, flush_records: int = 1000) -> None:
@@ -192,7 +198,11 @@ class JsonlSink:
         self._pending: list[Emitted | bytes] = []  # bytes: a line already serialised (a record with content)
         self._since = time.monotonic()
         self._lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._closed = threading.Event()
         atexit.register(self.close)
+        this = weakref.ref(self)  # the fork hook cannot be removed: it must not keep the sink alive
+        os.register_at_fork(after_in_child=lambda: None if (sink := this()) is None else sink._after_fork())
 
     def write(self, records: Sequence[Emitted], *, urgent: bool = True) -> None:
         with self._lock:
@@ -208,6 +218,26 @@ class JsonlSink:
                 pending.extend(records)
             if urgent or len(pending) >= self.flush_records or time.monotonic() - self._since >= self.flush_seconds:
                 self._flush()
+            elif self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_when_quiet, name="keel-records", daemon=True)
+                self._flusher.start()
+
+    def _flush_when_quiet(self) -> None:
+        """The daemon thread: writes a gathered run that no later write has found due."""
+        while not self._closed.wait(self.flush_seconds):
+            with self._lock:
+                if self._fd is None:
+                    return
+                if self._pending and time.monotonic() - self._since >= self.flush_seconds:
+                    self._flush()
+
+    def _after_fork(self) -> None:
+        # the parent's lock and event may have been held by one of its threads at the fork; its thread is gone
+        self._lock = threading.Lock()
+        if not self._closed.is_set():
+            self._closed = threading.Event()
+        self._pending = []
+        self._flusher = None
 
     def flush(self) -> None:
         with self._lock:
@@ -230,6 +260,7 @@ class JsonlSink:
             data = data[os.write(self._fd, data) :]
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             if self._fd is not None:
                 try:
