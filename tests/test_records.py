@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +16,9 @@ import pytest
 from keel_helpers import ask, fault, keel_client
 
 from keel import CallFailed, Client
+from keel.calls import new_call_id
 from keel.emulator import Emulator, EmulatorConfig, client
-from keel.records import CallRecord, JsonFormatter, Usage, read_records, record_dict
+from keel.records import CallRecord, JsonFormatter, JsonlSink, Recorder, Usage, read_records, record_dict
 
 MODEL = "claude-sonnet-5-5"
 
@@ -22,6 +26,15 @@ MODEL = "claude-sonnet-5-5"
 def as_json(record: Any) -> dict[str, Any]:
     """A record as its JSONL line reads back."""
     return json.loads(json.dumps(record_dict(record), default=str))  # type: ignore[no-any-return]
+
+
+def gathering_client(
+    emulator: Emulator, tmp_path: Path, *, flush_seconds: float, log_content: bool = False
+) -> tuple[Path, JsonlSink, Client]:
+    """A client whose records file gathers successful calls' records for `flush_seconds`."""
+    path = tmp_path / "records.jsonl"
+    sink = JsonlSink(path, flush_seconds=flush_seconds)
+    return path, sink, keel_client(emulator, records=Recorder(sink), log_content=log_content)
 
 
 @pytest.fixture
@@ -284,11 +297,7 @@ def test_a_record_that_cannot_be_written_never_fails_the_call(
 
 
 def test_sink_gathers_successful_lines_and_writes_errors_at_once(keel_emulator: Emulator, tmp_path: Path) -> None:
-    from keel.records import JsonlSink, Recorder
-
-    path = tmp_path / "records.jsonl"
-    sink = JsonlSink(path, flush_seconds=3600)
-    keel = keel_client(keel_emulator, records=Recorder(sink))
+    path, sink, keel = gathering_client(keel_emulator, tmp_path, flush_seconds=3600)
     keel.messages.create(model=MODEL, max_tokens=60, messages=ask("x"))
     assert path.read_text() == ""  # a successful call's two lines wait for the next write
     with pytest.raises(CallFailed):
@@ -303,11 +312,8 @@ def test_sink_gathers_successful_lines_and_writes_errors_at_once(keel_emulator: 
 def test_recorded_content_is_the_conversation_as_sent_even_if_the_caller_changes_it_later(
     keel_emulator: Emulator, tmp_path: Path
 ) -> None:
-    from keel.records import JsonlSink, Recorder
-
-    path = tmp_path / "records.jsonl"
-    sink = JsonlSink(path, flush_seconds=3600)  # nothing is written until close: the record waits in memory
-    keel = keel_client(keel_emulator, records=Recorder(sink), log_content=True)
+    # nothing is written until close: the record waits in memory
+    path, sink, keel = gathering_client(keel_emulator, tmp_path, flush_seconds=3600, log_content=True)
     conversation = ask("first question")
     reply = keel.messages.create(model=MODEL, max_tokens=60, messages=conversation)
     conversation.append({"role": "assistant", "content": reply.text})  # a chat loop carries on with the same list
@@ -318,24 +324,9 @@ def test_recorded_content_is_the_conversation_as_sent_even_if_the_caller_changes
 
 
 def test_call_ids_are_unique_across_threads_and_forked_processes(tmp_path: Path) -> None:
-    import os
-    import threading
-
-    from keel.calls import new_call_id
-
-    ids: list[str] = []
-    lock = threading.Lock()
-
-    def make() -> None:
-        made = [new_call_id() for _ in range(2000)]
-        with lock:
-            ids.extend(made)
-
-    threads = [threading.Thread(target=make) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(4) as pool:
+        batches = list(pool.map(lambda _: [new_call_id() for _ in range(2000)], range(4)))
+    ids = [call_id for batch in batches for call_id in batch]
     assert len(set(ids)) == len(ids) == 8000
     read, write = os.pipe()
     pid = os.fork()
@@ -354,13 +345,7 @@ def test_call_ids_are_unique_across_threads_and_forked_processes(tmp_path: Path)
 def test_a_quiet_process_still_writes_its_records_within_the_flush_window(
     keel_emulator: Emulator, tmp_path: Path
 ) -> None:
-    import time
-
-    from keel.records import JsonlSink, Recorder
-
-    path = tmp_path / "records.jsonl"
-    sink = JsonlSink(path, flush_seconds=0.05)
-    keel = keel_client(keel_emulator, records=Recorder(sink))
+    path, sink, keel = gathering_client(keel_emulator, tmp_path, flush_seconds=0.05)
     reply = keel.messages.create(model=MODEL, max_tokens=60, messages=ask("x"))
     deadline = time.monotonic() + 5
     while not path.read_text() and time.monotonic() < deadline:  # no further call comes to write it
@@ -374,13 +359,7 @@ def test_a_quiet_process_still_writes_its_records_within_the_flush_window(
 def test_a_forked_child_does_not_write_the_parents_gathered_records_again(
     keel_emulator: Emulator, tmp_path: Path
 ) -> None:
-    import os
-
-    from keel.records import JsonlSink, Recorder
-
-    path = tmp_path / "records.jsonl"
-    sink = JsonlSink(path, flush_seconds=3600)
-    keel = keel_client(keel_emulator, records=Recorder(sink))
+    path, sink, keel = gathering_client(keel_emulator, tmp_path, flush_seconds=3600)
     parent_call = keel.messages.create(model=MODEL, max_tokens=60, messages=ask("before the fork"))
     pid = os.fork()
     if pid == 0:  # the child (no emulator thread here) writes a record of its own and closes its copy
