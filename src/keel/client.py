@@ -476,7 +476,8 @@ class Client(_ClientBase[anthropic.Anthropic]):
                 return ResilientStream(self, params, None, "continue", state=state).get_final_message()
 
         else:
-            request = cast(Callable[[], Message], partial(sdk.messages.create, **params))
+            # the type as a string: `Callable[[], Message]` itself would build a typing alias on every call
+            request = cast("Callable[[], Message]", partial(sdk.messages.create, **params))
 
         rounds = _rounds_kwargs(state.policy)
         return request() if rounds is None else Retrying(**rounds)(request)
