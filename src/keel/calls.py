@@ -88,8 +88,8 @@ class CallState:
         "ttft_ms",
     )
 
-    def __init__(self, call_id: str, policy: RetryPolicy, recorder: Recorder) -> None:
-        self.call_id = call_id
+    def __init__(self, policy: RetryPolicy, recorder: Recorder) -> None:
+        self.call_id = new_call_id()
         self.policy = policy
         self.recorder = recorder
         self.started = time.monotonic()

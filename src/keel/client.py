@@ -24,7 +24,7 @@ from anthropic.types import Message
 from anthropic.types import Usage as SdkUsage
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_delay
 
-from .calls import AttemptMiddleware, CallState, DeadlineExceeded, enter_call, leave_call, new_call_id
+from .calls import AttemptMiddleware, CallState, DeadlineExceeded, enter_call, leave_call
 from .calls import retry_after_seconds as _retry_after
 from .errors import ErrorClass, classify_exception
 from .modes import NONSTREAMING_MAX_TOKENS
@@ -172,7 +172,7 @@ class _Core:
 
     def begin(self, policy: str | RetryPolicy | None) -> CallState:
         chosen = self.policy if policy is None else policy_named(policy)
-        return CallState(new_call_id(), chosen, self.recorder)
+        return CallState(chosen, self.recorder)
 
     def reply(
         self,
@@ -438,14 +438,18 @@ class _ClientBase(Generic[SDK]):
         self.sdk: SDK = base.with_options(middleware=[*base.middleware, AttemptMiddleware()])
         # by the policy's identity (a frozen dataclass hashes all its fields on every lookup); the entry holds
         # the policy too, so its id cannot be reused while the entry exists
-        self._by_policy: dict[int, tuple[RetryPolicy, SDK]] = {}
+        self._by_policy: dict[int, tuple[SDK, dict[str, Any] | None, RetryPolicy]] = {}
 
-    def sdk_for(self, policy: RetryPolicy) -> SDK:
+    def for_policy(self, policy: RetryPolicy) -> tuple[SDK, dict[str, Any] | None]:
+        """The SDK client configured for the policy, and tenacity's settings for keel's rounds (None: no rounds).
+
+        Made once per policy: tenacity's stop, wait and retry strategies hold no state of their own.
+        """
         entry = self._by_policy.get(id(policy))
         if entry is None:
             sdk = self.sdk.with_options(max_retries=policy.max_retries, timeout=policy.timeout)
-            entry = self._by_policy[id(policy)] = (policy, sdk)
-        return entry[1]
+            entry = self._by_policy[id(policy)] = (sdk, _rounds_kwargs(policy), policy)
+        return entry[0], entry[1]
 
 
 class Client(_ClientBase[anthropic.Anthropic]):
@@ -466,10 +470,9 @@ class Client(_ClientBase[anthropic.Anthropic]):
 
     def one_round(self, state: CallState, params: dict[str, Any], mode: Mode) -> Message:
         """One request, with the SDK's retries inside and, for background policies, keel's rounds around it."""
-        sdk = self.sdk_for(state.policy)
+        sdk, rounds = self.for_policy(state.policy)
         state.rounds += 1
         if mode == "stream":
-            from .streaming import ResilientStream
 
             def request() -> Message:
                 state.rounds -= 1  # the stream counts its own rounds
@@ -479,7 +482,6 @@ class Client(_ClientBase[anthropic.Anthropic]):
             # the type as a string: `Callable[[], Message]` itself would build a typing alias on every call
             request = cast("Callable[[], Message]", partial(sdk.messages.create, **params))
 
-        rounds = _rounds_kwargs(state.policy)
         return request() if rounds is None else Retrying(**rounds)(request)
 
     def call(
@@ -500,8 +502,7 @@ class Client(_ClientBase[anthropic.Anthropic]):
         token = enter_call(state)
         try:
             state.rounds += 1
-            sdk = self.sdk_for(state.policy)
-            rounds = _rounds_kwargs(state.policy)
+            sdk, rounds = self.for_policy(state.policy)
             result = fn(sdk) if rounds is None else Retrying(**rounds)(fn, sdk)
         except STREAM_FAILURES as err:
             raise core.failure(state, mode, {"model": ""}, err, outcome=name) from err
@@ -585,7 +586,7 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
         self.messages = AsyncMessages(self)
 
     async def one_round(self, state: CallState, params: dict[str, Any], mode: Mode) -> Message:
-        sdk = self.sdk_for(state.policy)
+        sdk, rounds = self.for_policy(state.policy)
         state.rounds += 1
 
         async def request() -> Message:
@@ -594,7 +595,6 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
                 return await AsyncResilientStream(self, params, None, "continue", state=state).get_final_message()
             return cast(Message, await sdk.messages.create(**params))
 
-        rounds = _rounds_kwargs(state.policy)
         return await request() if rounds is None else await AsyncRetrying(**rounds)(request)
 
     async def call(
@@ -611,8 +611,7 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
         token = enter_call(state)
         try:
             state.rounds += 1
-            sdk = self.sdk_for(state.policy)
-            rounds = _rounds_kwargs(state.policy)
+            sdk, rounds = self.for_policy(state.policy)
             result: T = await fn(sdk) if rounds is None else await AsyncRetrying(**rounds)(fn, sdk)
         except STREAM_FAILURES as err:
             raise core.failure(state, mode, {"model": ""}, err, outcome=name) from err

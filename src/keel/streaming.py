@@ -352,7 +352,7 @@ class ResilientStream(_StreamBase):
         max_resumes: int = MAX_RESUMES,
     ) -> None:
         super().__init__(client, params, policy, on_interrupt, state, max_resumes)
-        self._sdk = client.sdk_for(self._state.policy)
+        self._sdk, _ = client.for_policy(self._state.policy)
         self._iterator = self._events()
         self.text_stream: Iterator[str] = (event.text for event in self if event.type == "text")
 
@@ -430,7 +430,7 @@ class AsyncResilientStream(_StreamBase):
         max_resumes: int = MAX_RESUMES,
     ) -> None:
         super().__init__(client, params, policy, on_interrupt, state, max_resumes)
-        self._sdk = client.sdk_for(self._state.policy)
+        self._sdk, _ = client.for_policy(self._state.policy)
         self._iterator = self._events()
 
     @property
