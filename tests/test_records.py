@@ -37,6 +37,12 @@ def gathering_client(
     return path, sink, keel_client(emulator, records=Recorder(sink), log_content=log_content)
 
 
+def plain_call_record(request_id: str) -> CallRecord:
+    """A successful call's record, made by hand."""
+    return CallRecord("call_x", "standard", "interactive", MODEL, request_id, "end_turn", "end_turn",
+                      Usage(), None, 1.0, None, 1, 0, 1, None, None)  # fmt: skip
+
+
 @pytest.fixture
 def log_output() -> Iterator[io.StringIO]:
     """What the `keel` logger emits through a real StreamHandler with JsonFormatter (and the root, at DEBUG)."""
@@ -364,9 +370,7 @@ def test_a_forked_child_does_not_write_the_parents_gathered_records_again(
     pid = os.fork()
     if pid == 0:  # the child (no emulator thread here) writes a record of its own and closes its copy
         try:
-            mine = CallRecord("call_child", "standard", "interactive", MODEL, "req_child", "end_turn", "end_turn",
-                              Usage(), None, 1.0, None, 1, 0, 1, None, None)  # fmt: skip
-            sink.write([mine], urgent=False)
+            sink.write([plain_call_record("req_child")], urgent=False)
             sink.close()
         finally:
             os._exit(0)
@@ -374,3 +378,22 @@ def test_a_forked_child_does_not_write_the_parents_gathered_records_again(
     sink.close()
     calls = [r["request_id"] for r in read_records(path) if r["kind"] == "call"]
     assert sorted(calls) == sorted([parent_call.request_id, "req_child"])  # the parent's call once, the child's
+
+
+def test_a_record_that_cannot_be_built_is_reported_and_the_others_are_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from keel.records import DeferredCallRecord
+
+    def broken() -> CallRecord:
+        raise TypeError("usage.input_tokens: expected a token count, got 'many'")
+
+    path = tmp_path / "records.jsonl"
+    sink = JsonlSink(path, flush_seconds=3600)
+    sink.write([plain_call_record("req_before")], urgent=False)
+    sink.write([DeferredCallRecord(broken)], urgent=False)
+    sink.write([DeferredCallRecord(lambda: plain_call_record("req_after"))], urgent=False)
+    with caplog.at_level(logging.WARNING, logger="keel"):
+        sink.close()
+    assert [r["request_id"] for r in read_records(path)] == ["req_before", "req_after"]
+    assert "expected a token count" in caplog.text

@@ -229,7 +229,10 @@ class JsonlSink:
                 if self._fd is None:
                     return
                 if self._pending and time.monotonic() - self._since >= self.flush_seconds:
-                    self._flush()
+                    try:
+                        self._flush()
+                    except OSError as err:  # a full disk: said, and the thread goes on for the next run
+                        logger.warning("keel: records are not being written to %s: %s", self.path, err)
 
     def _after_fork(self) -> None:
         # the parent's lock and event may have been held by one of its threads at the fork; its thread is gone
@@ -245,13 +248,13 @@ class JsonlSink:
                 self._flush()
 
     def _flush(self) -> None:
-        # pydantic_core serialises the slotted dataclasses directly: the same JSON as `record_dict` gives
-        lines = [
-            item
-            if type(item) is bytes
-            else to_json(item.get() if type(item) is DeferredCallRecord else item, fallback=str)
-            for item in self._pending
-        ]
+        lines = []
+        for item in self._pending:
+            try:  # pydantic_core serialises the slotted dataclasses directly: the same JSON as `record_dict` gives
+                record = item.get() if type(item) is DeferredCallRecord else item
+                lines.append(record if type(record) is bytes else to_json(record, fallback=str))
+            except Exception as err:  # a record that cannot be built or encoded is reported; the others are written
+                logger.warning("keel: a record for %s could not be written: %r", self.path, err)
         lines.append(b"")
         data = b"\n".join(lines)
         self._pending.clear()
