@@ -162,7 +162,7 @@ def token_counts(usage: Any) -> TokenCounts:
     write); without one, all `cache_creation_input_tokens` are billed at the 5-minute write price, the
     default TTL.
     """
-    if type(usage) is TokenCounts:
+    if isinstance(usage, TokenCounts):
         return usage
     # the SDK's usage model, the usual case, read straight from its field dict; anything else through `_fields`
     data = getattr(usage, "__dict__", None)
@@ -370,7 +370,7 @@ class PriceTable:
             self._warn_unknown(model)
             return None
         price = self._prices[canonical]
-        input_, output, write_5m, write_1h, read = usage if type(usage) is TokenCounts else token_counts(usage)
+        input_, output, write_5m, write_1h, read = usage if isinstance(usage, TokenCounts) else token_counts(usage)
         decimals = self._decimals.get(canonical)
         if decimals is None or decimals.source is not price:
             decimals = self._decimals[canonical] = _DecimalPrice.of(price)
