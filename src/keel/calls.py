@@ -14,7 +14,7 @@ import json
 import os
 import secrets
 import time
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import Any
 
 import anthropic
@@ -27,7 +27,8 @@ from .errors import classify, classify_exception
 from .policy import RetryPolicy
 from .records import AttemptRecord, DeferredCallRecord, Record, Recorder
 
-_CURRENT: ContextVar[CallState | None] = ContextVar("keel_call", default=None)
+CURRENT_CALL: ContextVar[CallState | None] = ContextVar("keel_call", default=None)
+"""The keel call in progress in this context: what the middleware records each attempt on."""
 
 
 class DeadlineExceeded(Exception):
@@ -183,23 +184,11 @@ def _error_fields(body: bytes) -> tuple[str | None, str | None, str | None]:
         return None, None, None
 
 
-def current_call() -> CallState | None:
-    return _CURRENT.get()
-
-
-def enter_call(state: CallState) -> Token[CallState | None]:
-    return _CURRENT.set(state)
-
-
-def leave_call(token: Token[CallState | None]) -> None:
-    _CURRENT.reset(token)
-
-
 class AttemptMiddleware(Middleware):
     """Installed on keel's copy of the SDK client; a pass-through for calls made outside keel."""
 
     def handle(self, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
-        state = _CURRENT.get()
+        state = CURRENT_CALL.get()
         if state is None:
             return call_next(request)
         state.check_deadline()
@@ -217,7 +206,7 @@ class AttemptMiddleware(Middleware):
         return response
 
     async def handle_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
-        state = _CURRENT.get()
+        state = CURRENT_CALL.get()
         if state is None:
             return await call_next(request)
         state.check_deadline()

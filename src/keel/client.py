@@ -24,7 +24,7 @@ from anthropic.types import Message
 from anthropic.types import Usage as SdkUsage
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_delay
 
-from .calls import AttemptMiddleware, CallState, DeadlineExceeded, enter_call, leave_call
+from .calls import CURRENT_CALL, AttemptMiddleware, CallState, DeadlineExceeded
 from .calls import retry_after_seconds as _retry_after
 from .errors import ErrorClass, classify_exception
 from .modes import NONSTREAMING_MAX_TOKENS
@@ -396,7 +396,7 @@ class Messages:
         core = client.core
         call_mode = _call_mode(params, mode)
         state = core.begin(policy)
-        token = enter_call(state)
+        token = CURRENT_CALL.set(state)
         try:
             rounds = [client.one_round(state, params, call_mode)]
             while (more := core.next_round(params, rounds, continue_max_tokens, resume_pause_turn)) is not None:
@@ -404,7 +404,7 @@ class Messages:
         except STREAM_FAILURES as err:
             raise core.failure(state, call_mode, params, err) from err
         finally:
-            leave_call(token)
+            CURRENT_CALL.reset(token)
         return core.reply(state, call_mode, params, rounds, raise_on_refusal)
 
     def stream(
@@ -499,7 +499,7 @@ class Client(_ClientBase[anthropic.Anthropic]):
         """
         core = self.core
         state = core.begin(policy)
-        token = enter_call(state)
+        token = CURRENT_CALL.set(state)
         try:
             state.rounds += 1
             sdk, rounds = self.for_policy(state.policy)
@@ -507,7 +507,7 @@ class Client(_ClientBase[anthropic.Anthropic]):
         except STREAM_FAILURES as err:
             raise core.failure(state, mode, {"model": ""}, err, outcome=name) from err
         finally:
-            leave_call(token)
+            CURRENT_CALL.reset(token)
         core.api_record(state, name, mode)
         return result
 
@@ -542,7 +542,7 @@ class AsyncMessages:
         core = client.core
         call_mode = _call_mode(params, mode)
         state = core.begin(policy)
-        token = enter_call(state)
+        token = CURRENT_CALL.set(state)
         try:
             rounds = [await client.one_round(state, params, call_mode)]
             while (more := core.next_round(params, rounds, continue_max_tokens, resume_pause_turn)) is not None:
@@ -550,7 +550,7 @@ class AsyncMessages:
         except STREAM_FAILURES as err:
             raise core.failure(state, call_mode, params, err) from err
         finally:
-            leave_call(token)
+            CURRENT_CALL.reset(token)
         return core.reply(state, call_mode, params, rounds, raise_on_refusal)
 
     def stream(
@@ -608,7 +608,7 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
         """Any other SDK call, with keel's policy and records (see `Client.call`)."""
         core = self.core
         state = core.begin(policy)
-        token = enter_call(state)
+        token = CURRENT_CALL.set(state)
         try:
             state.rounds += 1
             sdk, rounds = self.for_policy(state.policy)
@@ -616,7 +616,7 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
         except STREAM_FAILURES as err:
             raise core.failure(state, mode, {"model": ""}, err, outcome=name) from err
         finally:
-            leave_call(token)
+            CURRENT_CALL.reset(token)
         core.api_record(state, name, mode)
         return result
 

@@ -40,7 +40,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from .calls import CallState, DeadlineExceeded, enter_call, leave_call
+from .calls import CURRENT_CALL, CallState, DeadlineExceeded
 from .errors import STREAM_INTERRUPTED, ErrorClass, classify_exception
 from .policy import RetryPolicy
 from .stop import continuation_messages, stitch, supports_prefill
@@ -312,14 +312,14 @@ class _StreamBase:
 
     def _enter(self) -> None:
         if self._own_call:
-            self._token = enter_call(self._state)
+            self._token = CURRENT_CALL.set(self._state)
 
     def _exit(self) -> None:
         if self._own_call and not self._recorded and self._state.rounds:  # left before its end: still recorded
             self._recorded = True
             self._client_core.abandoned(self._state, self._core.params, self._core.snapshot)
         if self._token is not None:
-            leave_call(self._token)
+            CURRENT_CALL.reset(self._token)
             self._token = None
 
     def _failed(self, err: BaseException) -> BaseException:
