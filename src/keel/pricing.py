@@ -121,15 +121,12 @@ _BREAKDOWN_FIELDS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
 def _fields(usage: Any, names: tuple[str, ...]) -> Mapping[str, Any] | None:
     """A usage-like object's fields by name, or None when it has none of `names`.
 
-    A plain dict is itself; an SDK (pydantic) model keeps its fields in its own `__dict__`, read directly
-    rather than attribute by attribute; any other object is read by `getattr`; a non-dict Mapping is
-    checked last (its ABC check is the slow one).
+    For what is not an SDK model (`token_counts` reads those from their `__dict__` itself): a plain dict is
+    itself; any other object is read by `getattr`; a non-dict Mapping is checked last (its ABC check is the
+    slow one).
     """
     if type(usage) is dict:
         return usage
-    own = getattr(usage, "__dict__", None)
-    if type(own) is dict and names[0] in own:
-        return own
     if any(hasattr(usage, name) for name in names):
         return {name: getattr(usage, name, None) for name in names}
     if isinstance(usage, Mapping):

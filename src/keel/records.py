@@ -56,14 +56,6 @@ class Usage:
     cache_write_tokens: int = 0
     cache_read_tokens: int = 0
 
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.cache_write_tokens + other.cache_write_tokens,
-            self.cache_read_tokens + other.cache_read_tokens,
-        )
-
 
 @dataclass(slots=True)
 class CallRecord:
