@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from batch_helpers import MODEL, emulator, prompts, read_jsonl, runner, write_lines
 
+from keel._pricing import load_prices
 from keel.batch import AmbiguousSubmission, SQLiteLedger, cost_report
 from keel.batch.inputs import Defaults
 from keel.emulator import client
-from keel.pricing import load_prices
 
 
 def test_every_input_line_gets_exactly_one_result_in_input_order(tmp_path: Path) -> None:
@@ -204,7 +204,8 @@ def test_cost_report_batch_is_half_of_standard(tmp_path: Path) -> None:
     for model, row in rows.items():
         usages = [r["message"]["usage"] for r in out if r["message"]["model"] == model]
         assert row.requests == len(usages)
-        assert row.input_tokens == sum(u["input_tokens"] for u in usages)
+        assert row.usage.input_tokens == sum(u["input_tokens"] for u in usages)
+        assert row.usage.output_tokens == sum(u["output_tokens"] for u in usages)
         assert row.standard_usd == pytest.approx(sum(prices.cost(model, u) or 0 for u in usages))
         assert row.batch_usd == pytest.approx(row.standard_usd / 2)  # type: ignore[operator]
         assert row.saving_usd == pytest.approx(row.batch_usd)
@@ -212,8 +213,8 @@ def test_cost_report_batch_is_half_of_standard(tmp_path: Path) -> None:
 
 def test_every_api_call_has_its_records(tmp_path: Path) -> None:
     from keel import Client
+    from keel._records import read_records
     from keel.batch import BatchRunner, RunnerOptions
-    from keel.records import read_records
 
     src = write_lines(tmp_path / "in.jsonl", prompts(3))
     emu = emulator()

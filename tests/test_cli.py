@@ -13,8 +13,8 @@ from pathlib import Path
 import anthropic
 from rich.console import Console
 
+from keel._tour import run_tour
 from keel.emulator.server import free_port
-from keel.tour import run_tour
 
 KEEL = [sys.executable, "-c", "from keel.cli import main; main()"]
 

@@ -11,8 +11,8 @@ import pytest
 from keel_helpers import ask, fault, keel_client
 
 from keel import BACKGROUND, CallFailed, Client, RetryPolicy, load_prices
+from keel._records import read_records
 from keel.emulator import Emulator
-from keel.records import read_records
 
 MODEL = "claude-sonnet-5-5"
 

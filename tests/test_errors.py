@@ -8,8 +8,8 @@ import anthropic
 import pytest
 from anthropic.types import MessageParam
 
+from keel._error_map import ERROR_TABLE, Action, ErrorClass, by_name, classify, classify_exception
 from keel.emulator import Emulator
-from keel.errors import ERROR_TABLE, Action, ErrorClass, by_name, classify, classify_exception
 
 HELLO: list[MessageParam] = [{"role": "user", "content": "hello"}]
 USAGE_LIMIT_MESSAGE = (

@@ -13,9 +13,11 @@ from typing import Any
 
 import anthropic
 import pytest
-from anthropic.types import MessageDeltaUsage, Usage
+from anthropic.types import MessageDeltaUsage
+from anthropic.types import Usage as SdkUsage
 
-from keel.pricing import ModelPrice, PriceDataError, PriceTable, load_prices, token_counts
+from keel import Usage
+from keel._pricing import ModelPrice, PriceDataError, PriceTable, load_prices
 
 API_FACTS_MODELS = [
     "claude-fable-5-2",
@@ -141,7 +143,7 @@ def test_cache_creation_without_breakdown_bills_5m_writes(prices: PriceTable) ->
 
 
 def test_sdk_usage_objects(prices: PriceTable) -> None:
-    usage = Usage(
+    usage = SdkUsage(
         input_tokens=1234,
         output_tokens=56,
         cache_creation_input_tokens=1000,
@@ -163,19 +165,19 @@ def test_usage_read_from_sdk_models_dicts_and_plain_objects_alike(prices: PriceT
         "cache_creation": {"ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 1000},
     }
     as_object = SimpleNamespace(**{**fields, "cache_creation": SimpleNamespace(**fields["cache_creation"])})
-    sdk_model = Usage.construct(**fields)  # as the SDK builds it from a response: no validation
-    expected = token_counts(fields)
-    assert expected == (1234, 56, 500, 1000, 7)
-    assert token_counts(as_object) == token_counts(sdk_model) == token_counts(Usage(**fields)) == expected
+    sdk_model = SdkUsage.construct(**fields)  # as the SDK builds it from a response: no validation
+    expected = Usage.of(fields)
+    assert expected == Usage(1234, 56, 500, 1000, 7)
+    assert Usage.of(as_object) == Usage.of(sdk_model) == Usage.of(SdkUsage(**fields)) == expected
     assert prices.cost("claude-haiku-4-5-20251001", as_object) == prices.cost("claude-haiku-4-5-20251001", fields)
     # a breakdown short of the total: the rest is billed as 5-minute writes; None counts as 0
     short = {**fields, "cache_creation": {"ephemeral_5m_input_tokens": None, "ephemeral_1h_input_tokens": 1000}}
-    assert token_counts(short).cache_write_5m == 500
+    assert Usage.of(short).cache_write_5m_tokens == 500
     with pytest.raises(TypeError, match="input_tokens"):
-        token_counts({**fields, "input_tokens": True})  # a bool is not a token count
+        Usage.of({**fields, "input_tokens": True})  # a bool is not a token count
     with pytest.raises(ValueError, match=r"cache_creation\.ephemeral_1h_input_tokens"):
-        token_counts({**fields, "cache_creation": {"ephemeral_1h_input_tokens": -1}})
-    assert token_counts({"output_tokens": 3.0}).output == 3  # a whole float is accepted
+        Usage.of({**fields, "cache_creation": {"ephemeral_1h_input_tokens": -1}})
+    assert Usage.of({"output_tokens": 3.0}).output_tokens == 3  # a whole float is accepted
 
 
 def test_haiku_5_5_long_prompt_tier(prices: PriceTable) -> None:
@@ -217,16 +219,16 @@ def test_real_message_from_the_emulator(keel_anthropic: anthropic.Anthropic, pri
     assert prices.batch_savings(message.model, usage) == expected / 2
 
 
-def test_token_counts_validation() -> None:
-    counts = token_counts(
+def test_usage_of_validation() -> None:
+    counts = Usage.of(
         {"cache_creation_input_tokens": 500, "cache_creation": {"ephemeral_1h_input_tokens": 100}, "input_tokens": None}
     )
     # the part of cache_creation_input_tokens the breakdown does not cover is billed as 5m writes
-    assert (counts.input, counts.cache_write_5m, counts.cache_write_1h, counts.prompt) == (0, 400, 100, 500)
+    assert counts == Usage(0, 0, 400, 100, 0) and counts.prompt_tokens == 500 and counts.cache_write_tokens == 500
     with pytest.raises(ValueError, match="negative"):
-        token_counts({"input_tokens": -1})
+        Usage.of({"input_tokens": -1})
     with pytest.raises(TypeError, match="usage object"):
-        token_counts(42)
+        Usage.of(42)
 
 
 # --- unknown models ---------------------------------------------------------------------------

@@ -16,9 +16,9 @@ import pytest
 from keel_helpers import ask, fault, keel_client
 
 from keel import CallFailed, Client
-from keel.calls import new_call_id
+from keel._call import new_call_id
+from keel._records import CallRecord, JsonFormatter, JsonlSink, Recorder, Usage, read_records, record_dict
 from keel.emulator import Emulator, EmulatorConfig, client
-from keel.records import CallRecord, JsonFormatter, JsonlSink, Recorder, Usage, read_records, record_dict
 
 MODEL = "claude-sonnet-5-5"
 
@@ -292,8 +292,8 @@ def test_a_record_that_cannot_be_written_never_fails_the_call(
     keel_emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     keel = keel_client(keel_emulator, records=tmp_path / "records.jsonl")
-    assert keel.core.recorder.sink is not None
-    keel.core.recorder.sink.close()  # as good as a full disk: every write now fails
+    assert keel.settings.recorder.sink is not None
+    keel.settings.recorder.sink.close()  # as good as a full disk: every write now fails
     with caplog.at_level(logging.WARNING, logger="keel"):
         first = keel.messages.create(model=MODEL, max_tokens=60, messages=ask("x"))
         second = keel.messages.create(model=MODEL, max_tokens=60, messages=ask("y"))
@@ -383,7 +383,7 @@ def test_a_forked_child_does_not_write_the_parents_gathered_records_again(
 def test_a_record_that_cannot_be_built_is_reported_and_the_others_are_written(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from keel.records import DeferredCallRecord
+    from keel._records import DeferredCallRecord
 
     def broken() -> CallRecord:
         raise TypeError("usage.input_tokens: expected a token count, got 'many'")

@@ -15,11 +15,12 @@ from keel_helpers import ask, fault, keel_client
 from typer.testing import CliRunner
 
 from keel import CallFailed, PriceTable, RetryPolicy, load_prices
+from keel._error_map import ERROR_TABLE
+from keel._records import CallRecord
+from keel._report import Percentiles
+from keel._usage import USAGE_FIELDS
 from keel.cli import app
 from keel.emulator import AccessEntry, Emulator
-from keel.errors import ERROR_TABLE
-from keel.records import CallRecord
-from keel.report import Percentiles
 
 MODEL = "claude-sonnet-5-5"
 UNPRICED = "claude-haiku-5-5"  # left out of the test's price table: its cost is unknown, not 0
@@ -127,7 +128,8 @@ def test_report_counts_calls_attempts_latency_tokens_and_cost(traffic: Traffic) 
         assert models[model]["calls"] == len(mine)
         assert models[model]["input_tokens"] == sum(c.usage.input_tokens for c in mine) > 0
         assert models[model]["output_tokens"] == sum(c.usage.output_tokens for c in mine) > 0
-        assert models[model]["cache_write_tokens"] == sum(c.usage.cache_write_tokens for c in mine)
+        assert models[model]["cache_write_5m_tokens"] == sum(c.usage.cache_write_5m_tokens for c in mine)
+        assert models[model]["cache_write_1h_tokens"] == sum(c.usage.cache_write_1h_tokens for c in mine)
         assert models[model]["cache_read_tokens"] == sum(c.usage.cache_read_tokens for c in mine)
     priced = [c.cost_usd for c in calls if c.model == MODEL and c.cost_usd is not None]
     assert len(priced) == 7
@@ -216,7 +218,7 @@ def test_since_keeps_only_later_records(traffic: Traffic, tmp_path: Path) -> Non
 def test_a_call_without_tokens_or_model_is_not_an_unpriced_model(traffic: Traffic, tmp_path: Path) -> None:
     """A call record of an SDK call that is not a message (mode batch, no model, no usage) costs nothing."""
     first = next(json.loads(line) for line in traffic.path.read_text().splitlines() if '"kind":"call"' in line)
-    zero = {"input_tokens": 0, "output_tokens": 0, "cache_write_tokens": 0, "cache_read_tokens": 0}
+    zero = dict.fromkeys(USAGE_FIELDS, 0)
     poll = {**first, "mode": "batch", "model": "", "usage": zero, "cost_usd": None, "stop_reason": None}
     path = tmp_path / "batch.jsonl"
     path.write_text(traffic.path.read_text() + json.dumps({**poll, "call_id": "call_poll", "outcome": "poll"}) + "\n")

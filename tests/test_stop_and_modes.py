@@ -18,8 +18,8 @@ from keel import (
     UnknownStop,
     choose_mode,
 )
+from keel._stop import outcome_kind
 from keel.emulator import Emulator, client
-from keel.stop import outcome_kind
 
 MODEL = "claude-opus-5"
 TOOLS = [

@@ -9,8 +9,8 @@ import pytest
 from keel_helpers import ask, fault, keel_client
 
 from keel import CallFailed, RetryPolicy, StreamInterrupted
+from keel._continuation import supports_prefill
 from keel.emulator import Emulator
-from keel.stop import supports_prefill
 
 LONG = "Tell me everything [[keel:words=40]]"
 
@@ -156,7 +156,7 @@ def test_events_pass_through_like_the_sdk(keel_emulator: Emulator) -> None:
 
 
 def test_a_stream_left_early_still_leaves_its_records(keel_emulator: Emulator, tmp_path: Path) -> None:
-    from keel.records import read_records
+    from keel._records import read_records
 
     keel = keel_client(keel_emulator, records=tmp_path / "records.jsonl")
     with keel.messages.stream(model="claude-opus-5", max_tokens=500, messages=ask(LONG)) as stream:

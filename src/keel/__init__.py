@@ -1,19 +1,55 @@
 """keel: production habits for the Claude Messages API, on top of the official `anthropic` SDK.
 
-`Client` / `AsyncClient` wrap the SDK's clients: classified retries, request_id + usage + cost records on
-every response, stop_reason outcomes, delivery modes, resilient streams. The emulator (`keel.emulator`)
-lets everything run offline; `keel.testing` is its pytest plugin.
+This module is keel's public surface, by concept:
+
+- the client: `Client`, `AsyncClient`, their `Reply`, `ResilientStream` / `AsyncResilientStream`;
+- stop_reason outcomes to match on: `Outcome` and its kinds (`EndTurn` ... `UnknownStop`), `outcome_of`;
+- delivery modes: `Mode`, `choose_mode`, `ModeChoice`;
+- retrying: `RetryPolicy`, `INTERACTIVE`, `BACKGROUND`; the error map: `ERROR_TABLE`, `ErrorClass`, `Action`,
+  `classify`, `classify_exception`;
+- exceptions, all under `KeelError`: `CallFailed`, `Refused`, `StreamInterrupted`, `DeadlineExceeded`,
+  `PriceDataError`, the at-most-once tool errors (`AtMostOnceError` ...), the batch runner's
+  (`AmbiguousSubmission`, `ForeignResults`);
+- records: `AttemptRecord`, `CallRecord`, `Usage`, `Recorder`, `JsonlSink`, `DeferredCallRecord`, `JsonFormatter`,
+  `read_records`;
+- prices: `PriceTable`, `ModelPrice`, `CostBreakdown`, `load_prices`.
+
+Beside it: `keel.tools` (at-most-once tools), `keel.batch` (the Message Batches runner), `keel.emulator`
+(the local emulator of the API, not imported by `import keel`) and `keel.testing` (its pytest plugin).
+Modules whose names start with `_` are internal and may change.
 """
 
-from keel.calls import DeadlineExceeded
-from keel.client import AsyncClient, CallFailed, Client, Refused, Reply
-from keel.emulator import Emulator, EmulatorConfig, Scenario, load_scenario
-from keel.errors import ERROR_TABLE, Action, ErrorClass, classify, classify_exception
-from keel.modes import ModeChoice, choose_mode
-from keel.policy import BACKGROUND, INTERACTIVE, RetryPolicy
-from keel.pricing import ModelPrice, PriceTable, load_prices
-from keel.records import AttemptRecord, CallRecord, JsonFormatter, Recorder, read_records
-from keel.stop import (
+from keel._call import Reply
+from keel._client import AsyncClient, Client
+from keel._error_map import ERROR_TABLE, Action, ErrorClass, classify, classify_exception
+from keel._exceptions import (
+    AmbiguousSubmission,
+    AtMostOnceError,
+    CallFailed,
+    DeadlineExceeded,
+    ForeignResults,
+    KeelError,
+    PriceDataError,
+    Refused,
+    StreamInterrupted,
+    ToolOutcomeUnknown,
+    ToolReplayedError,
+    ToolResultNotSerializable,
+    ToolWaitTimeout,
+)
+from keel._modes import Mode, ModeChoice, choose_mode
+from keel._pricing import CostBreakdown, ModelPrice, PriceTable, load_prices
+from keel._records import (
+    AttemptRecord,
+    CallRecord,
+    DeferredCallRecord,
+    JsonFormatter,
+    JsonlSink,
+    Recorder,
+    read_records,
+)
+from keel._retrying import BACKGROUND, INTERACTIVE, RetryPolicy
+from keel._stop import (
     ContextWindowExceeded,
     EndTurn,
     Interrupted,
@@ -26,8 +62,8 @@ from keel.stop import (
     UnknownStop,
     outcome_of,
 )
-from keel.streaming import AsyncResilientStream, ResilientStream, StreamInterrupted
-from keel.tools import AtMostOnce, Execution, ToolOutcomeUnknown, ToolWaitTimeout, at_most_once, tool_result
+from keel._streaming import AsyncResilientStream, ResilientStream
+from keel._usage import Usage
 
 __version__ = "0.1.0"
 
@@ -36,27 +72,32 @@ __all__ = [
     "ERROR_TABLE",
     "INTERACTIVE",
     "Action",
+    "AmbiguousSubmission",
     "AsyncClient",
     "AsyncResilientStream",
-    "AtMostOnce",
+    "AtMostOnceError",
     "AttemptRecord",
     "CallFailed",
     "CallRecord",
     "Client",
     "ContextWindowExceeded",
+    "CostBreakdown",
     "DeadlineExceeded",
-    "Emulator",
-    "EmulatorConfig",
+    "DeferredCallRecord",
     "EndTurn",
     "ErrorClass",
-    "Execution",
+    "ForeignResults",
     "Interrupted",
     "JsonFormatter",
+    "JsonlSink",
+    "KeelError",
     "MaxTokens",
+    "Mode",
     "ModeChoice",
     "ModelPrice",
     "Outcome",
     "PauseTurn",
+    "PriceDataError",
     "PriceTable",
     "Recorder",
     "Refusal",
@@ -64,21 +105,20 @@ __all__ = [
     "Reply",
     "ResilientStream",
     "RetryPolicy",
-    "Scenario",
     "StopSequence",
     "StreamInterrupted",
     "ToolOutcomeUnknown",
+    "ToolReplayedError",
+    "ToolResultNotSerializable",
     "ToolUse",
     "ToolWaitTimeout",
     "UnknownStop",
+    "Usage",
     "__version__",
-    "at_most_once",
     "choose_mode",
     "classify",
     "classify_exception",
     "load_prices",
-    "load_scenario",
     "outcome_of",
     "read_records",
-    "tool_result",
 ]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from keel.errors import ErrorClass
+    from keel._error_map import ErrorClass
 
 app = typer.Typer(help="keel: production habits for the Claude Messages API.", no_args_is_help=True)
 emulator_app = typer.Typer(help="The local emulator of the Claude API.", no_args_is_help=True)
@@ -36,7 +36,7 @@ def tour(
     live: Annotated[bool, typer.Option(help="Run against the real API with ANTHROPIC_API_KEY.")] = False,
 ) -> None:
     """Walk through streaming, errors and retries against the embedded emulator (or the real API)."""
-    from keel.tour import run_tour
+    from keel._tour import run_tour
 
     raise typer.Exit(run_tour(live=live))
 
@@ -94,7 +94,7 @@ def explain(
     """Explain keel's error map: the whole table, or what one error means and what to do about it."""
     from rich.console import Console
 
-    from keel.errors import ERROR_TABLE
+    from keel._error_map import ERROR_TABLE
 
     console = Console()
     if what is None:
@@ -122,7 +122,7 @@ def explain(
 
 def _error_rows(what: str) -> tuple[list[ErrorClass], list[str]] | None:
     """The rows `keel explain WHAT` shows, and notes on how WHAT was matched; None when nothing matches."""
-    from keel.errors import ERROR_TABLE, by_name, classify
+    from keel._error_map import ERROR_TABLE, by_name, classify
 
     text = what.strip()
     if text.isdigit():
@@ -155,7 +155,7 @@ def _error_rows(what: str) -> tuple[list[ErrorClass], list[str]] | None:
 
 
 def _error_triple(text: str) -> tuple[list[ErrorClass], list[str]] | None:
-    from keel.errors import ERROR_TABLE, classify
+    from keel._error_map import ERROR_TABLE, classify
 
     parts = text.split(":")
     if len(parts) > 3:
@@ -176,7 +176,7 @@ def _error_triple(text: str) -> tuple[list[ErrorClass], list[str]] | None:
 
 
 def _code_status(error_code: str) -> str:
-    from keel.errors import ERROR_TABLE
+    from keel._error_map import ERROR_TABLE
 
     return ", ".join(str(row.status) for row in ERROR_TABLE if row.error_code == error_code)
 
@@ -275,7 +275,7 @@ def report(
     """Summarise a records file: calls, failures, retries, latency, tokens and cost; or find one call."""
     from rich.console import Console
 
-    from keel.report import BadLine, find_calls, parse_since, render_calls, render_summary, summarize
+    from keel._report import BadLine, find_calls, parse_since, render_calls, render_summary, summarize
 
     try:
         cutoff = parse_since(since) if since is not None else None

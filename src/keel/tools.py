@@ -67,6 +67,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
+from keel._exceptions import (
+    AtMostOnceError,
+    ToolOutcomeUnknown,
+    ToolReplayedError,
+    ToolResultNotSerializable,
+    ToolWaitTimeout,
+)
 from keel.stores import SQLiteStore, ToolCallRecord, ToolCallStore, keel_home
 from keel.stores.sqlite import DEFAULT_FILENAME
 
@@ -96,79 +103,6 @@ KEY_VERSION = "keel.tools/1"
 
 DEFAULT_LEASE = 60.0
 DEFAULT_WAIT_TIMEOUT = 30.0
-
-
-# -- errors ----------------------------------------------------------------------------------------------
-
-
-class AtMostOnceError(Exception):
-    """Base of this module's errors. `key` is the dedup key, `tool` the tool name."""
-
-    def __init__(self, message: str, *, key: str, tool: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.tool = tool
-
-
-class ToolOutcomeUnknown(AtMostOnceError):
-    """A previous attempt claimed this call and then vanished (crash, kill, interrupt) without recording a
-    result: the side effect may or may not have happened. Check, then `resolve` or `forget` the key, or
-    run with `takeover=True` if running it again is acceptable."""
-
-    def __init__(self, record: ToolCallRecord) -> None:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.claimed_at))
-        super().__init__(
-            f"tool {record.tool!r} (key {record.key}): attempt {record.attempt} claimed at {when} by "
-            f"{record.owner} never finished and its lease expired; the side effect may or may not have "
-            "happened. Check, then resolve(key, value) or forget(key), or run with takeover=True.",
-            key=record.key,
-            tool=record.tool,
-        )
-        self.record = record
-
-
-class ToolWaitTimeout(AtMostOnceError, TimeoutError):
-    """Another caller holds the claim (and keeps its lease alive) and did not finish within `wait_timeout`."""
-
-    def __init__(self, record: ToolCallRecord, waited: float) -> None:
-        super().__init__(
-            f"tool {record.tool!r} (key {record.key}): still running elsewhere ({record.owner}) after waiting "
-            f"{waited:.1f}s; not running it here. Try again later or raise wait_timeout.",
-            key=record.key,
-            tool=record.tool,
-        )
-        self.record = record
-        self.waited = waited
-
-
-class ToolReplayedError(AtMostOnceError):
-    """The call failed before and the failure was recorded (`store_errors=True`, or a result that could not
-    be serialised): it is replayed, not retried. `error_type` and `error_message` describe the failure."""
-
-    def __init__(self, record: ToolCallRecord) -> None:
-        info = _error_info(record)
-        super().__init__(
-            f"tool {record.tool!r} (key {record.key}) failed before and the failure was recorded: "
-            f"{info['type']}: {info['message']}",
-            key=record.key,
-            tool=record.tool,
-        )
-        self.record = record
-        self.error_type = info["type"]
-        self.error_message = info["message"]
-
-
-class ToolResultNotSerializable(AtMostOnceError, TypeError):
-    """The tool ran but returned something JSON cannot hold. The key is recorded as failed (the side effect
-    happened, so it must not run again); `forget(key)` after fixing the tool to allow a new run."""
-
-
-def _error_info(record: ToolCallRecord) -> dict[str, str]:
-    try:
-        data = json.loads(record.result_json or "{}")
-        return {"type": str(data["type"]), "message": str(data["message"])}
-    except (ValueError, KeyError, TypeError):
-        return {"type": "Error", "message": record.result_json or ""}
 
 
 # -- keys ------------------------------------------------------------------------------------------------
@@ -432,7 +366,8 @@ class AtMostOnce(Generic[R]):
                     attempt=record.attempt,
                 )
             if record.status == "error":
-                return _Failure(ToolReplayedError(record), _error_info(record))
+                replayed = ToolReplayedError(record)
+                return _Failure(replayed, {"type": replayed.error_type, "message": replayed.error_message})
             if claim.expired:
                 raise ToolOutcomeUnknown(record)
             waited = time.monotonic() - started

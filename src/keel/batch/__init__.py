@@ -1,9 +1,10 @@
 """Message Batches, durable and resumable: `keel batch run prompts.jsonl --out results.jsonl`."""
 
+from .._exceptions import AmbiguousSubmission, ForeignResults
 from .costs import ModelCost, cost_line, cost_report
 from .inputs import Defaults, Item, Reject, read_items
 from .ledger import Job, Ledger, Shard, SQLiteLedger
-from .runner import AmbiguousSubmission, BatchRunner, ForeignResults, Progress, RunnerOptions, job_id_for
+from .runner import BatchRunner, Progress, RunnerOptions, job_id_for
 
 __all__ = [
     "AmbiguousSubmission",

@@ -11,12 +11,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ..client import CallFailed, Client
+from .._client import Client
+from .._exceptions import AmbiguousSubmission, CallFailed, ForeignResults
 from ..stores.home import ensure_home, keel_home
 from .costs import cost_line, cost_report
 from .inputs import Defaults
 from .ledger import SQLiteLedger
-from .runner import AmbiguousSubmission, BatchRunner, ForeignResults, Progress, RunnerOptions
+from .runner import BatchRunner, Progress, RunnerOptions
 
 batch_app = typer.Typer(help="Durable, resumable Message Batches.", no_args_is_help=True)
 console = Console()

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._usage import USAGE_FIELDS, Usage
 from .ledger import Ledger
 
 
 @dataclass(frozen=True)
 class ModelCost:
+    """What one model's succeeded requests in a batch job used and cost.
+
+    Attributes:
+        model: the model id.
+        requests: succeeded requests of this model.
+        usage: their tokens, summed.
+        batch_usd: their cost at batch prices; None when the model has no known price.
+        standard_usd: the same usage at standard prices; None when the model has no known price.
+    """
+
     model: str
     requests: int
-    input_tokens: int
-    output_tokens: int
-    cache_write_tokens: int
-    cache_read_tokens: int
-    batch_usd: float | None  # None when the model has no known price
+    usage: Usage
+    batch_usd: float | None
     standard_usd: float | None
 
     @property
@@ -34,10 +42,7 @@ def cost_report(ledger: Ledger, job_id: str) -> list[ModelCost]:
             ModelCost(
                 model=row["model"] or "?",
                 requests=row["requests"],
-                input_tokens=row["input_tokens"] or 0,
-                output_tokens=row["output_tokens"] or 0,
-                cache_write_tokens=row["cache_write_tokens"] or 0,
-                cache_read_tokens=row["cache_read_tokens"] or 0,
+                usage=Usage(*(row[name] or 0 for name in USAGE_FIELDS)),
                 batch_usd=row["cost_batch"] if priced else None,
                 standard_usd=row["cost_standard"] if priced else None,
             )
@@ -51,8 +56,9 @@ def _usd(value: float | None) -> str:
 
 def cost_line(row: ModelCost) -> str:
     """One model's tokens and cost, batch next to standard, on one line."""
+    usage = row.usage
     return (
-        f"{row.model}: {row.requests:,} requests, {row.input_tokens:,} input / {row.output_tokens:,} output tokens "
-        f"(cache write {row.cache_write_tokens:,}, read {row.cache_read_tokens:,}) — batch {_usd(row.batch_usd)}, "
+        f"{row.model}: {row.requests:,} requests, {usage.input_tokens:,} input / {usage.output_tokens:,} output tokens "
+        f"(cache write {usage.cache_write_tokens:,}, read {usage.cache_read_tokens:,}) — batch {_usd(row.batch_usd)}, "
         f"standard {_usd(row.standard_usd)}, saved {_usd(row.saving_usd)}"
     )

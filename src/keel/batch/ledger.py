@@ -13,9 +13,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._usage import USAGE_FIELDS, Usage
 from .inputs import Item, Reject
 
 # Item states. "pending": waiting for a batch (new, or to be resubmitted); "queued": in a planned shard;
@@ -46,7 +48,7 @@ class Shard:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ItemResult:
     """What a batch result says about one item, as the ledger stores it."""
 
     custom_id: str
@@ -56,7 +58,7 @@ class Outcome:
     error_message: str | None = None
     stop_reason: str | None = None
     model: str | None = None
-    usage: dict[str, int] | None = None
+    usage: Usage | None = None
     cost_batch: float | None = None
     cost_standard: float | None = None
     message_json: str | None = None
@@ -79,11 +81,14 @@ class Ledger(Protocol):
     def known_batch_ids(self) -> set[str]: ...
     def shard_body(self, shard_id: int) -> Iterator[bytes]: ...
     def shard_custom_ids(self, shard_id: int) -> set[str]: ...
-    def record_results(self, shard_id: int, outcomes: Iterable[Outcome]) -> int: ...
+    def record_results(self, shard_id: int, outcomes: Iterable[ItemResult]) -> int: ...
     def items_in_order(self, job_id: str) -> Iterator[dict[str, Any]]: ...
     def state_counts(self, job_id: str) -> dict[str, int]: ...
     def usage_by_model(self, job_id: str) -> list[dict[str, Any]]: ...
 
+
+SCHEMA_VERSION = 2
+"""Version 2: usage by cache-write duration (`keel.Usage`'s fields)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -94,7 +99,8 @@ CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, params TEXT NOT NULL,
     size INTEGER NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, shard_id INTEGER,
     result_type TEXT, error_type TEXT, error_message TEXT, stop_reason TEXT, model TEXT,
-    input_tokens INTEGER, output_tokens INTEGER, cache_write_tokens INTEGER, cache_read_tokens INTEGER,
+    input_tokens INTEGER, output_tokens INTEGER, cache_write_5m_tokens INTEGER, cache_write_1h_tokens INTEGER,
+    cache_read_tokens INTEGER,
     cost_batch REAL, cost_standard REAL, message TEXT,
     PRIMARY KEY (job_id, custom_id)
 );
@@ -112,12 +118,16 @@ CREATE TABLE IF NOT EXISTS shards (
 """
 
 
-# What a result sets on its item, in `Outcome` order; `record_results` stages results in a temporary table first.
+# What a result sets on its item, in `ItemResult` order; `record_results` stages results in a temporary table first.
 _RESULT_COLUMNS = (
-    "state, result_type, error_type, error_message, stop_reason, model, input_tokens, output_tokens,"
-    " cache_write_tokens, cache_read_tokens, cost_batch, cost_standard, message"
+    f"state, result_type, error_type, error_message, stop_reason, model, {', '.join(USAGE_FIELDS)},"
+    " cost_batch, cost_standard, message"
 )
+_NO_USAGE = (None,) * len(USAGE_FIELDS)
+_usage_values = attrgetter(*USAGE_FIELDS)
+_USAGE_SUMS = ", ".join(f"SUM({name}) AS {name}" for name in USAGE_FIELDS)
 _STAGE = "keel_staged_results"
+_STAGE_PLACES = ", ".join("?" * (1 + len(_RESULT_COLUMNS.split(","))))  # custom_id, then the result columns
 
 
 def _shard(row: sqlite3.Row) -> Shard:
@@ -144,9 +154,22 @@ class SQLiteLedger:
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(SCHEMA)
+        self._create_schema()
         self._lock = threading.RLock()
         self._job_for_ids: str | None = None
+
+    def _create_schema(self) -> None:
+        """Create the tables on first use; a ledger of another schema version is refused with a clear error."""
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        exists = self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'items'").fetchone() is not None
+        if exists and version != SCHEMA_VERSION:
+            self._conn.close()
+            raise ValueError(
+                f"{self.path}: a batch ledger of schema version {version}, written by another keel version "
+                f"(this one uses version {SCHEMA_VERSION}); finish its jobs with that version, or use a new ledger"
+            )
+        self._conn.executescript(SCHEMA)
+        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._conn.close()
@@ -318,7 +341,7 @@ class SQLiteLedger:
     def shard_custom_ids(self, shard_id: int) -> set[str]:
         return {row[0] for row in self._conn.execute("SELECT custom_id FROM items WHERE shard_id = ?", (shard_id,))}
 
-    def record_results(self, shard_id: int, outcomes: Iterable[Outcome]) -> int:
+    def record_results(self, shard_id: int, outcomes: Iterable[ItemResult]) -> int:
         """Store a shard's results in one transaction (a kill mid-download leaves the shard to download again);
         the shard becomes `collected`. Returns the number of results stored.
 
@@ -336,7 +359,6 @@ class SQLiteLedger:
             def staged() -> Iterator[tuple[Any, ...]]:
                 nonlocal stored
                 for o in outcomes:
-                    usage = o.usage or {}
                     yield (
                         o.custom_id,
                         o.state,
@@ -345,17 +367,14 @@ class SQLiteLedger:
                         o.error_message,
                         o.stop_reason,
                         o.model,
-                        usage.get("input_tokens"),
-                        usage.get("output_tokens"),
-                        usage.get("cache_write_tokens"),
-                        usage.get("cache_read_tokens"),
+                        *(_NO_USAGE if o.usage is None else _usage_values(o.usage)),
                         o.cost_batch,
                         o.cost_standard,
                         o.message_json,
                     )
                     stored += 1
 
-            conn.executemany(f"INSERT INTO temp.{_STAGE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", staged())
+            conn.executemany(f"INSERT INTO temp.{_STAGE} VALUES ({_STAGE_PLACES})", staged())
             conn.execute(f"CREATE INDEX temp.{_STAGE}_ids ON {_STAGE} (custom_id)")
             updated = conn.execute(
                 f"UPDATE items SET ({_RESULT_COLUMNS}) = (SELECT {_RESULT_COLUMNS} FROM temp.{_STAGE} AS staged"
@@ -407,9 +426,7 @@ class SQLiteLedger:
 
     def usage_by_model(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._conn.execute(
-            "SELECT model, COUNT(*) AS requests, SUM(input_tokens) AS input_tokens,"
-            " SUM(output_tokens) AS output_tokens, SUM(cache_write_tokens) AS cache_write_tokens,"
-            " SUM(cache_read_tokens) AS cache_read_tokens, SUM(cost_batch) AS cost_batch,"
+            f"SELECT model, COUNT(*) AS requests, {_USAGE_SUMS}, SUM(cost_batch) AS cost_batch,"
             " SUM(cost_standard) AS cost_standard, COUNT(cost_batch) AS priced"
             " FROM items WHERE job_id = ? AND state = 'succeeded' GROUP BY model ORDER BY model",
             (job_id,),

@@ -21,11 +21,13 @@ from typing import Any
 import anthropic
 from anthropic.types.messages import MessageBatch
 
-from ..client import Client
-from ..errors import classify
-from ..pricing import PriceTable, load_prices
+from .._client import Client
+from .._error_map import classify
+from .._exceptions import AmbiguousSubmission, ForeignResults
+from .._pricing import PriceTable, load_prices
+from .._usage import Usage
 from .inputs import Defaults, read_items
-from .ledger import Ledger, Outcome, Shard
+from .ledger import ItemResult, Ledger, Shard
 
 MAX_BATCH_REQUESTS = 100_000
 MAX_BATCH_BYTES = 256 * 1024 * 1024
@@ -35,22 +37,6 @@ _PRICED_USAGES = 4096  # distinct (model, usage) pairs whose costs are kept whil
 # Both write what `json.dumps` does: parsed JSON cannot be circular, so the check for it is left out.
 _COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False)  # how a result's message is stored
 _LINES = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)  # output lines
-
-
-class AmbiguousSubmission(RuntimeError):
-    """A lost create response matches more than one batch: the runner will not guess."""
-
-    def __init__(self, job_id: str, shard: Shard, candidates: list[str]) -> None:
-        self.candidates = candidates
-        super().__init__(
-            f"shard {shard.shard_id} of job {job_id} ({shard.requests} requests) was being submitted when the runner "
-            f"stopped, and {len(candidates)} batches match it: {', '.join(candidates)}. Check which holds this job's "
-            f"custom_ids, then run: keel batch adopt {job_id} --shard {shard.shard_id} --batch-id <id>"
-        )
-
-
-class ForeignResults(RuntimeError):
-    """The results of an adopted batch do not hold the shard's custom_ids."""
 
 
 @dataclass
@@ -103,15 +89,6 @@ def job_id_for(path: Path, options: RunnerOptions) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return "job_" + digest.hexdigest()[:20]
-
-
-def _usage_dict(usage: dict[str, Any]) -> dict[str, int]:
-    return {
-        "input_tokens": usage.get("input_tokens") or 0,
-        "output_tokens": usage.get("output_tokens") or 0,
-        "cache_write_tokens": usage.get("cache_creation_input_tokens") or 0,
-        "cache_read_tokens": usage.get("cache_read_input_tokens") or 0,
-    }
 
 
 class BatchRunner:
@@ -280,7 +257,7 @@ class BatchRunner:
 
         self.client.call("batches.results", download, policy="background", mode="batch")
 
-    def _outcomes(self, lines: Iterator[str], expected: _ShardIds, batch_id: str) -> Iterator[Outcome]:
+    def _outcomes(self, lines: Iterator[str], expected: _ShardIds, batch_id: str) -> Iterator[ItemResult]:
         for line in lines:
             if not line.strip():
                 continue
@@ -293,22 +270,22 @@ class BatchRunner:
                 )
             yield self._outcome(custom_id, data["result"])
         for custom_id in expected.unseen():  # never seen in the results: send it again
-            yield Outcome(custom_id, "pending", "missing", error_message="missing from the batch results")
+            yield ItemResult(custom_id, "pending", "missing", error_message="missing from the batch results")
 
-    def _outcome(self, custom_id: str, result: dict[str, Any]) -> Outcome:
+    def _outcome(self, custom_id: str, result: dict[str, Any]) -> ItemResult:
         kind = result["type"]
         if kind == "succeeded":
             message = result["message"]
             usage = message.get("usage") or {}
             model = message.get("model")
             cost_batch, cost_standard = self._costs(model, usage) if model else (None, None)
-            return Outcome(
+            return ItemResult(
                 custom_id,
                 "succeeded",
                 kind,
                 stop_reason=message.get("stop_reason"),
                 model=model,
-                usage=_usage_dict(usage),
+                usage=Usage.of(usage),
                 cost_batch=cost_batch,
                 cost_standard=cost_standard,
                 message_json=_COMPACT.encode(message),
@@ -317,7 +294,7 @@ class BatchRunner:
             error = (result.get("error") or {}).get("error") or {}
             error_type = error.get("type")
             retry = classify(None, error_type).retryable
-            return Outcome(
+            return ItemResult(
                 custom_id,
                 "pending" if retry else "errored",
                 kind,
@@ -325,8 +302,8 @@ class BatchRunner:
                 error_message=error.get("message"),
             )
         if kind == "expired":
-            return Outcome(custom_id, "pending", kind, error_message="the batch expired before this request ran")
-        return Outcome(custom_id, "canceled", kind)
+            return ItemResult(custom_id, "pending", kind, error_message="the batch expired before this request ran")
+        return ItemResult(custom_id, "canceled", kind)
 
     def _costs(self, model: str, usage: dict[str, Any]) -> tuple[float | None, float | None]:
         """(batch cost, standard cost) of a result's usage. Results repeat the same few usages, so each distinct

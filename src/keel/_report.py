@@ -12,16 +12,18 @@ import math
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from rich.console import Console
 from rich.table import Table
 
-from .errors import ERROR_TABLE
+from ._error_map import ERROR_TABLE
+from ._records import AttemptRecord, CallRecord
+from ._usage import USAGE_FIELDS, Usage
 
 __all__ = [
     "EXACT_SAMPLES",
@@ -111,41 +113,24 @@ def read_lines(path: str | Path, *, needles: Iterable[str] | None = None) -> Ite
 _TEXT, _COUNT, _NUMBER, _OBJECT = "a string", "a whole number >= 0", "a finite number", "an object"
 _MISSING = object()
 
-# (field, what it must be, may be null): only what the report reads; other fields may come and go.
+# (field, what it must be, may be null), derived from the record types: the report checks every field it may read.
 _Spec = tuple[tuple[str, str, bool], ...]
-_ATTEMPT_FIELDS: _Spec = (
-    ("call_id", _TEXT, False),
-    ("attempt", _COUNT, False),
-    ("request_id", _TEXT, True),
-    ("status", _COUNT, True),
-    ("error_class", _TEXT, True),
-    ("latency_ms", _NUMBER, False),
-    ("at", _NUMBER, False),
-)
-_CALL_FIELDS: _Spec = (
-    ("call_id", _TEXT, False),
-    ("mode", _TEXT, False),
-    ("policy", _TEXT, False),
-    ("model", _TEXT, False),
-    ("request_id", _TEXT, True),
-    ("stop_reason", _TEXT, True),
-    ("outcome", _TEXT, True),
-    ("usage", _OBJECT, False),
-    ("cost_usd", _NUMBER, True),
-    ("latency_ms", _NUMBER, False),
-    ("ttft_ms", _NUMBER, True),
-    ("attempts", _COUNT, False),
-    ("retries", _COUNT, False),
-    ("error_class", _TEXT, True),
-    ("at", _NUMBER, False),
-)
-_USAGE_FIELDS: _Spec = (
-    ("input_tokens", _COUNT, False),
-    ("output_tokens", _COUNT, False),
-    ("cache_write_tokens", _COUNT, False),
-    ("cache_read_tokens", _COUNT, False),
-)
-_FIELDS = {"attempt": _ATTEMPT_FIELDS, "call": _CALL_FIELDS}
+_KINDS = {str: _TEXT, int: _COUNT, float: _NUMBER}
+
+
+def _spec_of(record_type: type) -> _Spec:
+    spec = []
+    for name, hint in get_type_hints(record_type).items():
+        args = [arg for arg in get_args(hint) if arg is not type(None)]
+        base = args[0] if len(args) == 1 and get_origin(hint) is not Literal else hint
+        # a Literal is text; a dataclass (usage) or a dict (content) is an object
+        kind = _TEXT if get_origin(base) is Literal else _KINDS.get(get_origin(base) or base, _OBJECT)
+        spec.append((name, kind, type(None) in get_args(hint)))
+    return tuple(spec)
+
+
+_FIELDS = {"attempt": _spec_of(AttemptRecord), "call": _spec_of(CallRecord)}
+_USAGE_SPEC = _spec_of(Usage)
 
 
 def _fields_problem(data: dict[str, Any], spec: _Spec, where: str) -> str | None:
@@ -179,7 +164,7 @@ def record_problem(data: dict[str, Any]) -> str | None:
         return "no 'kind' field: not a keel record" if kind is None else f"unknown record kind {kind!r}"
     problem = _fields_problem(data, spec, f"{kind} record")
     if problem is None and kind == "call":
-        problem = _fields_problem(data["usage"], _USAGE_FIELDS, "call record usage")
+        problem = _fields_problem(data["usage"], _USAGE_SPEC, "call record usage")
     return problem
 
 
@@ -293,7 +278,6 @@ class Percentiles:
         return out
 
 
-_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
 NO_MODEL = "(none)"
 """How a call record without a model (an SDK call that is not a message, e.g. a batch poll) is grouped."""
 
@@ -303,10 +287,7 @@ class ModelTotals:
     calls: int = 0
     succeeded: int = 0
     failed: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_write_tokens: int = 0
-    cache_read_tokens: int = 0
+    usage: Usage = field(default_factory=Usage)
     cost: Decimal = Decimal(0)
     priced: int = 0  # successful calls with a known cost
     unpriced: int = 0  # successful calls with tokens whose model had no known price (cost_usd None)
@@ -314,10 +295,7 @@ class ModelTotals:
     def add(self, record: dict[str, Any]) -> None:
         self.calls += 1
         usage = record["usage"]
-        self.input_tokens += usage["input_tokens"]
-        self.output_tokens += usage["output_tokens"]
-        self.cache_write_tokens += usage["cache_write_tokens"]
-        self.cache_read_tokens += usage["cache_read_tokens"]
+        self._add_usage(usage)
         failed = record["error_class"] is not None
         if failed:
             self.failed += 1
@@ -327,12 +305,19 @@ class ModelTotals:
         if cost is not None:
             self.cost += Decimal(repr(cost))  # prices give short decimals: their exact sum, not float drift
             self.priced += 1
-        elif not failed and any(usage[name] for name in _TOKEN_FIELDS):
+        elif not failed and any(usage[name] for name in USAGE_FIELDS):
             self.unpriced += 1  # tokens but no price; a call without tokens (e.g. a batch poll) costs nothing
+
+    def _add_usage(self, counts: dict[str, int]) -> None:
+        usage = self.usage
+        for name in USAGE_FIELDS:
+            setattr(usage, name, getattr(usage, name) + counts[name])
 
     def merge(self, other: ModelTotals) -> None:
         for name in ModelTotals.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+            if name != "usage":
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+        self._add_usage(asdict(other.usage))
 
     @property
     def cost_usd(self) -> float | None:
@@ -346,10 +331,7 @@ class ModelTotals:
             "calls": self.calls,
             "succeeded": self.succeeded,
             "failed": self.failed,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_write_tokens": self.cache_write_tokens,
-            "cache_read_tokens": self.cache_read_tokens,
+            **asdict(self.usage),
             "cost_usd": self.cost_usd,
             "unpriced_calls": self.unpriced,
         }
@@ -645,10 +627,10 @@ def _models_table(summary: Summary) -> Table:
         table.add_row(
             name,
             f"{totals.calls:,}",
-            f"{totals.input_tokens:,}",
-            f"{totals.output_tokens:,}",
-            f"{totals.cache_write_tokens:,}",
-            f"{totals.cache_read_tokens:,}",
+            f"{totals.usage.input_tokens:,}",
+            f"{totals.usage.output_tokens:,}",
+            f"{totals.usage.cache_write_tokens:,}",
+            f"{totals.usage.cache_read_tokens:,}",
             _usd(totals),
             style=style,
         )
@@ -660,24 +642,7 @@ def _models_table(summary: Summary) -> Table:
     return table
 
 
-_CALL_FIELDS_SHOWN = (
-    "mode",
-    "policy",
-    "model",
-    "request_id",
-    "outcome",
-    "stop_reason",
-    "error_class",
-    "error",
-    "attempts",
-    "retries",
-    "rounds",
-    "latency_ms",
-    "ttft_ms",
-    "usage",
-    "cost_usd",
-    "at",
-)
+_CALL_FIELDS_SHOWN = tuple(name for name, _, _ in _FIELDS["call"] if name not in ("call_id", "content", "kind"))
 
 
 def render_calls(traces: list[CallTrace], request_id: str, console: Console) -> None:

@@ -17,71 +17,27 @@ Events pass through as the SDK yields them; in a resumed round, text arrives as 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import anthropic
 import httpx2
 from anthropic.lib.streaming import TextEvent
 from anthropic.types import Message
-from tenacity import (
-    AsyncRetrying,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    stop_any,
-    wait_random_exponential,
-)
-from tenacity.stop import stop_base
+from tenacity import AsyncRetrying, Retrying
 
-from .calls import CURRENT_CALL, CallState, DeadlineExceeded
-from .errors import STREAM_INTERRUPTED, ErrorClass, classify_exception
-from .policy import RetryPolicy
-from .stop import continuation_messages, stitch, supports_prefill
-
-if TYPE_CHECKING:
-    from .client import AsyncClient, Client, Reply
+from ._call import CURRENT_CALL, Call, Reply
+from ._continuation import Stitcher, combine_stream, continuation_messages, supports_prefill, without_unfinished_blocks
+from ._error_map import STREAM_INTERRUPTED, classify_exception
+from ._exceptions import CALL_ERRORS, BrokeBeforeContent, StreamInterrupted
+from ._retrying import first_stream_restart_wait, stream_restarts
 
 OnInterrupt = Literal["raise", "continue"]
-STITCH_HOLD = 200  # characters of a resumed round held back until the overlap with what was seen is known
 MAX_RESUMES = 3
-
-
-class StreamInterrupted(Exception):
-    """A stream broke after content reached the caller; the partial answer is kept here."""
-
-    def __init__(self, partial_text: str, request_id: str | None, error_class: ErrorClass, message: Message | None):
-        self.partial_text = partial_text
-        self.request_id = request_id
-        self.error_class = error_class
-        self.message = message
-        super().__init__(
-            f"stream interrupted after {len(partial_text)} characters, request_id={request_id}: {error_class.label()}"
-        )
-
-
-class _BeforeContent(Exception):
-    """An interruption before any content: safe to repeat the request unchanged."""
-
-    def __init__(self, error_class: ErrorClass, cause: BaseException | None) -> None:
-        super().__init__(error_class.label())
-        self.error_class = error_class
-        self.cause = cause
-
-
-STREAM_FAILURES: tuple[type[BaseException], ...] = (
-    anthropic.AnthropicError,
-    DeadlineExceeded,
-    ValueError,
-    StreamInterrupted,
-    _BeforeContent,
-)
 INTERRUPTIONS: tuple[type[BaseException], ...] = (
     anthropic.APIStatusError,
     anthropic.APIConnectionError,
@@ -96,32 +52,11 @@ def _is_mid_stream(err: BaseException) -> bool:
     return isinstance(err, anthropic.APIConnectionError | httpx2.TransportError)
 
 
-class _Stitcher:
-    """Removes from a resumed round's text what the caller has already seen."""
-
-    def __init__(self, seen: str, sent_prefix: str | None) -> None:
-        self.seen = seen
-        self.sent_prefix = sent_prefix
-        self.buffer = ""
-        self.resolved = False
-
-    def feed(self, text: str) -> str:
-        if self.resolved:
-            return text
-        self.buffer += text
-        return self.flush() if len(self.buffer) >= STITCH_HOLD else ""
-
-    def flush(self) -> str:
-        if self.resolved:
-            return ""
-        self.resolved = True
-        return stitch(self.seen, self.buffer, self.sent_prefix)
-
-
 @dataclass
 class _Round:
     params: dict[str, Any]
-    stitcher: _Stitcher | None
+    stitcher: Stitcher | None
+    counted: bool  # the call has counted this round (a `create` counts the first round of a stream it makes)
     got_content: bool = False
 
 
@@ -135,7 +70,7 @@ class _FirstAttempt:
         return None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
-        if isinstance(exc, _BeforeContent):
+        if isinstance(exc, BrokeBeforeContent):
             self.failed = True
             return True
         return False
@@ -144,17 +79,19 @@ class _FirstAttempt:
 class _StreamCore:
     """The state machine shared by the sync and async streams: events in, decisions out."""
 
-    def __init__(self, params: dict[str, Any], state: CallState, on_interrupt: OnInterrupt, max_resumes: int) -> None:
+    def __init__(
+        self, params: dict[str, Any], call: Call, on_interrupt: OnInterrupt, max_resumes: int, owns_call: bool
+    ) -> None:
         if on_interrupt not in ("raise", "continue"):
             raise ValueError(f"on_interrupt: expected 'raise' or 'continue', got {on_interrupt!r}")
         self.params = params
-        self.state = state
+        self.call = call
         self.on_interrupt = on_interrupt
         self.max_resumes = max_resumes
         self._seen: list[str] = []  # text handed to the caller, joined only when needed (no quadratic +=)
         self.parts: list[Message] = []  # the partial messages of interrupted rounds, then the last one
         self.request_id: str | None = None
-        self.round = _Round(params, None)
+        self.round = _Round(params, None, counted=not owns_call)
         self.final: Message | None = None
         self.live: Any = None  # the SDK stream of the current round
 
@@ -164,33 +101,17 @@ class _StreamCore:
             self._seen = ["".join(self._seen)]
         return self._seen[0] if self._seen else ""
 
-    def first_backoff(self) -> float:
-        """The wait before the second attempt: tenacity's first wait, as `retrying_kwargs` would give it."""
-        return random.uniform(0, min(0.25, self.state.policy.backoff_cap))
-
-    def retrying_kwargs(self) -> dict[str, Any]:
-        """tenacity settings for the attempts after the first (the policy's retries, deadline or budget)."""
-        policy: RetryPolicy = self.state.policy
-        stop: stop_base = stop_after_attempt(max(1, policy.max_retries))
-        if policy.budget is not None:
-            stop = stop_after_delay(policy.budget)
-        elif policy.deadline is not None:
-            stop = stop_any(stop, stop_after_delay(policy.deadline))
-        return {
-            "stop": stop,
-            "wait": wait_random_exponential(multiplier=0.25, max=policy.backoff_cap),
-            "retry": retry_if_exception_type(_BeforeContent),
-            "reraise": True,
-        }
-
     @property
     def snapshot(self) -> Message | None:
         """What the current round has produced so far (None before it started)."""
         return _snapshot(self.live) if self.live is not None else None
 
     def start_round(self, request_id: str | None, stream: Any) -> None:
+        """An attempt at the current round has begun: the round is counted once, however many attempts it takes."""
         self.live = stream
-        self.state.rounds += 1
+        if not self.round.counted:
+            self.round.counted = True
+            self.call.start_round()
         self.request_id = request_id
         self.round.got_content = False
 
@@ -200,7 +121,7 @@ class _StreamCore:
         stitcher = self.round.stitcher
         if kind == "content_block_delta":
             self.round.got_content = True
-            self.state.mark_first_token()
+            self.call.mark_first_token()
             if stitcher is not None and event.delta.type == "text_delta":
                 return None
         elif kind == "text":
@@ -239,8 +160,8 @@ class _StreamCore:
             else classify_exception(error)
         )
         if not self.round.got_content:
-            raise _BeforeContent(error_class, error)
-        partial = _without_unfinished_blocks(snapshot)
+            raise BrokeBeforeContent(error_class, error)
+        partial = without_unfinished_blocks(snapshot)
         if self.on_interrupt == "raise" or len(self.parts) >= self.max_resumes:
             raise StreamInterrupted(self.text_seen, self.request_id, error_class, partial)
         if partial is not None:
@@ -248,35 +169,13 @@ class _StreamCore:
         model = self.params["model"]
         sent_prefix = self.text_seen.rstrip() if supports_prefill(model) else None
         messages = continuation_messages(self.params["messages"], model, self.text_seen)
-        self.round = _Round({**self.params, "messages": messages}, _Stitcher(self.text_seen, sent_prefix))
+        self.round = _Round({**self.params, "messages": messages}, Stitcher(self.text_seen, sent_prefix), counted=False)
         return False
 
     def _combined(self) -> Message:
-        """One message for the whole stream: the text block holds exactly the stitched text the caller saw."""
-        from .client import sum_usage
-
-        if len(self.parts) == 1:
-            message = self.parts[0]
-        else:
-            first = list(self.parts[0].content)
-            at = next((i for i, block in enumerate(first) if block.type == "text"), len(first))
-            before = first[:at]
-            text = [first[at].model_copy(update={"text": self.text_seen})] if at < len(first) else []
-            after = [block for part in self.parts for block in part.content if block.type != "text"][len(before) :]
-            content = before + text + after
-            message = self.parts[-1].model_copy(update={"content": content, "usage": sum_usage(self.parts)})
+        message = combine_stream(self.parts, self.text_seen)
         message._request_id = self.request_id
         return message
-
-
-def _without_unfinished_blocks(snapshot: Message | None) -> Message | None:
-    """A partial message minus a trailing tool_use/thinking block that was cut off (never resumed partially)."""
-    if snapshot is None:
-        return None
-    content = list(snapshot.content)
-    while content and content[-1].type != "text":
-        content.pop()
-    return snapshot.model_copy(update={"content": content})
 
 
 def _snapshot(stream: Any) -> Message | None:
@@ -287,21 +186,18 @@ def _snapshot(stream: Any) -> Message | None:
 
 
 class _StreamBase:
-    """What the sync and async streams share: the call they belong to, and how a stream ends."""
+    """What the sync and async streams share: the call they belong to, and how a stream ends.
+
+    A stream that owns its call (made by `messages.stream`) writes the call's record; one made inside a
+    larger call (`messages.create(mode="stream")`) leaves that to the call, and raises what broke it as it is.
+    """
 
     def __init__(
-        self,
-        client: Client | AsyncClient,
-        params: dict[str, Any],
-        policy: str | RetryPolicy | None,
-        on_interrupt: OnInterrupt,
-        state: CallState | None,
-        max_resumes: int,
+        self, call: Call, params: dict[str, Any], on_interrupt: OnInterrupt, owns_call: bool, max_resumes: int
     ) -> None:
-        self._client_core = client.core
-        self._own_call = state is None
-        self._state = state or client.core.begin(policy)
-        self._core = _StreamCore(dict(params), self._state, on_interrupt, max_resumes)
+        self._call = call
+        self._owns_call = owns_call
+        self._core = _StreamCore(dict(params), call, on_interrupt, max_resumes, owns_call)
         self._token: Any = None
         self._recorded = False  # the call record is written (finished, failed, or left early)
         self.reply: Reply | None = None
@@ -311,13 +207,13 @@ class _StreamBase:
         return self._core.request_id
 
     def _enter(self) -> None:
-        if self._own_call:
-            self._token = CURRENT_CALL.set(self._state)
+        if self._owns_call:
+            self._token = CURRENT_CALL.set(self._call)
 
     def _exit(self) -> None:
-        if self._own_call and not self._recorded and self._state.rounds:  # left before its end: still recorded
+        if self._owns_call and not self._recorded and self._call.rounds:  # left before its end: still recorded
             self._recorded = True
-            self._client_core.abandoned(self._state, self._core.params, self._core.snapshot)
+            self._call.abandoned(self._core.params, self._core.snapshot)
         if self._token is not None:
             CURRENT_CALL.reset(self._token)
             self._token = None
@@ -325,36 +221,45 @@ class _StreamBase:
     def _failed(self, err: BaseException) -> BaseException:
         """What to raise for a stream that failed: its own `CallFailed` (or `StreamInterrupted`) when the stream
         is a call of its own; the error itself inside a larger call, which records the failure."""
-        if not self._own_call:
+        if not self._owns_call:
             return err
         self._recorded = True
-        failed = self._client_core.failure(self._state, "stream", self._core.params, err)
+        failed = self._call.failed("stream", self._core.params, err)
         return err if isinstance(err, StreamInterrupted) else failed
 
     def _finished(self) -> None:
         assert self._core.final is not None
-        if self._own_call:
+        if self._owns_call:
             self._recorded = True
-            self.reply = self._client_core.reply(self._state, "stream", self._core.params, [self._core.final])
+            self.reply = self._call.succeeded("stream", self._core.params, [self._core.final])
 
 
 class ResilientStream(_StreamBase):
-    """Sync resilient stream: use as a context manager, iterate events or `text_stream`, then `get_final_message()`."""
+    """The SDK's `messages.stream()`, resilient: use it as a context manager, iterate its events or
+    `text_stream`, then `get_final_message()` (or `until_done()`). `reply` holds the `Reply` once it ended.
+
+    Made by `keel.Client.messages.stream(...)`: `sdk` is keel's SDK client for the call's policy, `call` the
+    call it streams for.
+    """
 
     def __init__(
         self,
-        client: Client,
+        sdk: anthropic.Anthropic,
+        call: Call,
         params: dict[str, Any],
-        policy: str | RetryPolicy | None,
         on_interrupt: OnInterrupt = "raise",
         *,
-        state: CallState | None = None,
+        owns_call: bool = True,
         max_resumes: int = MAX_RESUMES,
     ) -> None:
-        super().__init__(client, params, policy, on_interrupt, state, max_resumes)
-        self._sdk, _ = client.for_policy(self._state.policy)
+        super().__init__(call, params, on_interrupt, owns_call, max_resumes)
+        self._sdk = sdk
         self._iterator = self._events()
-        self.text_stream: Iterator[str] = (event.text for event in self if event.type == "text")
+
+    @property
+    def text_stream(self) -> Iterator[str]:
+        """The answer's text, as it arrives."""
+        return (event.text for event in self if event.type == "text")
 
     def __enter__(self) -> ResilientStream:
         self._enter()
@@ -373,8 +278,8 @@ class ResilientStream(_StreamBase):
         first = _FirstAttempt()
         yield first
         if first.failed:
-            time.sleep(self._core.first_backoff())
-            yield from Retrying(**self._core.retrying_kwargs())
+            time.sleep(first_stream_restart_wait(self._call.policy))
+            yield from Retrying(**stream_restarts(self._call.policy))
 
     def _events(self) -> Generator[Any, None, None]:
         core = self._core
@@ -399,7 +304,7 @@ class ResilientStream(_StreamBase):
                         done = core.end_round(snapshot, error)
                 if done:
                     break
-        except STREAM_FAILURES as err:
+        except CALL_ERRORS as err:
             failed = self._failed(err)
             if failed is err:
                 raise
@@ -407,34 +312,38 @@ class ResilientStream(_StreamBase):
         self._finished()
 
     def get_final_message(self) -> Message:
+        """Read the stream to its end; the whole answer as one message."""
         for _ in self:
             pass
         assert self._core.final is not None
         return self._core.final
 
     def until_done(self) -> None:
+        """Read the stream to its end."""
         self.get_final_message()
 
 
 class AsyncResilientStream(_StreamBase):
-    """Async resilient stream: `async with`, iterate events or `text_stream`, then `await get_final_message()`."""
+    """The async twin of `ResilientStream`: `async with`, iterate events or `text_stream`, then
+    `await get_final_message()` (or `await until_done()`)."""
 
     def __init__(
         self,
-        client: AsyncClient,
+        sdk: anthropic.AsyncAnthropic,
+        call: Call,
         params: dict[str, Any],
-        policy: str | RetryPolicy | None,
         on_interrupt: OnInterrupt = "raise",
         *,
-        state: CallState | None = None,
+        owns_call: bool = True,
         max_resumes: int = MAX_RESUMES,
     ) -> None:
-        super().__init__(client, params, policy, on_interrupt, state, max_resumes)
-        self._sdk, _ = client.for_policy(self._state.policy)
+        super().__init__(call, params, on_interrupt, owns_call, max_resumes)
+        self._sdk = sdk
         self._iterator = self._events()
 
     @property
     def text_stream(self) -> AsyncIterator[str]:
+        """The answer's text, as it arrives."""
         return (event.text async for event in self if event.type == "text")
 
     async def __aenter__(self) -> AsyncResilientStream:
@@ -454,8 +363,8 @@ class AsyncResilientStream(_StreamBase):
         first = _FirstAttempt()
         yield first
         if first.failed:
-            await asyncio.sleep(self._core.first_backoff())
-            async for attempt in AsyncRetrying(**self._core.retrying_kwargs()):
+            await asyncio.sleep(first_stream_restart_wait(self._call.policy))
+            async for attempt in AsyncRetrying(**stream_restarts(self._call.policy)):
                 yield attempt
 
     async def _events(self) -> AsyncGenerator[Any, None]:
@@ -481,7 +390,7 @@ class AsyncResilientStream(_StreamBase):
                         done = core.end_round(snapshot, error)
                 if done:
                     break
-        except STREAM_FAILURES as err:
+        except CALL_ERRORS as err:
             failed = self._failed(err)
             if failed is err:
                 raise
@@ -489,7 +398,12 @@ class AsyncResilientStream(_StreamBase):
         self._finished()
 
     async def get_final_message(self) -> Message:
+        """Read the stream to its end; the whole answer as one message."""
         async for _ in self:
             pass
         assert self._core.final is not None
         return self._core.final
+
+    async def until_done(self) -> None:
+        """Read the stream to its end."""
+        await self.get_final_message()

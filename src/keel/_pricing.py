@@ -22,7 +22,10 @@ from datetime import date
 from decimal import Context, Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
+
+from ._exceptions import PriceDataError
+from ._usage import Usage
 
 __all__ = [
     "PRICES_ENV_VAR",
@@ -30,9 +33,7 @@ __all__ = [
     "ModelPrice",
     "PriceDataError",
     "PriceTable",
-    "TokenCounts",
     "load_prices",
-    "token_counts",
 ]
 
 logger = logging.getLogger("keel")
@@ -47,15 +48,6 @@ _MODEL_KEYS = {*_PRICE_FIELDS, "aliases", "long_context", "note"}
 _UNIT = "per million tokens"
 _MILLION = Decimal(1_000_000)
 _ONE = Decimal(1)
-
-
-class PriceDataError(ValueError):
-    """A prices file or an override that cannot be used; the message names the source and the field."""
-
-    def __init__(self, source: str, field: str | None, reason: str) -> None:
-        self.source = source
-        self.field = field
-        super().__init__(f"{source}: {field}: {reason}" if field else f"{source}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -76,25 +68,6 @@ class ModelPrice:
     note: str = ""
 
 
-class TokenCounts(NamedTuple):
-    """Token counts by billing category, read from a usage object.
-
-    A named tuple rather than a frozen dataclass: one is made per priced response, and a frozen dataclass
-    sets each field through `object.__setattr__`, several times slower.
-    """
-
-    input: int = 0
-    output: int = 0
-    cache_write_5m: int = 0
-    cache_write_1h: int = 0
-    cache_read: int = 0
-
-    @property
-    def prompt(self) -> int:
-        """Every prompt token, cached or not: what a long-context tier is decided on."""
-        return self.input + self.cache_write_5m + self.cache_write_1h + self.cache_read
-
-
 @dataclass(frozen=True)
 class CostBreakdown:
     """The exact cost of one response by billing category, in USD, after batch and long-context multipliers."""
@@ -111,84 +84,6 @@ class CostBreakdown:
     @property
     def total(self) -> Decimal:
         return self.input + self.output + self.cache_write_5m + self.cache_write_1h + self.cache_read
-
-
-_COUNT_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-_USAGE_FIELDS = (*_COUNT_FIELDS, "cache_creation")
-_BREAKDOWN_FIELDS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
-
-
-def _fields(usage: Any, names: tuple[str, ...]) -> Mapping[str, Any] | None:
-    """A usage-like object's fields by name, or None when it has none of `names`.
-
-    For what is not an SDK model (`token_counts` reads those from their `__dict__` itself): a plain dict is
-    itself; any other object is read by `getattr`; a non-dict Mapping is checked last (its ABC check is the
-    slow one).
-    """
-    if type(usage) is dict:
-        return usage
-    if any(hasattr(usage, name) for name in names):
-        return {name: getattr(usage, name, None) for name in names}
-    if isinstance(usage, Mapping):
-        return usage
-    return None
-
-
-def _checked(fields: Mapping[str, Any], names: tuple[str, ...], prefix: str = "") -> tuple[int, ...]:
-    """The named token counts, each checked on its own: None counts as 0, a bad value names its field."""
-    return tuple(_count(fields.get(name), prefix + name) for name in names)
-
-
-def _count(value: Any, name: str) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"usage.{name}: expected a token count, got {value!r}")
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"usage.{name}: expected a whole number of tokens, got {value!r}")
-    if value < 0:
-        raise ValueError(f"usage.{name}: token count {value!r} is negative")
-    return int(value)
-
-
-def token_counts(usage: Any) -> TokenCounts:
-    """Read token counts from an `anthropic.types.Usage`, a `MessageDeltaUsage`, or a dict of the same fields.
-
-    Missing or None fields count as 0. With a `cache_creation` breakdown, its ephemeral_5m/1h counts are
-    used (any part of `cache_creation_input_tokens` the breakdown does not account for is billed as a 5-minute
-    write); without one, all `cache_creation_input_tokens` are billed at the 5-minute write price, the
-    default TTL.
-    """
-    if isinstance(usage, TokenCounts):
-        return usage
-    # the SDK's usage model, the usual case, read straight from its field dict; anything else through `_fields`
-    data = getattr(usage, "__dict__", None)
-    if type(data) is not dict or "input_tokens" not in data:
-        data = _fields(usage, _USAGE_FIELDS)
-        if data is None:
-            raise TypeError(f"expected a usage object or mapping with token counts, got {type(usage).__name__}")
-    # plain non-negative ints, the usual case, are checked in one expression; anything else field by field
-    input_, output, created, read = map(data.get, _COUNT_FIELDS)
-    if not (
-        type(input_) is type(output) is type(created) is type(read) is int
-        and input_ >= 0
-        and output >= 0
-        and created >= 0
-        and read >= 0
-    ):
-        input_, output, created, read = _checked(data, _COUNT_FIELDS)
-    breakdown = data.get("cache_creation")
-    parts = getattr(breakdown, "__dict__", None)
-    if breakdown is not None and (type(parts) is not dict or _BREAKDOWN_FIELDS[0] not in parts):
-        parts = _fields(breakdown, _BREAKDOWN_FIELDS)
-    if parts is None:
-        write_5m, write_1h = created, 0
-    else:
-        five, hour = map(parts.get, _BREAKDOWN_FIELDS)
-        if not (type(five) is type(hour) is int and five >= 0 and hour >= 0):
-            five, hour = _checked(parts, _BREAKDOWN_FIELDS, "cache_creation.")
-        write_5m, write_1h = five + max(0, created - five - hour), hour
-    return TokenCounts(input_, output, write_5m, write_1h, read)
 
 
 def _dec(value: float) -> Decimal:
@@ -315,8 +210,8 @@ class PriceTable:
             self._warn_unknown(model)
             return None
         price = self._prices[canonical]
-        tokens = token_counts(usage)
-        long_context = price.long_context_threshold is not None and tokens.prompt > price.long_context_threshold
+        tokens = Usage.of(usage)
+        long_context = price.long_context_threshold is not None and tokens.prompt_tokens > price.long_context_threshold
         decimals = self._decimals.get(canonical)
         if decimals is None or decimals.source is not price:
             decimals = self._decimals[canonical] = _DecimalPrice.of(price)
@@ -331,11 +226,11 @@ class PriceTable:
             return divide(multiply(multiply(Decimal(count), per_million), factor), _MILLION)
 
         parts = (
-            part(tokens.input, decimals.input),
-            part(tokens.output, decimals.output),
-            part(tokens.cache_write_5m, decimals.cache_write_5m),
-            part(tokens.cache_write_1h, decimals.cache_write_1h),
-            part(tokens.cache_read, decimals.cache_read),
+            part(tokens.input_tokens, decimals.input),
+            part(tokens.output_tokens, decimals.output),
+            part(tokens.cache_write_5m_tokens, decimals.cache_write_5m),
+            part(tokens.cache_write_1h_tokens, decimals.cache_write_1h),
+            part(tokens.cache_read_tokens, decimals.cache_read),
         )
         return canonical, parts, long_context
 
@@ -359,7 +254,7 @@ class PriceTable:
     def cost(self, model: str, usage: Any, *, batch: bool = False) -> float | None:
         """USD cost of one response's usage; `batch=True` bills the batch rate (50%, stacking with caching).
 
-        `usage` is an `anthropic.types.Usage` / `MessageDeltaUsage` or a dict with the same fields.
+        `usage` is a `keel.Usage`, an `anthropic.types.Usage` / `MessageDeltaUsage` or a dict with the same fields.
         An unknown model gives None and logs one warning on the "keel" logger per model per table.
         """
         canonical = model if model in self._prices else self._aliases.get(model)  # `canonical()`, inlined
@@ -367,7 +262,9 @@ class PriceTable:
             self._warn_unknown(model)
             return None
         price = self._prices[canonical]
-        input_, output, write_5m, write_1h, read = usage if isinstance(usage, TokenCounts) else token_counts(usage)
+        tokens = Usage.of(usage)
+        input_, output = tokens.input_tokens, tokens.output_tokens
+        write_5m, write_1h, read = tokens.cache_write_5m_tokens, tokens.cache_write_1h_tokens, tokens.cache_read_tokens
         decimals = self._decimals.get(canonical)
         if decimals is None or decimals.source is not price:
             decimals = self._decimals[canonical] = _DecimalPrice.of(price)
@@ -375,7 +272,7 @@ class PriceTable:
         numerator = input_ * n[0] + output * n[1] + write_5m * n[2] + write_1h * n[3] + read * n[4]
         denominator = decimals.denominator * 1_000_000
         threshold = price.long_context_threshold
-        if threshold is not None and input_ + write_5m + write_1h + read > threshold:  # `TokenCounts.prompt`
+        if threshold is not None and input_ + write_5m + write_1h + read > threshold:  # `Usage.prompt_tokens`
             numerator *= decimals.long_context_ratio[0]
             denominator *= decimals.long_context_ratio[1]
         if batch:

@@ -18,13 +18,14 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from keel._client import Client
+from keel._exceptions import CallFailed
+from keel._modes import choose_mode
+from keel._records import AttemptRecord, CallRecord, DeferredCallRecord, Emitted, Record, Recorder
+from keel._stop import MaxTokens, Refusal, StopSequence
 from keel.batch import BatchRunner, Progress, RunnerOptions, SQLiteLedger, cost_line, cost_report
 from keel.batch.inputs import Defaults
-from keel.client import CallFailed, Client
 from keel.emulator import FAULT_HEADER, Emulator, EmulatorConfig, client
-from keel.modes import choose_mode
-from keel.records import AttemptRecord, CallRecord, DeferredCallRecord, Emitted, Record, Recorder
-from keel.stop import MaxTokens, Refusal, StopSequence
 
 TOUR_MODEL = "claude-haiku-5-5"
 PROMPT = "In two sentences, why do production systems log a request id for every call? [[keel:words=40]]"

@@ -23,24 +23,42 @@ from typing import Any, Literal
 
 from pydantic_core import to_json
 
+from ._modes import Mode
+from ._usage import USAGE_FIELDS, Usage
+
 logger = logging.getLogger("keel")
 logger.addHandler(logging.NullHandler())  # a library: records reach handlers the application configures, no others
-
-Mode = Literal["standard", "stream", "batch"]
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass sets each field through object.__setattr__, on every call
 class AttemptRecord:
+    """One HTTP attempt: each retry and each error included.
+
+    Attributes:
+        call_id: the call it belongs to (`CallRecord.call_id`).
+        attempt: 1-based across the whole call, every round of retries included.
+        retry_count: the SDK's `x-stainless-retry-count` for this attempt (0 for a round's first).
+        endpoint: the request path, e.g. "/v1/messages".
+        request_id: the response's `request-id`; None when no response arrived.
+        status: the HTTP status; None when no response arrived (connection error, timeout).
+        error_type: the error body's `error.type`, None on success.
+        error_code: the error body's `error.details.error_code`, when there is one.
+        error_class: keel's classification name of the error (e.g. "overloaded"), None on success.
+        latency_ms: until the response head arrived (streams: not the whole body).
+        at: when it ended (Unix time).
+        kind: "attempt".
+    """
+
     call_id: str
-    attempt: int  # 1-based across the whole call, every round of retries included
-    retry_count: int  # the SDK's x-stainless-retry-count for this attempt
+    attempt: int
+    retry_count: int
     endpoint: str
     request_id: str | None
-    status: int | None  # None: no response (connection error, timeout)
+    status: int | None
     error_type: str | None
     error_code: str | None
-    error_class: str | None  # keel's classification name, e.g. "overloaded"
-    latency_ms: float  # until the response head arrived (streams: not the whole body)
+    error_class: str | None
+    latency_ms: float
     at: float = field(default_factory=time.time)
     kind: Literal["attempt"] = "attempt"
 
@@ -49,33 +67,49 @@ class AttemptRecord:
         return f"attempt {self.attempt} {self.endpoint} -> {outcome} request_id={self.request_id}"
 
 
-@dataclass(slots=True)  # not frozen, for the same reason as AttemptRecord
-class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_write_tokens: int = 0
-    cache_read_tokens: int = 0
-
-
 @dataclass(slots=True)
 class CallRecord:
+    """One call: what `keel report` and a search by request_id read.
+
+    Attributes:
+        call_id: unique across processes; its attempts carry the same id.
+        mode: "standard", "stream" or "batch".
+        policy: the retry policy's name.
+        model: the model id ("" for a call that is not a message, e.g. a batch poll).
+        request_id: of the response that ended the call (or of the final error).
+        stop_reason: the API's stop_reason, None without a message.
+        outcome: keel's outcome kind (e.g. "refusal", "abandoned"), or the name of a non-message call.
+        usage: the tokens of every round of the call.
+        cost_usd: the usage at the model's prices; None when the model has no known price or no usage.
+        latency_ms: from the call's start to its end.
+        ttft_ms: streams: until the first content delta.
+        attempts: HTTP attempts made.
+        retries: attempts beyond one per round.
+        rounds: requests made for this call: 1, or more with continuations and resumed streams.
+        error_class: keel's classification of the final error, None on success.
+        error: the final error's message, None on success.
+        content: the request's system and messages and the response's content; only with log_content=True.
+        at: when it ended (Unix time).
+        kind: "call".
+    """
+
     call_id: str
     mode: Mode
     policy: str
     model: str
-    request_id: str | None  # of the response that ended the call (or of the final error)
+    request_id: str | None
     stop_reason: str | None
-    outcome: str | None  # keel's outcome kind, e.g. "refusal"
+    outcome: str | None
     usage: Usage
-    cost_usd: float | None  # None when the model has no known price
+    cost_usd: float | None
     latency_ms: float
-    ttft_ms: float | None  # streams: until the first content delta
+    ttft_ms: float | None
     attempts: int
     retries: int
-    rounds: int  # requests made for this call: 1, or more with continuations and resumed streams
-    error_class: str | None  # keel's classification of the final error, None on success
+    rounds: int
+    error_class: str | None
     error: str | None
-    content: dict[str, Any] | None = None  # only with log_content=True
+    content: dict[str, Any] | None = None
     at: float = field(default_factory=time.time)
     kind: Literal["call"] = "call"
 
@@ -123,10 +157,9 @@ Emitted = Record | DeferredCallRecord
 
 _ATTEMPT_FIELDS = tuple(f.name for f in fields(AttemptRecord))
 _CALL_FIELDS = tuple(f.name for f in fields(CallRecord))
-_USAGE_FIELDS = tuple(f.name for f in fields(Usage))
 _attempt_values = attrgetter(*_ATTEMPT_FIELDS)
 _call_values = attrgetter(*_CALL_FIELDS)
-_usage_values = attrgetter(*_USAGE_FIELDS)
+_usage_values = attrgetter(*USAGE_FIELDS)
 
 
 def record_dict(record: Record) -> dict[str, Any]:
@@ -140,7 +173,7 @@ def record_dict(record: Record) -> dict[str, Any]:
         return dict(zip(_ATTEMPT_FIELDS, _attempt_values(record), strict=True))
     if type(record) is CallRecord and record.content is None and type(record.usage) is Usage:
         data = dict(zip(_CALL_FIELDS, _call_values(record), strict=True))
-        data["usage"] = dict(zip(_USAGE_FIELDS, _usage_values(record.usage), strict=True))
+        data["usage"] = dict(zip(USAGE_FIELDS, _usage_values(record.usage), strict=True))
         return data
     return asdict(record)
 
@@ -308,9 +341,9 @@ class Recorder:
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Every record of a JSONL file; a bad line raises ValueError with its line number.
 
-    `keel report` reads the same way but skips bad lines instead (`keel.report.read_lines`).
+    `keel report` reads the same way but skips bad lines instead (`keel._report.read_lines`).
     """
-    from .report import BadLine, read_lines
+    from ._report import BadLine, read_lines
 
     records = []
     for item in read_lines(path):

@@ -7,25 +7,27 @@
         case Refusal(category="cyber"): ...     # surface it; never blind-retry
         case UnknownStop(stop_reason=value): ...  # a value newer than this keel: passed through
 
-Continuation helpers build the next request for a truncated answer (`continuation_messages`) and for
-a paused server-tool turn (`resume_messages`).
+Continuing a truncated answer or a paused turn is `keel._continuation`'s part.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any
 
 from anthropic.types import Message, ToolUseBlock
-
-CONTINUE_PROMPT = "Continue from where you left off."
-MIN_OVERLAP = 20  # shorter repeats are too likely to be legitimate text
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """Base of every outcome. `final`: nothing more will come for this turn without a new request."""
+    """Base of every outcome.
+
+    Attributes:
+        stop_reason: the response's stop_reason, as the API gave it.
+        text: the text of the response's text blocks, joined.
+        kind: the outcome's name in call records ("end_turn", ..., "interrupted", "unknown").
+        final: False when the turn is not over: more comes only with a new request (tools to run, a pause
+            to resume, a truncated answer to continue).
+    """
 
     stop_reason: str | None
     text: str
@@ -36,12 +38,18 @@ class Outcome:
 
 @dataclass(frozen=True)
 class EndTurn(Outcome):
+    """The model finished its turn. `empty`: no content at all (as after tool results): do not retry it
+    unchanged."""
+
     empty: bool = False
     kind = "end_turn"
 
 
 @dataclass(frozen=True)
 class MaxTokens(Outcome):
+    """Truncated at max_tokens. `incomplete_tool_call`: the answer ends inside a tool_use block, which a
+    continuation cannot finish: raise max_tokens and retry."""
+
     incomplete_tool_call: bool = False
     kind = "max_tokens"
     final = False
@@ -49,12 +57,16 @@ class MaxTokens(Outcome):
 
 @dataclass(frozen=True)
 class StopSequence(Outcome):
+    """A stop sequence ended the answer; `sequence` is the one that matched."""
+
     sequence: str | None = None
     kind = "stop_sequence"
 
 
 @dataclass(frozen=True)
 class ToolUse(Outcome):
+    """The model calls tools: `calls` are the response's tool_use blocks, to answer with tool_result blocks."""
+
     calls: tuple[ToolUseBlock, ...] = ()
     kind = "tool_use"
     final = False
@@ -62,12 +74,17 @@ class ToolUse(Outcome):
 
 @dataclass(frozen=True)
 class PauseTurn(Outcome):
+    """A server-tool loop paused: send the response back as the assistant turn to let it continue."""
+
     kind = "pause_turn"
     final = False
 
 
 @dataclass(frozen=True)
 class Refusal(Outcome):
+    """The model declined: surface it, never blind-retry. `category` and `explanation` come from
+    `stop_details` (cyber, bio, ...; None when the API gave none)."""
+
     category: str | None = None
     explanation: str | None = None
     kind = "refusal"
@@ -139,48 +156,3 @@ def outcome_kind(stop_reason: str | None) -> str:
     if stop_reason in _STOP_KINDS:
         return stop_reason
     return Interrupted.kind if stop_reason is None else UnknownStop.kind
-
-
-_PREFILL_MODEL = re.compile(r"claude-(?:3|(?:opus|sonnet|haiku)-4(?:-[015])?(?:-\d{8})?$|(?:opus|sonnet|haiku)-4-5)")
-
-
-def supports_prefill(model: str) -> bool:
-    """Whether a model continues from an assistant prefill (4.5 and older) rather than a user message."""
-    return bool(_PREFILL_MODEL.match(model))
-
-
-def interrupted_prompt(partial: str) -> str:
-    """The docs' user message for resuming an interrupted answer on 4.6+ models."""
-    return f"Your previous response was interrupted and ended with {partial}. {CONTINUE_PROMPT}"
-
-
-def continuation_messages(messages: list[Any], model: str, partial: str) -> list[Any]:
-    """The conversation that asks the model to carry on after `partial` (text it already produced).
-
-    4.5 and older: the partial text as an assistant prefill (without trailing white space, which the API
-    rejects). 4.6 and later, where prefill is a 400: a user message quoting where the answer ended.
-    """
-    if supports_prefill(model):
-        return [*messages, {"role": "assistant", "content": partial.rstrip()}]
-    return [*messages, {"role": "user", "content": interrupted_prompt(partial)}]
-
-
-def resume_messages(messages: list[Any], paused: Message) -> list[Any]:
-    """For pause_turn: the paused response goes back as-is as the assistant turn, and the model continues."""
-    return [*messages, {"role": "assistant", "content": [block.to_dict() for block in paused.content]}]
-
-
-def stitch(seen: str, continuation: str, sent_prefix: str | None = None) -> str:
-    """The part of `continuation` the caller has not seen yet: no duplicate, no gap.
-
-    `sent_prefix` is what the continuation request quoted as already written (a prefill drops trailing
-    white space the caller has already seen). A model that repeats the end of the partial text is
-    trimmed: the longest overlap of at least 20 characters between the end of `seen` and the start of the
-    continuation is dropped.
-    """
-    whole = (sent_prefix if sent_prefix is not None else seen) + continuation
-    rest = whole[len(seen) :] if whole.startswith(seen) else continuation
-    for size in range(min(len(seen), len(rest)), MIN_OVERLAP - 1, -1):
-        if seen.endswith(rest[:size]):
-            return rest[size:]
-    return rest

@@ -7,10 +7,12 @@ where nobody watches tokens → standard. Anything that may run past ~10 minutes
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-DeliveryMode = Literal["stream", "standard", "batch"]
+Mode = Literal["standard", "stream", "batch"]
+"""How a request is delivered: the one mode type of keel (choose_mode's answer, a call record's `mode`)."""
 
 # The SDK refuses a non-streaming call whose max_tokens could take over 10 minutes at its assumed
 # 128,000 tokens per hour: 600 s * 128_000 / 3_600 s. (anthropic._base_client._calculate_nonstreaming_timeout)
@@ -22,7 +24,14 @@ BATCH_WINDOW_SECONDS = 24 * 3600.0
 
 @dataclass(frozen=True)
 class ModeChoice:
-    mode: DeliveryMode
+    """`choose_mode`'s answer.
+
+    Attributes:
+        mode: "stream", "standard" or "batch".
+        reason: why, in a sentence.
+    """
+
+    mode: Mode
     reason: str
 
     def __str__(self) -> str:
@@ -62,3 +71,13 @@ def choose_mode(
     if waiting:
         return ModeChoice("standard", "a short call someone waits for but nobody watches: a standard call is simplest")
     return ModeChoice("standard", "a single short background call: a standard call (batch only pays for bulk work)")
+
+
+def call_mode(requested: Mode | Literal["auto"], params: Mapping[str, Any]) -> Mode:
+    """The mode a `messages.create` call is made in: "auto" streams underneath when max_tokens could trip the
+    SDK's 10-minute guard; "batch" is not a mode of a single call (use `keel.batch`)."""
+    if requested == "auto":
+        return "stream" if int(params.get("max_tokens", 0)) > NONSTREAMING_MAX_TOKENS else "standard"
+    if requested not in ("standard", "stream"):
+        raise ValueError(f"mode: expected 'standard', 'stream' or 'auto' for a call, got {requested!r}")
+    return requested

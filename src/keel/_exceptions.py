@@ -1,0 +1,287 @@
+"""Every exception keel raises, under one base class, and the one mapping from what a call raised to a report.
+
+    KeelError
+    ├── CallFailed                 a call produced no message (classified, with request_id and its record)
+    ├── Refused                    the model refused, and the caller asked to be told by an exception
+    ├── StreamInterrupted          a stream broke after content reached the caller
+    ├── DeadlineExceeded           the interactive deadline ran out before another attempt could be made
+    ├── PriceDataError (ValueError)          a prices file or override that cannot be used
+    ├── AtMostOnceError            keel.tools: a dedup key whose tool must not simply run
+    │   ├── ToolOutcomeUnknown
+    │   ├── ToolWaitTimeout (TimeoutError)
+    │   ├── ToolReplayedError
+    │   └── ToolResultNotSerializable (TypeError)
+    ├── AmbiguousSubmission (RuntimeError)   keel.batch: a lost create response matches several batches
+    └── ForeignResults (RuntimeError)        keel.batch: an adopted batch holds other custom_ids
+
+Errors of the emulator (`keel.emulator`), which depends on nothing else in keel, are its own.
+
+`failure_of()` is the one place that reads an exception caught on a call's path and says what the call
+record and `CallFailed` report: the error class, the SDK's own exception, the request_id and any partial
+message.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anthropic
+from anthropic.types import Message
+
+from ._error_map import ErrorClass, classify_exception
+
+if TYPE_CHECKING:
+    from ._call import Reply
+    from ._records import CallRecord
+    from .batch.ledger import Shard
+    from .stores.base import ToolCallRecord
+
+
+class KeelError(Exception):
+    """Base of every exception keel raises (the emulator's own errors aside)."""
+
+
+class CallFailed(KeelError):
+    """A call that did not produce a message: every retry the policy allows was spent, or the error is one that
+    must not be retried.
+
+    Attributes:
+        error_class: the row of the error map: whether and how to retry (`retryable`, `action`, `note`).
+        record: the call's `CallRecord` (attempts, latency, request_id), as written to the records.
+        sdk_error: the SDK's own exception (e.g. `anthropic.OverloadedError`), None when there was none.
+        deadline_exceeded: True when the policy's deadline ended the retries, not the error itself.
+        request_id: the request_id of the last response, None when no response arrived.
+        status: the HTTP status of the SDK's error, None without one.
+    """
+
+    def __init__(
+        self,
+        error_class: ErrorClass,
+        record: CallRecord,
+        sdk_error: BaseException | None,
+        *,
+        deadline_exceeded: bool = False,
+    ) -> None:
+        self.error_class = error_class
+        self.record = record
+        self.sdk_error = sdk_error
+        self.deadline_exceeded = deadline_exceeded
+        self.request_id = record.request_id
+        self.status = sdk_error.status_code if isinstance(sdk_error, anthropic.APIStatusError) else None
+        detail = sdk_error.api_message if isinstance(sdk_error, anthropic.APIStatusError) else None
+        detail = detail or (str(sdk_error) if sdk_error else "")
+        deadline = " (the interactive deadline stopped further retries)" if deadline_exceeded else ""
+        super().__init__(
+            f"{error_class.label()} after {record.attempts} attempt(s){deadline}, request_id={record.request_id}: "
+            f"{detail} — {error_class.note}"
+        )
+
+
+class Refused(KeelError):
+    """A refusal (stop_reason `refusal`), raised when the caller passed `raise_on_refusal=True`; never retried.
+
+    Attributes:
+        reply: the whole `Reply` (message, outcome, record).
+        category: `stop_details.category` (cyber, bio, ...), None when the API gave none.
+        explanation: `stop_details.explanation`, None when the API gave none.
+        request_id: the refused response's request_id.
+    """
+
+    def __init__(self, reply: Reply) -> None:
+        from ._stop import Refusal
+
+        self.reply = reply
+        outcome = reply.outcome
+        self.category = outcome.category if isinstance(outcome, Refusal) else None
+        self.explanation = outcome.explanation if isinstance(outcome, Refusal) else None
+        self.request_id = reply.request_id
+        super().__init__(f"refused ({self.category}), request_id={self.request_id}: {self.explanation}")
+
+
+class StreamInterrupted(KeelError):
+    """A stream broke after content reached the caller (with `on_interrupt="raise"`, or when the resumes
+    allowed were spent).
+
+    Attributes:
+        partial_text: the text the caller has seen.
+        request_id: the broken response's request_id.
+        error_class: what broke it (`mid_stream`, `stream_interrupted`, `connection`, ...).
+        message: what the broken round had produced (billed), without a cut-off tool_use or thinking block.
+    """
+
+    def __init__(self, partial_text: str, request_id: str | None, error_class: ErrorClass, message: Message | None):
+        self.partial_text = partial_text
+        self.request_id = request_id
+        self.error_class = error_class
+        self.message = message
+        super().__init__(
+            f"stream interrupted after {len(partial_text)} characters, request_id={request_id}: {error_class.label()}"
+        )
+
+
+class DeadlineExceeded(KeelError):
+    """The interactive deadline ran out before another attempt could be made. A call raises it as the cause of
+    its `CallFailed` (`deadline_exceeded=True`)."""
+
+
+class PriceDataError(KeelError, ValueError):
+    """A prices file or an override that cannot be used.
+
+    Attributes:
+        source: the file (or "overrides") it came from.
+        field: the field at fault (e.g. `models.claude-opus-5.input`), None for the file as a whole.
+    """
+
+    def __init__(self, source: str, field: str | None, reason: str) -> None:
+        self.source = source
+        self.field = field
+        super().__init__(f"{source}: {field}: {reason}" if field else f"{source}: {reason}")
+
+
+class AtMostOnceError(KeelError):
+    """Base of `keel.tools`' errors: a dedup key whose tool must not simply run.
+
+    Attributes:
+        key: the dedup key.
+        tool: the tool's name.
+    """
+
+    def __init__(self, message: str, *, key: str, tool: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.tool = tool
+
+
+class ToolOutcomeUnknown(AtMostOnceError):
+    """A previous attempt claimed this call and then vanished (crash, kill, interrupt) without recording a
+    result: the side effect may or may not have happened. Check, then `resolve` or `forget` the key, or
+    run with `takeover=True` if running it again is acceptable.
+
+    Attributes:
+        record: the stored claim (owner, attempt, when it was claimed).
+    """
+
+    def __init__(self, record: ToolCallRecord) -> None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.claimed_at))
+        super().__init__(
+            f"tool {record.tool!r} (key {record.key}): attempt {record.attempt} claimed at {when} by "
+            f"{record.owner} never finished and its lease expired; the side effect may or may not have "
+            "happened. Check, then resolve(key, value) or forget(key), or run with takeover=True.",
+            key=record.key,
+            tool=record.tool,
+        )
+        self.record = record
+
+
+class ToolWaitTimeout(AtMostOnceError, TimeoutError):
+    """Another caller holds the claim (and keeps its lease alive) and did not finish within `wait_timeout`.
+
+    Attributes:
+        record: the claim held elsewhere.
+        waited: seconds waited.
+    """
+
+    def __init__(self, record: ToolCallRecord, waited: float) -> None:
+        super().__init__(
+            f"tool {record.tool!r} (key {record.key}): still running elsewhere ({record.owner}) after waiting "
+            f"{waited:.1f}s; not running it here. Try again later or raise wait_timeout.",
+            key=record.key,
+            tool=record.tool,
+        )
+        self.record = record
+        self.waited = waited
+
+
+class ToolReplayedError(AtMostOnceError):
+    """The call failed before and the failure was recorded (`store_errors=True`, or a result that could not
+    be serialised): it is replayed, not retried.
+
+    Attributes:
+        record: the stored failure.
+        error_type: the failure's exception type name.
+        error_message: the failure's message.
+    """
+
+    def __init__(self, record: ToolCallRecord) -> None:
+        try:
+            data = json.loads(record.result_json or "{}")
+            error_type, error_message = str(data["type"]), str(data["message"])
+        except (ValueError, KeyError, TypeError):
+            error_type, error_message = "Error", record.result_json or ""
+        super().__init__(
+            f"tool {record.tool!r} (key {record.key}) failed before and the failure was recorded: "
+            f"{error_type}: {error_message}",
+            key=record.key,
+            tool=record.tool,
+        )
+        self.record = record
+        self.error_type = error_type
+        self.error_message = error_message
+
+
+class ToolResultNotSerializable(AtMostOnceError, TypeError):
+    """The tool ran but returned something JSON cannot hold. The key is recorded as failed (the side effect
+    happened, so it must not run again); `forget(key)` after fixing the tool to allow a new run."""
+
+
+class AmbiguousSubmission(KeelError, RuntimeError):
+    """A batch runner stopped while submitting a shard, and more than one batch matches it: it will not guess.
+
+    Attributes:
+        candidates: the ids of the matching batches; `keel batch adopt` takes the right one.
+    """
+
+    def __init__(self, job_id: str, shard: Shard, candidates: list[str]) -> None:
+        self.candidates = candidates
+        super().__init__(
+            f"shard {shard.shard_id} of job {job_id} ({shard.requests} requests) was being submitted when the runner "
+            f"stopped, and {len(candidates)} batches match it: {', '.join(candidates)}. Check which holds this job's "
+            f"custom_ids, then run: keel batch adopt {job_id} --shard {shard.shard_id} --batch-id <id>"
+        )
+
+
+class ForeignResults(KeelError, RuntimeError):
+    """The results of an adopted batch do not hold the shard's custom_ids."""
+
+
+class BrokeBeforeContent(Exception):
+    """Internal: a stream broke before any content reached the caller, so repeating it unchanged is safe. The
+    stream retries it; it reaches `failure_of` only when those retries are spent."""
+
+    def __init__(self, error_class: ErrorClass, cause: BaseException | None) -> None:
+        super().__init__(error_class.label())
+        self.error_class = error_class
+        self.cause = cause
+
+
+CALL_ERRORS: tuple[type[BaseException], ...] = (
+    anthropic.AnthropicError,
+    DeadlineExceeded,
+    StreamInterrupted,
+    BrokeBeforeContent,
+    ValueError,  # the SDK's "streaming is required" guard
+)
+"""What a call's path catches and reports as a failed call; anything else propagates unchanged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What a failed call reports, read from the exception that ended it."""
+
+    error_class: ErrorClass
+    sdk_error: BaseException  # what `CallFailed.sdk_error` carries
+    request_id: str | None  # None: take the last attempt's
+    partial: Message | None  # what a broken stream had produced (billed)
+
+
+def failure_of(err: BaseException) -> Failure:
+    """The one mapping from an exception in `CALL_ERRORS` to what the call reports."""
+    if isinstance(err, StreamInterrupted):
+        return Failure(err.error_class, err, err.request_id, err.message)
+    if isinstance(err, BrokeBeforeContent):
+        return Failure(err.error_class, err.cause or err, None, None)
+    request_id = err.request_id if isinstance(err, anthropic.APIStatusError) else None
+    return Failure(classify_exception(err), err, request_id, None)
