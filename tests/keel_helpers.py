@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from keel import Client
-from keel.emulator import Emulator, client
+from anthropic.types import Message
+
+from keel import AsyncClient, AsyncResilientStream, Client, KeelError, ResilientStream
+from keel.emulator import Emulator, async_client, client
 
 
 def keel_client(emulator: Emulator, **options: Any) -> Client:
@@ -19,3 +23,71 @@ def ask(text: str) -> list[dict[str, Any]]:
 
 def fault(spec: str) -> dict[str, str]:
     return {"x-keel-fault": spec}
+
+
+Side = Literal["sync", "async"]
+SIDES: tuple[Side, ...] = ("sync", "async")
+
+
+@dataclass
+class Streamed:
+    """What a test read from a stream (`stream_on`), and how it ended."""
+
+    stream: ResilientStream | AsyncResilientStream
+    pieces: list[str] = field(default_factory=list)  # text pieces, or event types with read="events"
+    final: Message | None = None
+    error: Exception | None = None
+
+
+def stream_on(
+    side: Side,
+    emulator: Emulator,
+    *,
+    read: Literal["text", "events", "until_done"] = "text",
+    stop_after: int | None = None,
+    options: dict[str, Any] | None = None,
+    **params: Any,
+) -> Streamed:
+    """Open `messages.stream(**params)` on a sync or an async keel client, read it as asked (every text piece,
+    every event's type, or just `until_done()`; `stop_after` N text pieces, leaving early), then close the client.
+    A keel error is kept in `.error`, with what was read before it."""
+    if side == "sync":
+        keel = keel_client(emulator, **(options or {}))
+        with keel.messages.stream(**params) as stream:
+            result = Streamed(stream)
+            try:
+                if read == "until_done":
+                    stream.until_done()
+                else:
+                    for item in stream.text_stream if read == "text" else (e.type for e in stream):
+                        result.pieces.append(item)
+                        if len(result.pieces) == stop_after:
+                            break
+                    else:
+                        result.final = stream.get_final_message()
+            except KeelError as err:
+                result.error = err
+        keel.close()
+        return result
+
+    async def run() -> Streamed:
+        keel = AsyncClient(async_client(emulator, _strict_response_validation=True), **(options or {}))
+        async with keel.messages.stream(**params) as stream:
+            result = Streamed(stream)
+            try:
+                if read == "until_done":
+                    await stream.until_done()
+                else:
+                    items = stream.text_stream if read == "text" else (e.type async for e in stream)
+                    async for item in items:
+                        result.pieces.append(item)
+                        if len(result.pieces) == stop_after:
+                            break
+                    else:
+                        result.final = await stream.get_final_message()
+            except KeelError as err:
+                result.error = err
+        await keel.close()
+        return result
+
+    return asyncio.run(run())

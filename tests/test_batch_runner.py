@@ -259,3 +259,16 @@ def test_a_reopened_ledger_holds_the_whole_job(tmp_path: Path) -> None:
     batch = client(emu).messages.batches.retrieve(shard.batch_id or "")
     assert shard.state == "collected" and shard.counts == batch.request_counts.model_dump()
     assert sum(shard.counts.values()) == shard.requests == 2
+
+
+def test_a_ledger_of_another_schema_version_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:  # a ledger as an older keel wrote it: no schema version
+        conn.execute("CREATE TABLE items (job_id TEXT, custom_id TEXT, cache_write_tokens INTEGER)")
+    with pytest.raises(ValueError, match="schema version 0, written by another keel version"):
+        SQLiteLedger(path)
+    fresh = SQLiteLedger(tmp_path / "new.sqlite3")
+    fresh.close()
+    SQLiteLedger(tmp_path / "new.sqlite3").close()  # this version's own ledger opens again

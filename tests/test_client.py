@@ -209,3 +209,13 @@ async def test_count_tokens_is_recorded_like_any_call(keel_emulator: Emulator, t
     assert len(counts) == 2 and all(c["mode"] == "standard" and c["request_id"] for c in counts)
     served = {e.request_id for e in keel_emulator.access_log.entries()}
     assert {c["request_id"] for c in calls} == served
+
+
+@pytest.mark.parametrize("mode", ["batch", "streaming"])
+def test_a_mode_a_single_call_cannot_take_is_a_clear_error_before_any_request(
+    keel_emulator: Emulator, mode: str
+) -> None:
+    keel = keel_client(keel_emulator)
+    with pytest.raises(ValueError, match=rf"mode: expected 'standard', 'stream' or 'auto' for a call, got '{mode}'"):
+        keel.messages.create(model=MODEL, max_tokens=10, messages=ask("x"), mode=mode)  # type: ignore[arg-type]
+    assert keel_emulator.access_log.entries() == []

@@ -75,9 +75,16 @@ class Action(StrEnum):
 class ErrorClass:
     """One row of the error map.
 
-    `status`, `error_type` and `error_code` describe what the row matches (None: not part of the match,
-    or no HTTP status at all). `retryable` is keel's policy; `sdk_retries` is what the SDK's own retry
-    loop does with it by default. `message_contains` is set only on rows recognised by their message.
+    Attributes:
+        status: the HTTP status the row matches (None: not part of the match, or no HTTP status at all).
+        error_type: the error body's `error.type` it matches (None: not part of the match).
+        error_code: the `error.details.error_code` it matches (None: not part of the match).
+        retryable: keel's policy: whether retrying the same request can succeed.
+        action: what the caller should do about it.
+        note: a one-line handling note, as `keel explain` prints it.
+        name: the row's stable name (e.g. "overloaded"), written in records.
+        sdk_retries: what the SDK's own retry loop does with it by default.
+        message_contains: set only on rows recognised by their message.
     """
 
     status: int | None

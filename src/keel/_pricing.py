@@ -54,8 +54,17 @@ _ONE = Decimal(1)
 class ModelPrice:
     """One model's list prices in USD per million tokens.
 
-    A prompt (input + cache writes + cache reads) over `long_context_threshold` tokens is billed at
-    `long_context_multiplier` times every price of that request, output included (Haiku 5.5: over 100k, x5).
+    Attributes:
+        input: uncached input.
+        output: generated tokens.
+        cache_write_5m: prompt-cache writes with the 5-minute TTL.
+        cache_write_1h: prompt-cache writes with the 1-hour TTL.
+        cache_read: prompt-cache reads.
+        long_context_threshold: a prompt (input + cache writes + cache reads) over this many tokens is billed
+            at `long_context_multiplier` times every price of that request, output included (Haiku 5.5: over
+            100k, x5); None for no such tier.
+        long_context_multiplier: see `long_context_threshold`.
+        note: where the prices come from, or a caveat.
     """
 
     input: float
@@ -70,7 +79,18 @@ class ModelPrice:
 
 @dataclass(frozen=True)
 class CostBreakdown:
-    """The exact cost of one response by billing category, in USD, after batch and long-context multipliers."""
+    """The exact cost of one response by billing category, in USD, after batch and long-context multipliers.
+
+    Attributes:
+        model: the priced model id (an alias resolved).
+        input: uncached input.
+        output: generated tokens.
+        cache_write_5m: 5-minute cache writes.
+        cache_write_1h: 1-hour cache writes.
+        cache_read: cache reads.
+        batch: billed at the batch rate.
+        long_context: billed at the long-context tier.
+    """
 
     model: str
     input: Decimal

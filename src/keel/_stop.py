@@ -38,8 +38,11 @@ class Outcome:
 
 @dataclass(frozen=True)
 class EndTurn(Outcome):
-    """The model finished its turn. `empty`: no content at all (as after tool results): do not retry it
-    unchanged."""
+    """The model finished its turn.
+
+    Attributes:
+        empty: no content at all (as after tool results): do not retry it unchanged.
+    """
 
     empty: bool = False
     kind = "end_turn"
@@ -47,8 +50,12 @@ class EndTurn(Outcome):
 
 @dataclass(frozen=True)
 class MaxTokens(Outcome):
-    """Truncated at max_tokens. `incomplete_tool_call`: the answer ends inside a tool_use block, which a
-    continuation cannot finish: raise max_tokens and retry."""
+    """Truncated at max_tokens.
+
+    Attributes:
+        incomplete_tool_call: the answer ends inside a tool_use block, which a continuation cannot finish:
+            raise max_tokens and retry.
+    """
 
     incomplete_tool_call: bool = False
     kind = "max_tokens"
@@ -57,7 +64,11 @@ class MaxTokens(Outcome):
 
 @dataclass(frozen=True)
 class StopSequence(Outcome):
-    """A stop sequence ended the answer; `sequence` is the one that matched."""
+    """A stop sequence ended the answer.
+
+    Attributes:
+        sequence: the stop sequence that matched.
+    """
 
     sequence: str | None = None
     kind = "stop_sequence"
@@ -65,7 +76,11 @@ class StopSequence(Outcome):
 
 @dataclass(frozen=True)
 class ToolUse(Outcome):
-    """The model calls tools: `calls` are the response's tool_use blocks, to answer with tool_result blocks."""
+    """The model calls tools.
+
+    Attributes:
+        calls: the response's tool_use blocks, to answer with tool_result blocks.
+    """
 
     calls: tuple[ToolUseBlock, ...] = ()
     kind = "tool_use"
@@ -82,8 +97,12 @@ class PauseTurn(Outcome):
 
 @dataclass(frozen=True)
 class Refusal(Outcome):
-    """The model declined: surface it, never blind-retry. `category` and `explanation` come from
-    `stop_details` (cyber, bio, ...; None when the API gave none)."""
+    """The model declined: surface it, never blind-retry.
+
+    Attributes:
+        category: `stop_details.category` (cyber, bio, ...; None when the API gave none).
+        explanation: `stop_details.explanation` (None when the API gave none).
+    """
 
     category: str | None = None
     explanation: str | None = None

@@ -175,18 +175,23 @@ def default_store() -> SQLiteStore:
 
 @dataclass(frozen=True, slots=True)
 class Execution(Generic[R]):
-    """What `AtMostOnce.run` returns: the value, and whether it was replayed from the store."""
+    """What `AtMostOnce.run` returns: the value, and whether it was replayed from the store.
+
+    Attributes:
+        value: the tool's result.
+        replayed: True: the recorded result of an earlier run; the function did not run now.
+        key: the dedup key (what `forget`, `resolve` and `lookup` take).
+        tool: the tool's name.
+        attempt: which claim produced the value: 1, or more after takeovers of expired claims.
+        took_over: this call ran the tool after taking over an expired claim (`takeover=True`).
+    """
 
     value: R
     replayed: bool
-    """True: the recorded result of an earlier run; the function did not run now."""
     key: str
-    """The dedup key (what `forget`, `resolve` and `lookup` take)."""
     tool: str
     attempt: int
-    """Which claim produced the value: 1, or more after takeovers of expired claims."""
     took_over: bool = False
-    """This call ran the tool after taking over an expired claim (`takeover=True`)."""
 
 
 @dataclass(frozen=True, slots=True)

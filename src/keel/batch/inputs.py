@@ -27,6 +27,14 @@ SHORT_FIELDS = {"custom_id", "prompt", "messages", "model", "max_tokens", "syste
 
 @dataclass(frozen=True)
 class Defaults:
+    """What an input line that does not say it gets.
+
+    Attributes:
+        model: the model id.
+        max_tokens: the answer's token limit.
+        system: the system prompt.
+    """
+
     model: str | None = None
     max_tokens: int | None = None
     system: str | None = None
@@ -34,9 +42,17 @@ class Defaults:
 
 @dataclass(frozen=True)
 class Item:
+    """An accepted input line.
+
+    Attributes:
+        line: its 1-based line number in the input file.
+        custom_id: the id its result is joined on.
+        params_json: the canonical JSON of its Messages params.
+    """
+
     line: int
     custom_id: str
-    params_json: str  # canonical JSON of the Messages params
+    params_json: str
 
     @property
     def size(self) -> int:
@@ -46,6 +62,14 @@ class Item:
 
 @dataclass(frozen=True)
 class Reject:
+    """A rejected input line: it is reported, and the rest of the job goes on.
+
+    Attributes:
+        line: its 1-based line number in the input file.
+        reason: what is wrong with it, naming the field.
+        custom_id: its custom_id, when it had a readable one.
+    """
+
     line: int
     reason: str
     custom_id: str | None = None

@@ -27,19 +27,43 @@ FINAL_STATES = ("succeeded", "errored", "canceled", "expired")
 
 @dataclass(frozen=True)
 class Job:
+    """A batch job as the ledger holds it.
+
+    Attributes:
+        job_id: derived from the input file and the defaults (`job_id_for`): the same run resumes the same job.
+        input_path: the input file.
+        options: the defaults the job was made with.
+        status: new / prepared / running / canceling / done / canceled.
+        created_at: when it was made (Unix time).
+    """
+
     job_id: str
     input_path: str
     options: dict[str, Any]
-    status: str  # new / prepared / running / canceling / done / canceled
+    status: str
     created_at: float
 
 
 @dataclass(frozen=True)
 class Shard:
+    """One Message Batch of a job (a job is split at 100,000 requests or 256 MB).
+
+    Attributes:
+        shard_id: its number in the ledger.
+        job_id: the job it belongs to.
+        round: 1 for the first submission, more for resubmissions of what can still succeed.
+        state: planned / submitting / submitted / ended / collected.
+        batch_id: the API's batch id, once created.
+        requests: requests in it.
+        bytes: the size of its request body.
+        submit_started_at: when its submission began (a submission cut short is matched against the API's list).
+        counts: the batch's request_counts at the last poll.
+    """
+
     shard_id: int
     job_id: str
     round: int
-    state: str  # planned / submitting / submitted / ended / collected
+    state: str
     batch_id: str | None
     requests: int
     bytes: int

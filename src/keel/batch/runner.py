@@ -41,6 +41,17 @@ _LINES = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circu
 
 @dataclass
 class RunnerOptions:
+    """How a `BatchRunner` runs a job.
+
+    Attributes:
+        defaults: what input lines that do not say get (model, max_tokens, system).
+        max_attempts: submissions of one request at most (retryable errors and expired requests go round again).
+        shard_requests: requests per batch at most (the API's limit: 100,000).
+        shard_bytes: bytes per batch body at most (the API's limit: 256 MB).
+        poll_min: seconds between polls, at first.
+        poll_max: seconds between polls, at most (the interval grows while nothing changes).
+    """
+
     defaults: Defaults = field(default_factory=Defaults)
     max_attempts: int = 3
     shard_requests: int = MAX_BATCH_REQUESTS
@@ -56,7 +67,13 @@ class RunnerOptions:
 
 @dataclass
 class Progress:
-    """What a progress display is told after each poll."""
+    """What a progress display is told after each poll.
+
+    Attributes:
+        job_id: the job.
+        shards: its shards, as the ledger holds them now.
+        started: when the run started (`time.monotonic()`).
+    """
 
     job_id: str
     shards: list[Shard]
