@@ -11,7 +11,7 @@ After a warm-up, each round runs both sides of a workload alternately in small c
 the figures are the best round of each side, the ratio is the median of emulator/minimal over all the back-to-back
 chunk pairs, which keeps bursts of background load (other processes on the 2 cores) out of the verdict.
 
-Run: `.venv/bin/python bench/emulator_bench.py` (or `make bench`); `--help` for the knobs.
+Run: `.venv/bin/python bench/emulator_bench.py` (`make bench` runs it with the others); `--help` for the knobs.
 """
 
 from __future__ import annotations
