@@ -26,8 +26,10 @@ typecheck: $(VENV)/.installed
 test: lint typecheck
 	$(BIN)/python -m pytest -q
 
+# Every benchmark, one at a time, then one table of the targets: `make bench BENCH_ARGS="--quick"` for a smoke run,
+# `BENCH_ARGS="--strict"` to fail on a missed target.
 bench: $(VENV)/.installed
-	$(BIN)/python bench/emulator_bench.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache

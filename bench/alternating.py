@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable, Mapping
+
+
+def add_arguments(parser: argparse.ArgumentParser, blocks: int, calls: int, warmup: int = 300) -> None:
+    """The knobs of `alternate`, with these defaults."""
+    parser.add_argument("--blocks", type=int, default=blocks, help=f"blocks per side (default {blocks})")
+    parser.add_argument("--calls", type=int, default=calls, help=f"calls per block (default {calls})")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"warm-up calls per side (default {warmup})")
 
 
 def alternate(

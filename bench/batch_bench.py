@@ -40,6 +40,7 @@ import urllib.request
 from pathlib import Path
 
 import anthropic
+from targets import Result, add_arguments, at_least, at_most, finish, verdict
 
 import keel
 from keel.batch import BatchRunner, Defaults, RunnerOptions, SQLiteLedger, job_id_for, read_items
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="part 2 jobs; the verdict is on the best (default 2)")
     parser.add_argument("--profile", action="store_true", help="cProfile collect + write_outputs in part 2")
     parser.add_argument("--skip-rss", action="store_true", help="only part 2 (throughput)")
-    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target fails")
+    add_arguments(parser)
     args = parser.parse_args(argv)
 
     began = time.monotonic()
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         f"keel batch bench: Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
         f"{os.cpu_count()} cores; emulator in its own process at --batch-speed {BATCH_SPEED:,}"
     )
-    verdicts: list[bool] = []
+    results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="keel-batch-bench-") as tmp:
         work = Path(tmp)
         emulator = EmulatorProcess(work / "emulator.log")
@@ -268,15 +269,17 @@ def main(argv: list[str] | None = None) -> int:
                 small = cli_job(work, emulator, args.small)
                 large = cli_job(work, emulator, args.large)
                 ratio = large["rss_mb"] / small["rss_mb"]
-                rss_ok = large["rss_mb"] <= RSS_LIMIT_MB and ratio <= RSS_RATIO_LIMIT
-                verdicts.append(rss_ok)
+                rss = at_most(f"peak RSS, {args.large:,}-request job", large["rss_mb"], RSS_LIMIT_MB, "MB", 1)
+                growth_name = f"peak RSS, {args.large:,} over {args.small:,} requests"
+                growth = at_most(growth_name, ratio, RSS_RATIO_LIMIT, digits=2)
+                results += [rss, growth]
                 print("\n1. peak RSS of `keel batch run` (its own process; emulator not counted)")
                 for name, figures in ((f"{args.small:,} requests", small), (f"{args.large:,} requests", large)):
                     print(f"   {name:>18}: {figures['rss_mb']:7.1f} MB peak RSS, job took {figures['seconds']:5.1f} s")
                 print(
-                    f"   {args.large:,} job: {large['rss_mb']:.1f} MB (target <= {RSS_LIMIT_MB:.0f} MB), "
-                    f"{ratio:.2f}x the {args.small:,} job (target <= {RSS_RATIO_LIMIT}x): "
-                    f"{'PASS' if rss_ok else 'FAIL'}"
+                    f"   {args.large:,} job: {rss.value} (target {rss.target}), "
+                    f"{growth.value} the {args.small:,} job (target {growth.target}): "
+                    f"{verdict(bool(rss.passed and growth.passed))}"
                 )
 
             rounds = [
@@ -297,17 +300,16 @@ def main(argv: list[str] | None = None) -> int:
                     f"            collect (download, parse, join, store) {timings['collect']:.2f} s "
                     f"+ write_outputs {timings['write']:.2f} s = {processing:.2f} s: {rates[-1]:,.0f} results/s"
                 )
-            rate = max(rates)
-            rate_ok = rate >= THROUGHPUT_TARGET
-            verdicts.append(rate_ok)
+            throughput = at_least("result processing, best round", max(rates), THROUGHPUT_TARGET, "results/s", 0)
+            results.append(throughput)
             print(
-                f"   download start to results file written, best round: {rate:,.0f} results/s "
-                f"(target >= {THROUGHPUT_TARGET:,.0f}/s): {'PASS' if rate_ok else 'FAIL'}"
+                f"   download start to results file written, best round: {throughput.value} "
+                f"(target {throughput.target}): {throughput.verdict}"
             )
         finally:
             emulator.close()
     print(f"\ntotal {time.monotonic() - began:.1f} s")
-    return 0 if all(verdicts) or not args.strict else 1
+    return finish(args, results)
 
 
 if __name__ == "__main__":

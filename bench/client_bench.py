@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+from targets import add_arguments, at_most, finish, print_verdicts
 
 import keel
 import keel.emulator
@@ -166,10 +167,6 @@ def count_texts(sdk: anthropic.Anthropic, params: dict[str, Any]) -> int:
         return sum(1 for _ in stream.text_stream)
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="keel.Client overhead over the bare SDK, on the in-process emulator.")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the verdict is the median round (default 3)")
@@ -177,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=150, help="streams per side per round (default 150)")
     parser.add_argument("--words", type=int, default=200, help="words per streamed answer (default 200)")
     parser.add_argument("--warmup", type=int, default=200, help="warm-up calls per side; a tenth as streams")
-    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target fails")
+    add_arguments(parser)
     args = parser.parse_args(argv)
 
     emulator = keel.emulator.Emulator()
@@ -226,10 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{' '.join(f'{r:.3f}' for r in measure.ratios())}"
         )
     print()
-    results = [(measure, measure.ratio <= TARGET) for measure in (create, ttft, total)]
-    for measure, ok in results:
-        print(f"{measure.name} keel/raw: {measure.ratio:.3f}x (target <= {TARGET}x): {verdict(ok)}")
-    return 0 if all(ok for _, ok in results) or not args.strict else 1
+    results = [at_most(f"{measure.name} keel/raw", measure.ratio, TARGET) for measure in (create, ttft, total)]
+    print_verdicts(results)
+    return finish(args, results)
 
 
 if __name__ == "__main__":

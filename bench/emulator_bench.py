@@ -11,7 +11,7 @@ After a warm-up, each round runs both sides of a workload alternately in small c
 the figures are the best round of each side, the ratio is the median of emulator/minimal over all the back-to-back
 chunk pairs, which keeps bursts of background load (other processes on the 2 cores) out of the verdict.
 
-Run: `.venv/bin/python bench/emulator_bench.py` (or `make bench`); `--help` for the knobs.
+Run: `.venv/bin/python bench/emulator_bench.py` (`make bench` runs it with the others); `--help` for the knobs.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from targets import add_arguments, at_least, at_most, finish, print_verdicts
 
 from keel.emulator import DEFAULT_API_KEY, Emulator, EmulatorTransport
 from keel.emulator.server import BackgroundServer
@@ -217,10 +218,6 @@ def stream_round(
     pair.add_round(*figures)
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Emulator overhead against a minimal Starlette app.")
     parser.add_argument("--rounds", type=int, default=5, help="rounds; the best of each side is kept (default 5)")
@@ -229,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=50, help="warm-up calls per configuration (default 50)")
     parser.add_argument("--words", type=int, default=5000, help="delta events per stream (default 5000)")
     parser.add_argument("--streams", type=int, default=6, help="streams per side per round (default 6)")
-    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target fails")
+    add_arguments(parser)
     args = parser.parse_args(argv)
 
     emulator = Emulator()
@@ -277,16 +274,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{pair.ratio:>7.2f}   {' '.join(f'{r:.2f}' for r in pair.round_ratios())}"
         )
     print()
-    calls_ok = loopback.ratio <= CALL_RATIO_TARGET and in_process.ratio <= CALL_RATIO_TARGET
-    stream_ok = streaming.ratio >= STREAM_RATIO_TARGET
-    print(
-        f"non-streaming emulator/minimal: loopback {loopback.ratio:.2f}x, in-process {in_process.ratio:.2f}x "
-        f"(target <= {CALL_RATIO_TARGET}x): {verdict(calls_ok)}"
-    )
-    print(
-        f"streaming emulator/minimal: {streaming.ratio:.2f}x (target >= {STREAM_RATIO_TARGET}x): {verdict(stream_ok)}"
-    )
-    return 0 if (calls_ok and stream_ok) or not args.strict else 1
+    results = [
+        at_most("non-streaming, loopback emulator/minimal", loopback.ratio, CALL_RATIO_TARGET, digits=2),
+        at_most("non-streaming, in-process emulator/minimal", in_process.ratio, CALL_RATIO_TARGET, digits=2),
+        at_least("streaming emulator/minimal", streaming.ratio, STREAM_RATIO_TARGET, digits=2),
+    ]
+    print_verdicts(results)
+    return finish(args, results)
 
 
 if __name__ == "__main__":
