@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             create_round(create, creates, args.calls)
             stream_round(ttft, total, streams, args.streams, expected)
-        client.settings.close()
+        client.close()
         record_lines = sum(1 for _ in records.open(encoding="utf-8"))
     elapsed = time.perf_counter() - began
 
