@@ -25,7 +25,7 @@ from anthropic.types import Message
 
 from ._continuation import combine
 from ._error_map import classify, classify_exception
-from ._exceptions import CallFailed, Refused, failure_of
+from ._exceptions import CALL_ERRORS, CallFailed, Refused, failure_of
 from ._modes import Mode
 from ._pricing import PriceTable, load_prices
 from ._records import AttemptRecord, CallRecord, DeferredCallRecord, Recorder
@@ -121,8 +121,16 @@ class CallSettings:
         self.prices = prices or load_prices()
         self.log_content = log_content
 
-    def begin(self, policy: str | RetryPolicy | None = None) -> Call:
-        return Call(self, self.policy if policy is None else policy_named(policy))
+    def begin(
+        self,
+        policy: str | RetryPolicy | None,
+        mode: Mode,
+        params: Mapping[str, Any],
+        name: str | None = None,
+    ) -> Call:
+        """A new call under `policy` (None: the client's), made in `mode` with `params`; `name` names a call that
+        is not a message (e.g. "messages.count_tokens")."""
+        return Call(self, self.policy if policy is None else policy_named(policy), mode, params, name)
 
     def close(self) -> None:
         if self.owns_recorder:
@@ -134,20 +142,51 @@ class Call:
 
     A plain slotted class: one is made per call, on the hot path. A round is one request of the conversation
     (the first, a continuation, a resumed stream); whoever sends a round counts it (`start_round`).
+
+    `with call:` is the call in progress: it is the current call (what the middleware records attempts on),
+    and an exception in `CALL_ERRORS` leaving the block becomes the `CallFailed` that `failed` makes.
     """
 
-    __slots__ = ("attempts", "call_id", "deadline", "held", "policy", "rounds", "settings", "started", "ttft_ms")
+    __slots__ = (
+        "_token",
+        "attempts",
+        "call_id",
+        "deadline",
+        "held",
+        "mode",
+        "name",
+        "params",
+        "policy",
+        "rounds",
+        "settings",
+        "started",
+        "ttft_ms",
+    )
 
-    def __init__(self, settings: CallSettings, policy: RetryPolicy) -> None:
+    def __init__(
+        self, settings: CallSettings, policy: RetryPolicy, mode: Mode, params: Mapping[str, Any], name: str | None
+    ) -> None:
         self.call_id = new_call_id()
         self.settings = settings
         self.policy = policy
+        self.mode = mode
+        self.params = params
+        self.name = name
         self.started = time.monotonic()
         self.deadline = None if policy.deadline is None else Deadline(policy, self.started)
         self.attempts: list[AttemptRecord] = []
         self.held: list[AttemptRecord] = []  # successful attempts, written with the call record
         self.rounds = 0
         self.ttft_ms: float | None = None
+
+    def __enter__(self) -> Call:
+        self._token = CURRENT_CALL.set(self)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        CURRENT_CALL.reset(self._token)
+        if isinstance(exc, CALL_ERRORS):
+            raise self.failed(exc) from exc
 
     @property
     def deadline_hit(self) -> bool:
@@ -222,9 +261,7 @@ class Call:
         held, self.held = self.held, []
         self.settings.recorder.emit(*held, record)
 
-    def succeeded(
-        self, mode: Mode, params: Mapping[str, Any], rounds: Sequence[Message], raise_on_refusal: bool = False
-    ) -> Reply:
+    def succeeded(self, rounds: Sequence[Message], raise_on_refusal: bool = False) -> Reply:
         """The reply of a call whose rounds produced these messages, its record written; a refusal raises
         `Refused` when the caller asked."""
         message = combine(rounds)
@@ -236,9 +273,9 @@ class Call:
         }
         record: CallRecord | DeferredCallRecord
         if self.settings.log_content:  # the content quotes the caller's own data: recorded as it is now
-            record = self._record(mode, message.model, content=_content(params, message), **facts)
+            record = self._record(message.model, content=_content(self.params, message), **facts)
         else:  # built (and priced) when first needed, the same record for every reader
-            build = partial(self._record, mode, message.model, ended=time.monotonic(), at=time.time(), **facts)
+            build = partial(self._record, message.model, ended=time.monotonic(), at=time.time(), **facts)
             record = DeferredCallRecord(build)
         self._emit(record)
         reply = Reply(message, record)
@@ -246,39 +283,35 @@ class Call:
             raise Refused(reply)
         return reply
 
-    def finished(self, name: str, mode: Mode) -> None:
+    def finished(self) -> None:
         """The record of an SDK call that is not a message (a batch submission, a poll, a token count)."""
-        self._emit(self._record(mode, "", request_id=self._last_request_id(), outcome=name))
+        self._emit(self._record("", request_id=self._last_request_id(), outcome=self.name))
 
-    def abandoned(self, params: Mapping[str, Any], partial: Message | None) -> None:
+    def abandoned(self, partial: Message | None) -> None:
         """The record of a stream its caller left before the end: what it had produced, as far as known."""
-        model = partial.model if partial is not None else str(params.get("model"))
+        model = partial.model if partial is not None else str(self.params.get("model"))
         usage = partial.usage if partial is not None else None
-        self._emit(self._record("stream", model, request_id=self._last_request_id(), outcome="abandoned", usage=usage))
+        self._emit(self._record(model, request_id=self._last_request_id(), outcome="abandoned", usage=usage))
 
-    def failed(
-        self, mode: Mode, params: Mapping[str, Any], err: BaseException, outcome: str | None = None
-    ) -> CallFailed:
+    def failed(self, err: BaseException) -> CallFailed:
         """The `CallFailed` to raise for this exception (one of `CALL_ERRORS`), its record written."""
         failure = failure_of(err)
         partial = failure.partial  # a stream broken after content: what it had produced is billed
         detail = f"{self.policy.name} deadline of {self.policy.deadline:g} s: {err}" if self.deadline_hit else str(err)
         record = self._record(
-            mode,
-            partial.model if partial is not None else str(params.get("model", "")),
+            partial.model if partial is not None else str(self.params.get("model", "")),
             request_id=failure.request_id or self._last_request_id(),
-            outcome=outcome,
+            outcome=self.name,
             usage=partial.usage if partial is not None else None,
             error_class=failure.error_class.name,
             error=detail,
-            content=_content(params, None) if self.settings.log_content else None,
+            content=_content(self.params, None) if self.settings.log_content else None,
         )
         self._emit(record)
         return CallFailed(failure.error_class, record, failure.sdk_error, deadline_exceeded=self.deadline_hit)
 
     def _record(
         self,
-        mode: Mode,
         model: str,
         *,
         request_id: str | None,
@@ -305,7 +338,7 @@ class Call:
             cost = self.settings.prices.cost(model, counts)
         return CallRecord(  # positional: one per call, on the hot path (field order as CallRecord declares it)
             self.call_id,
-            mode,
+            self.mode,
             self.policy.name,
             model,
             request_id,

@@ -23,9 +23,8 @@ import anthropic
 from anthropic.types import Message
 from tenacity import AsyncRetrying, Retrying
 
-from ._call import CURRENT_CALL, Call, CallSettings, Reply
+from ._call import Call, CallSettings, Reply
 from ._continuation import next_request
-from ._exceptions import CALL_ERRORS
 from ._middleware import AttemptMiddleware
 from ._modes import Mode, call_mode
 from ._pricing import PriceTable
@@ -88,11 +87,11 @@ class Client(_ClientBase[anthropic.Anthropic]):
         super().__init__(anthropic_client or anthropic.Anthropic(**sdk_options), policy, records, prices, log_content)
         self.messages = Messages(self)
 
-    def one_round(self, call: Call, params: dict[str, Any], mode: Mode) -> Message:
+    def one_round(self, call: Call, params: dict[str, Any]) -> Message:
         """One request, with the SDK's retries inside and, for background policies, keel's rounds around it."""
         sdk, rounds = self.for_policy(call.policy)
         call.start_round()
-        if mode == "stream":
+        if call.mode == "stream":
 
             def request() -> Message:
                 return ResilientStream(sdk, call, params, "continue", owns_call=False).get_final_message()
@@ -115,17 +114,11 @@ class Client(_ClientBase[anthropic.Anthropic]):
         `fn` receives the SDK client configured for the policy; each HTTP attempt gets its attempt record,
         the call a `CallRecord` (`outcome` = `name`, no model or usage); a failure raises `CallFailed`.
         """
-        call = self.settings.begin(policy)
-        token = CURRENT_CALL.set(call)
-        try:
+        with self.settings.begin(policy, mode, {}, name) as call:
             call.start_round()
             sdk, rounds = self.for_policy(call.policy)
             result = fn(sdk) if rounds is None else Retrying(**rounds)(fn, sdk)
-        except CALL_ERRORS as err:
-            raise call.failed(mode, {}, err, outcome=name) from err
-        finally:
-            CURRENT_CALL.reset(token)
-        call.finished(name, mode)
+        call.finished()
         return result
 
     def close(self) -> None:
@@ -162,24 +155,17 @@ class Messages:
         resume_pause_turn=N sends a paused turn back up to N times.
         """
         client = self._client
-        made_as = call_mode(mode, params)
-        call = client.settings.begin(policy)
-        token = CURRENT_CALL.set(call)
-        try:
-            rounds = [client.one_round(call, params, made_as)]
+        with client.settings.begin(policy, call_mode(mode, params), params) as call:
+            rounds = [client.one_round(call, params)]
             while (more := next_request(params, rounds, continue_max_tokens, resume_pause_turn)) is not None:
-                rounds.append(client.one_round(call, more, made_as))
-        except CALL_ERRORS as err:
-            raise call.failed(made_as, params, err) from err
-        finally:
-            CURRENT_CALL.reset(token)
-        return call.succeeded(made_as, params, rounds, raise_on_refusal)
+                rounds.append(client.one_round(call, more))
+        return call.succeeded(rounds, raise_on_refusal)
 
     def stream(
         self, *, policy: str | RetryPolicy | None = None, on_interrupt: OnInterrupt = "raise", **params: Any
     ) -> ResilientStream:
         """Like the SDK's `messages.stream(...)`, resilient to mid-stream errors and dropped streams."""
-        call = self._client.settings.begin(policy)
+        call = self._client.settings.begin(policy, "stream", params)
         sdk, _ = self._client.for_policy(call.policy)
         return ResilientStream(sdk, call, params, on_interrupt)
 
@@ -207,13 +193,13 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
         super().__init__(base, policy, records, prices, log_content)
         self.messages = AsyncMessages(self)
 
-    async def one_round(self, call: Call, params: dict[str, Any], mode: Mode) -> Message:
+    async def one_round(self, call: Call, params: dict[str, Any]) -> Message:
         """One request, with the SDK's retries inside and, for background policies, keel's rounds around it."""
         sdk, rounds = self.for_policy(call.policy)
         call.start_round()
 
         async def request() -> Message:
-            if mode == "stream":
+            if call.mode == "stream":
                 stream = AsyncResilientStream(sdk, call, params, "continue", owns_call=False)
                 return await stream.get_final_message()
             return cast(Message, await sdk.messages.create(**params))
@@ -229,17 +215,11 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
         mode: Mode = "standard",
     ) -> T:
         """Any other SDK call, with keel's policy and records (see `Client.call`)."""
-        call = self.settings.begin(policy)
-        token = CURRENT_CALL.set(call)
-        try:
+        with self.settings.begin(policy, mode, {}, name) as call:
             call.start_round()
             sdk, rounds = self.for_policy(call.policy)
             result: T = await fn(sdk) if rounds is None else await AsyncRetrying(**rounds)(fn, sdk)
-        except CALL_ERRORS as err:
-            raise call.failed(mode, {}, err, outcome=name) from err
-        finally:
-            CURRENT_CALL.reset(token)
-        call.finished(name, mode)
+        call.finished()
         return result
 
     async def close(self) -> None:
@@ -271,24 +251,17 @@ class AsyncMessages:
     ) -> Reply:
         """Like `anthropic.AsyncAnthropic().messages.create(...)`, returning a `Reply` (see `Messages.create`)."""
         client = self._client
-        made_as = call_mode(mode, params)
-        call = client.settings.begin(policy)
-        token = CURRENT_CALL.set(call)
-        try:
-            rounds = [await client.one_round(call, params, made_as)]
+        with client.settings.begin(policy, call_mode(mode, params), params) as call:
+            rounds = [await client.one_round(call, params)]
             while (more := next_request(params, rounds, continue_max_tokens, resume_pause_turn)) is not None:
-                rounds.append(await client.one_round(call, more, made_as))
-        except CALL_ERRORS as err:
-            raise call.failed(made_as, params, err) from err
-        finally:
-            CURRENT_CALL.reset(token)
-        return call.succeeded(made_as, params, rounds, raise_on_refusal)
+                rounds.append(await client.one_round(call, more))
+        return call.succeeded(rounds, raise_on_refusal)
 
     def stream(
         self, *, policy: str | RetryPolicy | None = None, on_interrupt: OnInterrupt = "raise", **params: Any
     ) -> AsyncResilientStream:
         """Like the SDK's async `messages.stream(...)`, resilient to mid-stream errors and dropped streams."""
-        call = self._client.settings.begin(policy)
+        call = self._client.settings.begin(policy, "stream", params)
         sdk, _ = self._client.for_policy(call.policy)
         return AsyncResilientStream(sdk, call, params, on_interrupt)
 

@@ -213,7 +213,7 @@ class _StreamBase:
     def _exit(self) -> None:
         if self._owns_call and not self._recorded and self._call.rounds:  # left before its end: still recorded
             self._recorded = True
-            self._call.abandoned(self._core.params, self._core.snapshot)
+            self._call.abandoned(self._core.snapshot)
         if self._token is not None:
             CURRENT_CALL.reset(self._token)
             self._token = None
@@ -224,14 +224,14 @@ class _StreamBase:
         if not self._owns_call:
             return err
         self._recorded = True
-        failed = self._call.failed("stream", self._core.params, err)
+        failed = self._call.failed(err)
         return err if isinstance(err, StreamInterrupted) else failed
 
     def _finished(self) -> None:
         assert self._core.final is not None
         if self._owns_call:
             self._recorded = True
-            self.reply = self._call.succeeded("stream", self._core.params, [self._core.final])
+            self.reply = self._call.succeeded([self._core.final])
 
 
 class ResilientStream(_StreamBase):
