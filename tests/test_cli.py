@@ -82,3 +82,13 @@ def test_emulator_serve_rejects_a_bad_scenario_with_its_line(tmp_path: Path) -> 
     )
     assert result.returncode == 2
     assert f"{scenario}:4: rule 1: probability" in result.stderr
+
+
+def test_emulator_serve_rejects_bad_limits_naming_the_field(tmp_path: Path) -> None:
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[[limits.keys]]\nkey = "a"\nitpm = 0\n')
+    result = subprocess.run(
+        [*KEEL, "emulator", "serve", "--faults", str(scenario)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert f"{scenario}:3: [[limits.keys]] #1: itpm: expected a whole number >= 1, got 0" in result.stderr

@@ -9,7 +9,7 @@ from .batches import BatchStore
 from .clients import async_client, client
 from .clock import BatchClock, Clock
 from .faults import FAULT_HEADER, Fault, FaultSpecError, Scenario, load_scenario, parse_fault_header
-from .ratelimit import RateLimits
+from .ratelimit import Limits, Ramp, RateLimits
 from .transport import AsyncEmulatorTransport, EmulatorTransport
 
 __all__ = [
@@ -26,6 +26,8 @@ __all__ = [
     "EmulatorTransport",
     "Fault",
     "FaultSpecError",
+    "Limits",
+    "Ramp",
     "RateLimits",
     "Scenario",
     "async_client",
