@@ -144,6 +144,20 @@ def test_buckets_are_per_api_key_and_per_model_class(clock: Clock) -> None:
         say(client(emulator, api_key="tenant-c", max_retries=0))
 
 
+def test_input_tokens_count_uncached_input_and_cache_writes_not_reads(clock: Clock) -> None:
+    sdk = client(enforced(clock, input_tokens_per_minute=2_000), max_retries=0)
+    system = [{"type": "text", "text": " ".join(["word"] * 1000)}]
+    cached = [{**system[0], "cache_control": {"type": "ephemeral"}}]
+    first = say(sdk, system=cached)
+    assert first.parse().usage.cache_creation_input_tokens == 1000
+    for _ in range(5):  # each reads the 1000 cached tokens: only ~10 count
+        assert say(sdk, system=cached).parse().usage.cache_read_input_tokens == 1000
+    clock.advance(60)
+    say(sdk, system=system)  # the same prompt uncached: all of it counts, twice is too much
+    with pytest.raises(anthropic.RateLimitError, match="of 2,000 input tokens per minute"):
+        say(sdk, system=system)
+
+
 def test_output_tokens_are_taken_as_produced_never_reserved(clock: Clock) -> None:
     sdk = client(enforced(clock, output_tokens_per_minute=1_000), max_retries=0)
     say(sdk, max_tokens=20_000)  # far above the limit: max_tokens is not reserved

@@ -25,6 +25,7 @@ from .clock import Clock
 from .errors import ApiError, invalid
 from .faults import FAULT_HEADER, Fault, FaultSpecError, Rule, Scenario, parse_fault_header
 from .keys import key_id
+from .prompt_cache import PromptCache
 from .ratelimit import Admission, RateLimiter, RateLimits
 from .render import message_json, new_id, sse_events
 from .responder import Generation, generate
@@ -48,7 +49,7 @@ class EmulatorConfig:
     tps: float | None = None  # output tokens per second (None: as fast as possible)
     max_body_bytes: int = MESSAGES_MAX_BYTES
     rate_limits: RateLimits | None = None  # None: the scenario's `limits`, else the defaults (reported, not enforced)
-    clock: Clock = field(default_factory=Clock)  # rate-limit buckets run on it
+    clock: Clock = field(default_factory=Clock)  # rate-limit buckets and prompt-cache lifetimes run on it
     # Message Batches (see docs/emulator.md): body and size limits, and the batch clock
     max_batch_bytes: int = MAX_BATCH_BYTES
     max_batch_requests: int = MAX_BATCH_REQUESTS
@@ -82,6 +83,7 @@ class Emulator:
         self.clock = self.config.clock
         self.rate_limits = self.config.rate_limits or self.config.scenario.limits or RateLimits()
         self.limiter = RateLimiter(self.rate_limits, self.clock, ORGANIZATION_ID)
+        self.prompt_cache = PromptCache(self.clock)
         self.batches = BatchStore(
             seed=self.config.seed,
             speed=self.config.batch_speed,
@@ -266,11 +268,13 @@ class Emulator:
         valid = validate(raw, version)
         call.stream = valid.body.get("stream") is True  # as validated: `"stream": "true"` streams too
         assert call.key_id is not None  # authenticated
-        admission = self.limiter.admit(call.key_id, valid.model, valid.input_tokens)
+        plan = self.prompt_cache.plan(call.key_id, valid)
+        admission = self.limiter.admit(call.key_id, valid.model, plan.usage.rate_limited)
+        self.prompt_cache.commit(plan)
         gen = generate(valid, self.config.seed, new_id)
         message_id = new_id("msg_01")
         if call.stream:
-            events = sse_events(message_id, valid.model.id, gen, valid.input_tokens)
+            events = sse_events(message_id, valid.model.id, gen, plan.usage)
             return StreamingResponse(
                 self._paced(events, call.fault, admission, gen.output_tokens),
                 media_type="text/event-stream; charset=utf-8",
@@ -278,7 +282,7 @@ class Emulator:
             )
         await self._delay(gen, call.fault)
         admission.settle(gen.output_tokens)
-        body = message_json(message_id, valid.model.id, gen, valid.input_tokens)
+        body = message_json(message_id, valid.model.id, gen, plan.usage)
         return Response(_dumps(body), media_type=JSON_TYPE, headers=admission.headers)
 
     async def _count_tokens(self, request: Request, call: _Call) -> Response:
