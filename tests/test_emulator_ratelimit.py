@@ -13,18 +13,21 @@ Time is a frozen `Clock` the tests move.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx2
 import pytest
 
 from keel.emulator import (
     Clock,
     Emulator,
     EmulatorConfig,
+    EmulatorTransport,
     FaultSpecError,
     Limits,
     Ramp,
@@ -262,3 +265,26 @@ def test_bad_limits_in_code_name_the_field() -> None:
         RateLimits(requests_per_minute=0)
     with pytest.raises(ValueError, match="start: expected a number > 0 and <= 1, got 2"):
         Ramp(start=2)
+
+
+def test_the_access_log_file_has_a_line_per_request_and_no_key(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "access.jsonl"
+    emulator = Emulator(EmulatorConfig(api_key=None, clock=clock, access_log=path))
+    keys = ("sk-ant-tenant-a-0123456789", "sk-ant-tenant-b-9876543210")
+    tenant_a, tenant_b = (client(emulator, api_key=key, max_retries=2) for key in keys)
+    answer = say(tenant_a, extra_headers={"x-keel-fault": "status=529; times=1; retry_after_ms=1"})
+    say(tenant_b)
+    with httpx2.Client(transport=EmulatorTransport(emulator), base_url="http://emulator.keel.invalid") as http:
+        http.get("/v1/nothing", headers={"x-api-key": keys[0]})
+    emulator.access_log.close()
+    text = path.read_text()
+    assert not any(key in text for key in keys)
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [(line["status"], line["retry_count"]) for line in lines] == [(529, 0), (200, 1), (200, 0), (404, None)]
+    assert lines[0]["fault"].startswith("status=529;") and lines[1]["fault"] is None
+    assert lines[1]["request_id"] == answer.headers["request-id"]
+    assert lines[1]["model"] == MODEL and lines[1]["method"] == "POST" and lines[1]["path"] == "/v1/messages"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", lines[0]["time"])
+    ids = [line["key_id"] for line in lines]
+    assert ids[0] == ids[1] == ids[3] != ids[2] and all(re.fullmatch(r"key_[0-9a-f]{12}", i) for i in ids)
+    assert [entry.key_id for entry in emulator.access_log.entries()] == ids

@@ -58,6 +58,9 @@ def serve(
             "[limits], else report only)."
         ),
     ] = None,
+    access_log: Annotated[
+        Path | None, typer.Option(help="Also write the access log to this file, one JSON line per request.")
+    ] = None,
     batch_speed: Annotated[
         float, typer.Option(min=0, help="Message Batches clock: simulated seconds per second (3600: an hour a second).")
     ] = 1.0,
@@ -78,10 +81,19 @@ def serve(
         tps=tps,
         rate_limits=_rate_limits(rate_limit, scenario.limits) if rate_limit else None,
         batch_speed=batch_speed,
+        access_log=access_log,
     )
+    try:
+        emulator = Emulator(config)
+    except OSError as err:
+        typer.echo(f"keel: cannot write the access log {access_log}: {err.strerror or err}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"keel emulator listening on http://{host}:{port}  (ANTHROPIC_BASE_URL=http://{host}:{port})")
     typer.echo(f"{len(scenario.rules)} fault rule(s); Ctrl-C stops it.")
-    run_server(Emulator(config), host, port)
+    try:
+        run_server(emulator, host, port)
+    finally:
+        emulator.access_log.close()
     typer.echo("keel emulator stopped.")
 
 

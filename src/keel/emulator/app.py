@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jiter import from_json
@@ -50,6 +51,7 @@ class EmulatorConfig:
     max_body_bytes: int = MESSAGES_MAX_BYTES
     rate_limits: RateLimits | None = None  # None: the scenario's `limits`, else the defaults (reported, not enforced)
     clock: Clock = field(default_factory=Clock)  # rate-limit buckets and prompt-cache lifetimes run on it
+    access_log: Path | None = None  # also write the access log to this file, one JSON line per request
     # Message Batches (see docs/emulator.md): body and size limits, and the batch clock
     max_batch_bytes: int = MAX_BATCH_BYTES
     max_batch_requests: int = MAX_BATCH_REQUESTS
@@ -79,7 +81,7 @@ class Emulator:
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
-        self.access_log = AccessLog()
+        self.access_log = AccessLog(self.config.access_log)
         self.clock = self.config.clock
         self.rate_limits = self.config.rate_limits or self.config.scenario.limits or RateLimits()
         self.limiter = RateLimiter(self.rate_limits, self.clock, ORGANIZATION_ID)
@@ -151,6 +153,7 @@ class Emulator:
                 fault=call.fault.describe() if call.fault else None,
                 model=call.model,
                 stream=call.stream,
+                key_id=call.key_id,
             )
             return response
 
@@ -174,6 +177,7 @@ class Emulator:
             )
         response = self._error_response(err, request_id)
         response.headers["request-id"] = request_id
+        api_key = _api_key(request)
         self.access_log.add(
             method=request.method,
             path=request.scope["path"],
@@ -183,6 +187,7 @@ class Emulator:
             fault=None,
             model=None,
             stream=False,
+            key_id=key_id(api_key) if api_key else None,
         )
         return response
 
