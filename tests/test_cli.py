@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import anthropic
 from rich.console import Console
@@ -82,3 +84,49 @@ def test_emulator_serve_rejects_a_bad_scenario_with_its_line(tmp_path: Path) -> 
     )
     assert result.returncode == 2
     assert f"{scenario}:4: rule 1: probability" in result.stderr
+
+
+def test_emulator_serve_enforces_scenario_limits_and_writes_the_access_log(tmp_path: Path) -> None:
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[limits]\nrpm = 100\n\n[[limits.keys]]\nkey = "sk-ant-small-tenant"\nrpm = 1\n')
+    access_log = tmp_path / "logs" / "access.jsonl"
+    access_log.parent.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(
+        [*KEEL, "emulator", "serve", "--port", str(port), "--faults", str(scenario), "--access-log", str(access_log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        sdk = anthropic.Anthropic(api_key="sk-ant-small-tenant", base_url=f"http://127.0.0.1:{port}", max_retries=0)
+        hello: list[Any] = [{"role": "user", "content": "Hello"}]
+        raw = sdk.messages.with_raw_response.create(model="claude-haiku-5-5", max_tokens=20, messages=hello)
+        assert raw.headers["anthropic-ratelimit-requests-limit"] == "1"
+        try:
+            sdk.messages.create(model="claude-haiku-5-5", max_tokens=20, messages=hello)
+        except anthropic.RateLimitError as err:
+            assert int(err.response.headers["retry-after"]) == 60  # 1 RPM
+        else:
+            raise AssertionError("the key's limit of 1 RPM did not apply")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = access_log.read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [line["status"] for line in lines] == [200, 429] and lines[0]["request_id"] == raw.headers["request-id"]
+    assert lines[0]["key_id"] == lines[1]["key_id"] and "sk-ant-small-tenant" not in text
+
+
+def test_emulator_serve_rejects_bad_limits_naming_the_field(tmp_path: Path) -> None:
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[[limits.keys]]\nkey = "a"\nitpm = 0\n')
+    result = subprocess.run(
+        [*KEEL, "emulator", "serve", "--faults", str(scenario)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert f"{scenario}:3: [[limits.keys]] #1: itpm: expected a whole number >= 1, got 0" in result.stderr

@@ -701,7 +701,8 @@ def test_every_sdk_request_field_is_accepted(keel_anthropic: anthropic.Anthropic
         service_tier="standard_only",
         speed="standard",
         stop_sequences=["\n\nHuman:"],
-        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        # 1 h like the top-level breakpoint after it: a 1-hour breakpoint after a 5-minute one is a 400
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
         output_config={"effort": "low"},
     )
     counted = keel_anthropic.messages.count_tokens(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -51,7 +52,14 @@ def serve(
     ttft_ms: Annotated[float, typer.Option(help="Delay before each response starts, in ms.")] = 0.0,
     tps: Annotated[float | None, typer.Option(help="Output tokens per second (default: no pacing).")] = None,
     rate_limit: Annotated[
-        str | None, typer.Option(help="Enforce RPM,ITPM,OTPM buckets, e.g. 50,40000,8000 (default: report only).")
+        str | None,
+        typer.Option(
+            help="Enforce RPM,ITPM,OTPM per key and model class, e.g. 50,40000,8000 (default: the scenario's "
+            "[limits], else report only)."
+        ),
+    ] = None,
+    access_log: Annotated[
+        Path | None, typer.Option(help="Also write the access log to this file, one JSON line per request.")
     ] = None,
     batch_speed: Annotated[
         float, typer.Option(min=0, help="Message Batches clock: simulated seconds per second (3600: an hour a second).")
@@ -65,19 +73,27 @@ def serve(
     except (FaultSpecError, OSError) as err:
         typer.echo(f"keel: bad scenario file: {err}", err=True)
         raise typer.Exit(2) from None
-    limits = _rate_limits(rate_limit) if rate_limit else RateLimits()
     config = EmulatorConfig(
         api_key=api_key,
         seed=seed or 0,
         scenario=scenario,
         ttft_ms=ttft_ms,
         tps=tps,
-        rate_limits=limits,
+        rate_limits=_rate_limits(rate_limit, scenario.limits) if rate_limit else None,
         batch_speed=batch_speed,
+        access_log=access_log,
     )
+    try:
+        emulator = Emulator(config)
+    except OSError as err:
+        typer.echo(f"keel: cannot write the access log {access_log}: {err.strerror or err}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"keel emulator listening on http://{host}:{port}  (ANTHROPIC_BASE_URL=http://{host}:{port})")
     typer.echo(f"{len(scenario.rules)} fault rule(s); Ctrl-C stops it.")
-    run_server(Emulator(config), host, port)
+    try:
+        run_server(emulator, host, port)
+    finally:
+        emulator.access_log.close()
     typer.echo("keel emulator stopped.")
 
 
@@ -318,12 +334,19 @@ def report(
 _BAD_LINES_SHOWN = 100
 
 
-def _rate_limits(text: str) -> RateLimits:
+def _rate_limits(text: str, scenario: RateLimits | None) -> RateLimits:
+    """--rate-limit: these limits, enforced (a scenario's per-key limits and ramp are kept)."""
     parts = text.split(",")
     if len(parts) != 3 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
         raise typer.BadParameter("expected three positive whole numbers: RPM,ITPM,OTPM", param_hint="--rate-limit")
     rpm, itpm, otpm = (int(part) for part in parts)
-    return RateLimits(rpm, itpm, otpm, enforce=True)
+    return replace(
+        scenario or RateLimits(),
+        requests_per_minute=rpm,
+        input_tokens_per_minute=itpm,
+        output_tokens_per_minute=otpm,
+        enforce=True,
+    )
 
 
 def main() -> None:

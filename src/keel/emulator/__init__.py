@@ -5,10 +5,11 @@ Depends on nothing else in keel. See docs/emulator.md for how a request asks for
 
 from .access_log import AccessEntry, AccessLog
 from .app import DEFAULT_API_KEY, Emulator, EmulatorConfig, create_app
-from .batches import BatchClock, BatchStore
+from .batches import BatchStore
 from .clients import async_client, client
+from .clock import BatchClock, Clock
 from .faults import FAULT_HEADER, Fault, FaultSpecError, Scenario, load_scenario, parse_fault_header
-from .ratelimit import RateLimits
+from .ratelimit import Limits, Ramp, RateLimits
 from .transport import AsyncEmulatorTransport, EmulatorTransport
 
 __all__ = [
@@ -19,11 +20,14 @@ __all__ = [
     "AsyncEmulatorTransport",
     "BatchClock",
     "BatchStore",
+    "Clock",
     "Emulator",
     "EmulatorConfig",
     "EmulatorTransport",
     "Fault",
     "FaultSpecError",
+    "Limits",
+    "Ramp",
     "RateLimits",
     "Scenario",
     "async_client",

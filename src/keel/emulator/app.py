@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jiter import from_json
@@ -21,9 +22,12 @@ from starlette.routing import Route
 from .access_log import AccessLog
 from .batches import MAX_BATCH_BYTES, MAX_BATCH_REQUESTS, Batch, BatchStore
 from .catalog import ModelSpec, load_catalog
+from .clock import Clock
 from .errors import ApiError, invalid
 from .faults import FAULT_HEADER, Fault, FaultSpecError, Rule, Scenario, parse_fault_header
-from .ratelimit import RateLimiter, RateLimits
+from .keys import key_id
+from .prompt_cache import PromptCache
+from .ratelimit import Admission, RateLimiter, RateLimits
 from .render import message_json, new_id, sse_events
 from .responder import Generation, generate
 from .validation import check_version, resolve_model, validate
@@ -45,7 +49,9 @@ class EmulatorConfig:
     ttft_ms: float = 0.0  # time before a response starts (streams: before message_start)
     tps: float | None = None  # output tokens per second (None: as fast as possible)
     max_body_bytes: int = MESSAGES_MAX_BYTES
-    rate_limits: RateLimits = field(default_factory=RateLimits)
+    rate_limits: RateLimits | None = None  # None: the scenario's `limits`, else the defaults (reported, not enforced)
+    clock: Clock = field(default_factory=Clock)  # rate-limit buckets and prompt-cache lifetimes run on it
+    access_log: Path | None = None  # also write the access log to this file, one JSON line per request
     # Message Batches (see docs/emulator.md): body and size limits, and the batch clock
     max_batch_bytes: int = MAX_BATCH_BYTES
     max_batch_requests: int = MAX_BATCH_REQUESTS
@@ -60,6 +66,7 @@ class _Call:
 
     request_id: str
     retry_count: int | None
+    key_id: str | None  # the fingerprint of the API key sent
     model: str | None = None
     stream: bool = False
     fault: Fault | None = None
@@ -74,8 +81,11 @@ class Emulator:
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
-        self.access_log = AccessLog()
-        self.limiter = RateLimiter(self.config.rate_limits)
+        self.access_log = AccessLog(self.config.access_log)
+        self.clock = self.config.clock
+        self.rate_limits = self.config.rate_limits or self.config.scenario.limits or RateLimits()
+        self.limiter = RateLimiter(self.rate_limits, self.clock, ORGANIZATION_ID)
+        self.prompt_cache = PromptCache(self.clock)
         self.batches = BatchStore(
             seed=self.config.seed,
             speed=self.config.batch_speed,
@@ -121,9 +131,14 @@ class Emulator:
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             retry = request.headers.get("x-stainless-retry-count")
-            call = _Call(new_id("req_011C", 20), int(retry) if retry and retry.isdigit() else None)
+            api_key = _api_key(request)
+            call = _Call(
+                new_id("req_011C", 20),
+                int(retry) if retry and retry.isdigit() else None,
+                key_id(api_key) if api_key else None,
+            )
             try:
-                self._check_auth(request)
+                self._check_auth(api_key)
                 response = await handler(request, call)
             except ApiError as err:
                 response = self._error_response(err, call.request_id)
@@ -138,6 +153,7 @@ class Emulator:
                 fault=call.fault.describe() if call.fault else None,
                 model=call.model,
                 stream=call.stream,
+                key_id=call.key_id,
             )
             return response
 
@@ -161,6 +177,7 @@ class Emulator:
             )
         response = self._error_response(err, request_id)
         response.headers["request-id"] = request_id
+        api_key = _api_key(request)
         self.access_log.add(
             method=request.method,
             path=request.scope["path"],
@@ -170,17 +187,15 @@ class Emulator:
             fault=None,
             model=None,
             stream=False,
+            key_id=key_id(api_key) if api_key else None,
         )
         return response
 
-    def _check_auth(self, request: Request) -> None:
-        key = request.headers.get("x-api-key")
-        if key is None:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            key = token.strip() if scheme.lower() == "bearer" else None
-        if not key:
+    def _check_auth(self, api_key: str | None) -> None:
+        """Any non-empty key with `api_key=None`; else the configured key, or one with limits of its own."""
+        if not api_key:
             raise ApiError(401, "x-api-key header is required")
-        if self.config.api_key is not None and key != self.config.api_key:
+        if self.config.api_key is not None and api_key != self.config.api_key and api_key not in self.rate_limits.keys:
             raise ApiError(401, "invalid x-api-key")
 
     async def _read_json(self, request: Request, limit: int | None = None) -> Any:
@@ -244,24 +259,36 @@ class Emulator:
     # --- endpoints -------------------------------------------------------------------------------
 
     async def _messages(self, request: Request, call: _Call) -> Response:
+        try:
+            return await self._message(request, call)
+        except ApiError as err:
+            # an answer that took nothing from the buckets still shows them, once the model is known
+            spec = load_catalog().resolve(call.model) if call.model else None
+            if spec is not None and call.key_id is not None and "anthropic-ratelimit-requests-limit" not in err.headers:
+                err.headers = {**self.limiter.headers(call.key_id, spec), **err.headers}
+            raise
+
+    async def _message(self, request: Request, call: _Call) -> Response:
         raw, version = await self._request_body(request, call)
         valid = validate(raw, version)
         call.stream = valid.body.get("stream") is True  # as validated: `"stream": "true"` streams too
-        self.limiter.admit(valid.input_tokens)
+        assert call.key_id is not None  # authenticated
+        plan = self.prompt_cache.plan(call.key_id, valid)
+        admission = self.limiter.admit(call.key_id, valid.model, plan.usage.rate_limited)
+        self.prompt_cache.commit(plan)
         gen = generate(valid, self.config.seed, new_id)
-        self.limiter.settle(gen.output_tokens)
         message_id = new_id("msg_01")
-        headers = self.limiter.headers()
         if call.stream:
-            events = sse_events(message_id, valid.model.id, gen, valid.input_tokens)
+            events = sse_events(message_id, valid.model.id, gen, plan.usage)
             return StreamingResponse(
-                self._paced(events, call.fault),
+                self._paced(events, call.fault, admission, gen.output_tokens),
                 media_type="text/event-stream; charset=utf-8",
-                headers={**SSE_HEADERS, **headers},
+                headers={**SSE_HEADERS, **admission.headers},
             )
         await self._delay(gen, call.fault)
-        body = message_json(message_id, valid.model.id, gen, valid.input_tokens)
-        return Response(_dumps(body), media_type=JSON_TYPE, headers=headers)
+        admission.settle(gen.output_tokens)
+        body = message_json(message_id, valid.model.id, gen, plan.usage)
+        return Response(_dumps(body), media_type=JSON_TYPE, headers=admission.headers)
 
     async def _count_tokens(self, request: Request, call: _Call) -> Response:
         raw, version = await self._request_body(request, call)
@@ -363,23 +390,31 @@ class Emulator:
         if total > 0:
             await asyncio.sleep(total)
 
-    async def _paced(self, events: Any, fault: Fault | None) -> AsyncIterator[bytes]:
+    async def _paced(
+        self, events: Any, fault: Fault | None, admission: Admission, output_tokens: int
+    ) -> AsyncIterator[bytes]:
+        """Send the events at the configured pace; the output tokens are taken from the rate limits when the body
+        ends, however it ends (complete, cut by a fault, or left by the client)."""
         ttft, tps = self._rates(fault)
         error_after = fault.stream_error_after if fault else None
         drop_after = fault.drop_after if fault else None
-        if ttft > 0:
-            await asyncio.sleep(ttft)
-        for sent, (chunk, is_content) in enumerate(events):
-            if drop_after is not None and sent >= drop_after:
-                return
-            if error_after is not None and sent >= error_after:
-                assert fault is not None
-                err = ApiError(529, fault.message, error_type=fault.error_type or "overloaded_error")
-                yield f"event: error\ndata: {json.dumps({'type': 'error', 'error': err.error_object()})}\n\n".encode()
-                return
-            if is_content and tps:
-                await asyncio.sleep(1 / tps)
-            yield chunk
+        try:
+            if ttft > 0:
+                await asyncio.sleep(ttft)
+            for sent, (chunk, is_content) in enumerate(events):
+                if drop_after is not None and sent >= drop_after:
+                    return
+                if error_after is not None and sent >= error_after:
+                    assert fault is not None
+                    err = ApiError(529, fault.message, error_type=fault.error_type or "overloaded_error")
+                    error = json.dumps({"type": "error", "error": err.error_object()})
+                    yield f"event: error\ndata: {error}\n\n".encode()
+                    return
+                if is_content and tps:
+                    await asyncio.sleep(1 / tps)
+                yield chunk
+        finally:
+            admission.settle(output_tokens)
 
 
 async def _yielding(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
@@ -387,6 +422,15 @@ async def _yielding(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     for chunk in chunks:
         yield chunk
         await asyncio.sleep(0)
+
+
+def _api_key(request: Request) -> str | None:
+    """The key a request sent: `x-api-key`, else `Authorization: Bearer`."""
+    key = request.headers.get("x-api-key")
+    if key is None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else None
+    return key
 
 
 def _page(data: list[dict[str, Any]], has_more: bool) -> Response:

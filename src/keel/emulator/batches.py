@@ -12,7 +12,7 @@ A batch's whole life is a pure function of the batch clock, so nothing runs in t
   `canceled` and the batch ends. Finished ones keep their results.
 - Results are kept 29 days from `created_at`: then `archived_at` is set and the results are a 404.
 
-The clock (`BatchClock`) is the wall clock at start, running `speed` times faster (0 freezes it), plus
+The clock (a `Clock`) is the wall clock at start, running `speed` times faster (0 freezes it), plus
 whatever `advance(seconds)` added, so tests move time explicitly and never sleep.
 
 Results are generated when served, line by line, from compact per-request records (custom_id, an index
@@ -28,7 +28,6 @@ import math
 import random
 import re
 import threading
-import time
 from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -37,8 +36,10 @@ from typing import Any
 
 from pydantic_core import to_json
 
+from .clock import Clock
 from .errors import ApiError, invalid
 from .faults import Fault
+from .prompt_cache import InputUsage
 from .render import message_json, new_id
 from .responder import generate
 from .validation import validate
@@ -65,29 +66,6 @@ OK, INVALID, FAULT_ERRORED, EXPIRES = 0, 1, 2, 3
 def iso(timestamp: float) -> str:
     """RFC 3339 with microseconds and `Z`, as the API writes its batch times."""
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class BatchClock:
-    """Simulated time for batches: the wall clock at start, running `speed` times faster, plus `advance`."""
-
-    def __init__(self, speed: float = 1.0, start: float | None = None) -> None:
-        if speed < 0:
-            raise ValueError(f"batch speed must be >= 0, got {speed}")
-        self.speed = speed
-        self._start = time.time() if start is None else start
-        self._monotonic = time.monotonic()
-        self._offset = 0.0
-        self._lock = threading.Lock()
-
-    def now(self) -> float:
-        with self._lock:
-            return self._start + (time.monotonic() - self._monotonic) * self.speed + self._offset
-
-    def advance(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("the batch clock only moves forward")
-        with self._lock:
-            self._offset += seconds
 
 
 def duration_for(size: int, base: float, rng: random.Random) -> float:
@@ -267,7 +245,7 @@ class BatchStore:
         max_requests: int = MAX_BATCH_REQUESTS,
     ) -> None:
         self.seed = seed
-        self.clock = BatchClock(speed)
+        self.clock = Clock(speed)
         self.duration = duration
         self.stall = stall
         self.max_requests = max_requests
@@ -454,7 +432,7 @@ class _ResultWriter:
             return cached[0] + message_id + cached[1]
         valid = validate(json.loads(self.batch.params[params]), self.batch.version)
         gen = generate(valid, self.seed, new_id)
-        message = message_json(message_id, valid.model.id, gen, valid.input_tokens)
+        message = message_json(message_id, valid.model.id, gen, InputUsage(valid.input_tokens))
         message["usage"]["service_tier"] = "batch"
         text = json.dumps(message, separators=(",", ":"))
         if not any(block.tool_id for block in gen.blocks):

@@ -36,6 +36,8 @@ class ModelSpec:
     prefill: bool
     system_messages: bool  # accepts mid-conversation `role: "system"` messages
     sampling: str  # "rejected": non-default values are a 400; "exclusive": temperature + top_p is a 400
+    rate_limit_class: str  # models of one class (family: opus, sonnet, ...) share rate-limit buckets
+    min_cache_tokens: int  # the minimum cacheable prompt length: a shorter prefix is not cached
 
 
 def _spec(raw: dict[str, Any]) -> ModelSpec:
@@ -61,6 +63,8 @@ def _spec(raw: dict[str, Any]) -> ModelSpec:
         prefill=raw["prefill"],
         system_messages=raw["system_messages"],
         sampling=raw["sampling"],
+        rate_limit_class=raw["rate_limit_class"],
+        min_cache_tokens=raw["min_cache_tokens"],
     )
 
 

@@ -17,6 +17,9 @@ the SDK's own retries can be watched succeeding on attempt N.
 Message Batches: `errored_share` and `expired_share` (0..1) apply when a batch is created (`POST
 /v1/messages/batches`): that share of its requests, chosen by seed, come back `errored` (with `error_type`,
 default `api_error`) or `expired`. A rule with only shares is considered for batch creation alone.
+
+The same file may set the rate limits, in a `[limits]` table (see `ratelimit.limits_from_toml` and
+docs/emulator.md): `rpm`, `itpm`, `otpm`, `enforce`, `[[limits.keys]]` entries and a `[limits.ramp]`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from dataclasses import dataclass, field, fields
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
+
+from .ratelimit import LimitSpecError, RateLimits, limits_from_toml
 
 FAULT_HEADER = "x-keel-fault"
 
@@ -188,10 +193,12 @@ class Rule:
 
 @dataclass
 class Scenario:
-    """Server-wide rules; `pick` draws from one seeded generator so a run is reproducible."""
+    """Server-wide rules; `pick` draws from one seeded generator so a run is reproducible. A scenario file may also
+    set the rate limits (`limits`)."""
 
     rules: list[Rule] = field(default_factory=list)
     seed: int = 0
+    limits: RateLimits | None = None
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -230,12 +237,19 @@ def _rule(raw: Any) -> Rule:
     return Rule(make_fault(values), path, model, attempt, float(probability), limit)
 
 
-def _line_of(lines: list[str], rule_lines: list[int], index: int, name: str | None) -> int | str:
-    """The line of a rule's offending key (or of its `[[rules]]` header when no key is to blame)."""
-    if index >= len(rule_lines):
+def _table_lines(lines: list[str], table: str) -> list[int]:
+    """The lines that open a table, `[table]`, or an entry of an array of tables, `[[table]]`."""
+    header = re.compile(rf"\s*\[\[?\s*{re.escape(table)}\s*\]\]?\s*(#.*)?$")
+    return [number for number, line in enumerate(lines, 1) if header.match(line)]
+
+
+def _line_of(lines: list[str], starts: list[int], index: int, name: str | None) -> int | str:
+    """The line of the offending key in the `index`-th of the tables opened at `starts` (or of the table's header
+    when no key is to blame, or the key is not found there)."""
+    if index >= len(starts):
         return "?"
-    start = rule_lines[index]
-    end = rule_lines[index + 1] if index + 1 < len(rule_lines) else len(lines) + 1
+    start = starts[index]
+    end = next((n for n in range(start + 1, len(lines) + 1) if lines[n - 1].lstrip().startswith("[")), len(lines) + 1)
     if name is not None:
         for number in range(start + 1, end):
             if re.match(rf"\s*{re.escape(name)}\s*=", lines[number - 1]):
@@ -251,8 +265,7 @@ def load_scenario(path: Path, seed: int | None = None) -> Scenario:
     except tomllib.TOMLDecodeError as err:
         raise FaultSpecError(f"{path}: {err}") from None
     lines = text.splitlines()
-    rule_lines = [n for n, line in enumerate(lines, 1) if re.match(r"\s*\[\[\s*rules\s*\]\]", line)]
-    unknown = set(data) - {"seed", "rules"}
+    unknown = set(data) - {"seed", "rules", "limits"}
     if unknown:
         raise FaultSpecError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown))}")
     raw_rules = data.get("rules", [])
@@ -263,9 +276,17 @@ def load_scenario(path: Path, seed: int | None = None) -> Scenario:
         try:
             rules.append(_rule(raw))
         except FaultSpecError as err:
-            line = _line_of(lines, rule_lines, index, err.field)
+            line = _line_of(lines, _table_lines(lines, "rules"), index, err.field)
             raise FaultSpecError(f"{path}:{line}: rule {index + 1}: {err}") from None
+    limits = None
+    if "limits" in data:
+        try:
+            limits = limits_from_toml(data["limits"])
+        except LimitSpecError as err:
+            starts = _table_lines(lines, err.table or "limits")
+            line = _line_of(lines, starts, (err.entry or 1) - 1, err.name)
+            raise FaultSpecError(f"{path}:{line}: {err}") from None
     file_seed = data.get("seed", 0)
     if not isinstance(file_seed, int):
         raise FaultSpecError(f"{path}: seed must be a whole number")
-    return Scenario(rules=rules, seed=file_seed if seed is None else seed)
+    return Scenario(rules=rules, seed=file_seed if seed is None else seed, limits=limits)

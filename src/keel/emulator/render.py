@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from json.encoder import encode_basestring
 from typing import Any
 
+from .prompt_cache import InputUsage
 from .responder import Block, Generation
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # byte % 62: a slight bias, harmless
@@ -19,18 +20,21 @@ def new_id(prefix: str, length: int = 22) -> str:
     return prefix + "".join(_ALPHABET[byte % 62] for byte in os.urandom(length))
 
 
-def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+def usage(prompt: InputUsage, output_tokens: int) -> dict[str, Any]:
     return {
-        "input_tokens": input_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "input_tokens": prompt.input_tokens,
+        "cache_creation_input_tokens": prompt.cache_creation,
+        "cache_read_input_tokens": prompt.cache_read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": prompt.cache_write_5m,
+            "ephemeral_1h_input_tokens": prompt.cache_write_1h,
+        },
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
 
 
-def message_json(message_id: str, model: str, gen: Generation, input_tokens: int) -> dict[str, Any]:
+def message_json(message_id: str, model: str, gen: Generation, prompt: InputUsage) -> dict[str, Any]:
     return {
         "model": model,
         "id": message_id,
@@ -40,7 +44,7 @@ def message_json(message_id: str, model: str, gen: Generation, input_tokens: int
         "stop_reason": gen.stop_reason,
         "stop_sequence": gen.stop_sequence,
         "stop_details": gen.stop_details,
-        "usage": usage(input_tokens, gen.output_tokens),
+        "usage": usage(prompt, gen.output_tokens),
     }
 
 
@@ -85,10 +89,10 @@ def _deltas(block: Block, index: int) -> Iterator[bytes]:
             yield _delta_event(index, "input_json_delta", "partial_json", piece)
 
 
-def sse_events(message_id: str, model: str, gen: Generation, input_tokens: int) -> Iterator[tuple[bytes, bool]]:
+def sse_events(message_id: str, model: str, gen: Generation, prompt: InputUsage) -> Iterator[tuple[bytes, bool]]:
     """The SSE events in the real order, each with whether it carries generated content (for pacing)."""
-    start = message_json(message_id, model, gen, input_tokens)
-    start.update(content=[], stop_reason=None, stop_sequence=None, usage=usage(input_tokens, 1))
+    start = message_json(message_id, model, gen, prompt)
+    start.update(content=[], stop_reason=None, stop_sequence=None, usage=usage(prompt, 1))
     del start["stop_details"]
     yield event("message_start", {"type": "message_start", "message": start}), False
     for index, block in enumerate(gen.blocks):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 TOKEN_RE = re.compile(r"\s*(?:\w+|[^\w\s])|\s+")
 IMAGE_TOKENS = 1_600
@@ -55,14 +55,37 @@ def count_content(content: str | Iterable[dict[str, Any]]) -> int:
     return sum(count_block(block) for block in content)
 
 
-def count_input(body: dict[str, Any]) -> int:
-    """Input tokens of a (validated) Messages or count_tokens request."""
-    total = REQUEST_OVERHEAD
+class PromptBlock(NamedTuple):
+    """One block of a prompt, in the order prompt caching reads them (tools, system, messages)."""
+
+    loc: str  # where it is in the request: `tools.0`, `system.1`, `messages.2.content.0` (`messages.2.content` for a
+    # string content, `system` for a string system prompt)
+    block: Any  # the tool or content block (a string for string content)
+    tokens: int  # its tokens; a message's overhead is counted with its first block
+
+
+def prompt_blocks(body: dict[str, Any]) -> Iterator[PromptBlock]:
+    """The blocks of a (validated) request's prompt: tools, then system, then messages, as the cache orders them."""
+    for index, tool in enumerate(body.get("tools") or ()):
+        yield PromptBlock(f"tools.{index}", tool, count_json(tool))
     system = body.get("system")
-    if system:
-        total += count_content(system)
-    for message in body["messages"]:
-        total += MESSAGE_OVERHEAD + count_content(message["content"])
-    for tool in body.get("tools") or ():
-        total += count_json(tool)
-    return total
+    if isinstance(system, str):
+        if system:
+            yield PromptBlock("system", system, count_text(system))
+    elif system:
+        for index, block in enumerate(system):
+            yield PromptBlock(f"system.{index}", block, count_block(block))
+    for index, message in enumerate(body["messages"]):
+        content = message["content"]
+        if isinstance(content, str):
+            yield PromptBlock(f"messages.{index}.content", content, MESSAGE_OVERHEAD + count_text(content))
+            continue
+        overhead = MESSAGE_OVERHEAD
+        for position, block in enumerate(content):
+            yield PromptBlock(f"messages.{index}.content.{position}", block, overhead + count_block(block))
+            overhead = 0
+
+
+def count_input(blocks: Iterable[PromptBlock]) -> int:
+    """Input tokens of a (validated) Messages or count_tokens request, from its prompt's blocks."""
+    return REQUEST_OVERHEAD + sum(block.tokens for block in blocks)

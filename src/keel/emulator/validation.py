@@ -9,8 +9,9 @@ from pydantic import ValidationError
 
 from .catalog import ModelSpec, load_catalog
 from .errors import ApiError, invalid
+from .prompt_cache import Breakpoint, check_breakpoints
 from .schema import SAMPLING_FIELDS, CountTokensRequest, MessagesRequest, ThinkingEnabled, first_error
-from .tokens import count_input
+from .tokens import PromptBlock, count_input, prompt_blocks
 
 CURRENT_VERSION = "2026-10-21"
 SUPPORTED_VERSIONS = frozenset({"2023-06-01", "2023-01-01", CURRENT_VERSION})
@@ -42,6 +43,8 @@ class ValidRequest:
     body: dict[str, Any]
     model: ModelSpec
     input_tokens: int
+    blocks: tuple[PromptBlock, ...]  # the prompt, as prompt caching reads it
+    breakpoints: tuple[Breakpoint, ...]  # its cache breakpoints
     thinking: str  # effective thinking type: enabled / adaptive / disabled / between_tools
     thinking_requested: bool
     display: str
@@ -214,7 +217,9 @@ def validate(body: Any, version: str, *, count_only: bool = False) -> ValidReque
     thinking = _check_thinking(body, spec, effort)
     _check_tools(body, spec, thinking)
     _check_messages(body["messages"], spec)
-    input_tokens = count_input(body)
+    blocks = tuple(prompt_blocks(body))
+    breakpoints = check_breakpoints(body, blocks)
+    input_tokens = count_input(blocks)
     if input_tokens > spec.context_window:
         raise invalid(f"prompt is too long: {input_tokens} tokens > {spec.context_window} maximum")
     requested = body.get("thinking") or {}
@@ -222,6 +227,8 @@ def validate(body: Any, version: str, *, count_only: bool = False) -> ValidReque
         body=body,
         model=spec,
         input_tokens=input_tokens,
+        blocks=blocks,
+        breakpoints=breakpoints,
         thinking=thinking,
         thinking_requested=requested.get("type") in ("enabled", "adaptive"),
         display=requested.get("display") or spec.display_default,
