@@ -1,7 +1,11 @@
-"""Rate-limit buckets: the twelve `anthropic-ratelimit-*` headers of the recordings, and enforced 429s."""
+"""Rate-limit buckets: the twelve `anthropic-ratelimit-*` headers seen on the real API, and enforced 429s.
+
+The recorded headers are facts kept in tests/fixtures/response_headers.json (with where they were observed).
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,12 +14,16 @@ import pytest
 
 from keel.emulator import Emulator, EmulatorConfig, RateLimits, client
 
-RECORDING = Path(__file__).resolve().parents[2] / "shared" / "reference" / "recordings" / "tool_runner_basic.yaml"
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "response_headers.json"
+RECORDED: dict[str, str] = {
+    name.lower(): value for name, value in json.loads(FIXTURE.read_text())["message"]["headers"].items()
+}
+RESET = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 HELLO = [{"role": "user", "content": "Hello [[keel:words=5]]"}]
 
 
 def test_every_message_response_has_the_recorded_ratelimit_headers(keel_anthropic: anthropic.Anthropic) -> None:
-    recorded = {name.lower() for name in re.findall(r"(Anthropic-Ratelimit-[\w-]+):", RECORDING.read_text())}
+    recorded = {name for name in RECORDED if name.startswith("anthropic-ratelimit-")}
     assert len(recorded) == 12
     first = keel_anthropic.messages.with_raw_response.create(model="claude-opus-5", max_tokens=50, messages=HELLO)
     second = keel_anthropic.messages.with_raw_response.create(model="claude-opus-5", max_tokens=50, messages=HELLO)
@@ -23,8 +31,14 @@ def test_every_message_response_has_the_recorded_ratelimit_headers(keel_anthropi
     assert int(second.headers["anthropic-ratelimit-requests-remaining"]) < int(
         first.headers["anthropic-ratelimit-requests-remaining"]
     )
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", first.headers["anthropic-ratelimit-requests-reset"])
-    assert int(first.headers["anthropic-ratelimit-input-tokens-remaining"]) % 1000 == 0
+    for name in sorted(recorded):
+        if name.endswith("-reset"):  # an RFC 3339 time in UTC, to the second, as recorded
+            assert RESET.fullmatch(RECORDED[name]) and RESET.fullmatch(first.headers[name]), name
+        else:
+            assert RECORDED[name].isdigit() and first.headers[name].isdigit(), name
+    for name in ("input-tokens", "output-tokens", "tokens"):  # token counts rounded down to thousands, as recorded
+        remaining = f"anthropic-ratelimit-{name}-remaining"
+        assert int(RECORDED[remaining]) % 1000 == 0 and int(first.headers[remaining]) % 1000 == 0, remaining
 
 
 def test_enforced_request_limit_answers_429_with_retry_after() -> None:
