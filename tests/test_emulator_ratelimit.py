@@ -288,3 +288,26 @@ def test_the_access_log_file_has_a_line_per_request_and_no_key(tmp_path: Path, c
     ids = [line["key_id"] for line in lines]
     assert ids[0] == ids[1] == ids[3] != ids[2] and all(re.fullmatch(r"key_[0-9a-f]{12}", i) for i in ids)
     assert [entry.key_id for entry in emulator.access_log.entries()] == ids
+
+
+RECORDED: dict[str, str] = {
+    name.lower(): value
+    for name, value in json.loads((Path(__file__).resolve().parent / "fixtures" / "response_headers.json").read_text())[
+        "message"
+    ]["headers"].items()
+}
+
+
+def test_the_headers_look_like_the_recorded_ones(keel_anthropic: anthropic.Anthropic) -> None:
+    """The twelve headers of a recorded real response (tests/fixtures/response_headers.json), in the same forms."""
+    recorded = {name for name in RECORDED if name.startswith("anthropic-ratelimit-")}
+    assert recorded == HEADERS
+    first = keel_anthropic.messages.with_raw_response.create(model=MODEL, max_tokens=50, messages=HELLO)
+    for name in sorted(recorded):
+        if name.endswith("-reset"):  # an RFC 3339 time in UTC, to the second, as recorded
+            assert re.fullmatch(RFC3339, RECORDED[name]) and re.fullmatch(RFC3339, first.headers[name]), name
+        else:
+            assert RECORDED[name].isdigit() and first.headers[name].isdigit(), name
+    for name in ("input-tokens", "output-tokens", "tokens"):  # token counts rounded down to thousands, as recorded
+        remaining = f"anthropic-ratelimit-{name}-remaining"
+        assert int(RECORDED[remaining]) % 1000 == 0 and int(first.headers[remaining]) % 1000 == 0, remaining

@@ -1,8 +1,8 @@
 """Request validation: the emulator must accept and reject exactly what the real API does, with its words.
 
-Facts come from /work/shared/reference/model-matrix.md (per-model rules, exact 400 messages), api-facts.md
-and the API's OpenAPI document beside them. The model lists below are copied from the matrix on purpose, not
-read from the emulator's catalog, so a wrong catalog entry fails a test.
+Facts come from the team's model matrix (per-model rules, exact 400 messages), its API facts and the API's
+OpenAPI document, and live in the tests themselves. The model lists below are copied from the matrix on
+purpose, not read from the emulator's catalog, so a wrong catalog entry fails a test.
 
 Per-model rules are tested in pairs: the same request is accepted by one model and rejected by another.
 """
