@@ -24,6 +24,7 @@ typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict src/keel
 
 test: lint typecheck
+	scripts/services.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed
