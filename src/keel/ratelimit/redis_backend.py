@@ -35,7 +35,6 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception_type,
-    stop_before_delay,
     wait_exponential_jitter,
 )
 
@@ -61,7 +60,7 @@ SCRIPT = resources.files(__package__).joinpath("buckets.lua").read_text(encoding
 logger = logging.getLogger("keel.ratelimit")
 
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
-_RETRY_WAIT = wait_exponential_jitter(initial=0.05, max=1.0, jitter=0.05)
+_RETRY_WAIT = wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05)
 
 
 class RedisBackend:
@@ -134,11 +133,18 @@ class RedisBackend:
         return self._async_script
 
     def _retrying(self, deadline: float | None) -> dict[str, Any]:
-        """tenacity's settings for one operation: retry a lost connection until `reconnect_for` or `deadline`."""
-        budget = self.reconnect_for if deadline is None else min(self.reconnect_for, deadline - time.monotonic())
+        """tenacity's settings for one operation: retry a lost connection until `reconnect_for` has passed or the
+        caller's `deadline`, whichever comes first, the last retry falling on that limit."""
+        until = time.monotonic() + self.reconnect_for
+        if deadline is not None:
+            until = min(until, deadline)
+
+        def wait(state: RetryCallState) -> float:
+            return min(_RETRY_WAIT(state), max(0.0, until - time.monotonic()))
+
         return {
-            "stop": stop_before_delay(max(0.0, budget)),
-            "wait": _RETRY_WAIT,
+            "stop": lambda state: time.monotonic() >= until,
+            "wait": wait,
             "retry": retry_if_exception_type(_UNREACHABLE),
             "before_sleep": self._log_retry,
             "reraise": True,
