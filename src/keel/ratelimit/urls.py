@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 __all__ = ["redact_text", "redact_url"]
 
@@ -19,17 +19,15 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable URL>"
-    netloc = parts.netloc
+    redacted = url
     if parts.password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:{_HIDDEN}@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(name, _HIDDEN if name.lower() in _SECRET_PARAMS else value) for name, value in pairs], safe="*"
-        )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        redacted = redacted.replace(parts.netloc, f"{userinfo.partition(':')[0]}:{_HIDDEN}@{hostport}", 1)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name.lower() in _SECRET_PARAMS for name, _ in pairs):
+        hidden = [(name, _HIDDEN if name.lower() in _SECRET_PARAMS else value) for name, value in pairs]
+        redacted = redacted.replace(f"?{parts.query}", f"?{urlencode(hidden, safe='*')}", 1)
+    return redacted
 
 
 def redact_text(text: str, url: str) -> str:
