@@ -101,16 +101,21 @@ class RedisBackend:
             raise LimiterUnavailable(self.url, self._reason(exc)) from None
 
     def apply(self, key: str, op: BucketOp, deadline: float | None = None) -> BucketView:
+        keys, args = [f"{self.prefix}:{key}"], _argv(op)
         with self._failing_closed():
-            reply: list[Any] = Retrying(**self._retrying(deadline))(self._script, [f"{self.prefix}:{key}"], _argv(op))
+            try:
+                reply: list[Any] = self._script(keys, args)
+            except _UNREACHABLE:  # the first try goes without tenacity: it costs more than the call
+                reply = Retrying(**self._retrying(deadline))(self._script, keys, args)
         return _view(reply)
 
     async def apply_async(self, key: str, op: BucketOp, deadline: float | None = None) -> BucketView:
-        script = self._script_async()
+        keys, args, script = [f"{self.prefix}:{key}"], _argv(op), self._script_async()
         with self._failing_closed():
-            reply: list[Any] = await AsyncRetrying(**self._retrying(deadline))(
-                script, [f"{self.prefix}:{key}"], _argv(op)
-            )
+            try:
+                reply: list[Any] = await script(keys, args)
+            except _UNREACHABLE:
+                reply = await AsyncRetrying(**self._retrying(deadline))(script, keys, args)
         return _view(reply)
 
     def close(self) -> None:
