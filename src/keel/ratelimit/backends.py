@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol
 
 from .buckets import BucketOp, BucketState, BucketView, apply
 from .errors import LimiterUnavailable
@@ -23,7 +23,6 @@ REDIS_URL_ENV = "KEEL_REDIS_URL"
 logger = logging.getLogger("keel.ratelimit")
 
 
-@runtime_checkable
 class Backend(Protocol):
     """Runs bucket operations atomically. Safe to call from many threads; shared backends from many processes.
 

@@ -30,7 +30,9 @@ class Permit:
 
     __slots__ = ("_limiter", "input_tokens", "model", "model_class", "output_tokens", "settled")
 
-    def __init__(self, limiter: RateLimiter, model: str, model_class: str, input_tokens: int, output_tokens: int):
+    def __init__(
+        self, limiter: RateLimiter, model: str, model_class: str, input_tokens: int, output_tokens: int
+    ) -> None:
         self._limiter = limiter
         self.model = model
         self.model_class = model_class
