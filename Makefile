@@ -24,6 +24,7 @@ typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict src/keel
 
 test: lint typecheck
+	scripts/services.sh
 	$(BIN)/python -m pytest -q
 
 # Every benchmark, one at a time, then one table of the targets: `make bench BENCH_ARGS="--quick"` for a smoke run,
