@@ -14,6 +14,7 @@ import pytest
 
 import keel
 import keel.batch
+import keel.ratelimit
 import keel.tools
 
 TWINS = [
@@ -58,7 +59,7 @@ def test_sync_and_async_twins_have_the_same_methods_and_signatures(sync: type, a
 
 EXPORTS = [
     getattr(module, name)
-    for module in (keel, keel.tools, keel.batch)
+    for module in (keel, keel.tools, keel.batch, keel.ratelimit)
     for name in module.__all__
     if name != "__version__"
 ]
@@ -87,7 +88,7 @@ def test_every_public_exception_is_a_keel_error_with_a_docstring(exc: type) -> N
 
 def test_all_public_exceptions_are_exported_from_keel() -> None:
     assert set(EXCEPTIONS) <= {getattr(keel, name) for name in keel.__all__}
-    assert len(EXCEPTIONS) >= 13
+    assert len(EXCEPTIONS) >= 16
 
 
 def test_import_keel_does_not_import_the_emulator() -> None:

@@ -9,12 +9,14 @@ This module is keel's public surface, by concept:
   `classify`, `classify_exception`;
 - exceptions, all under `KeelError`: `CallFailed`, `Refused`, `StreamInterrupted`, `DeadlineExceeded`,
   `PriceDataError`, the at-most-once tool errors (`AtMostOnceError` ...), the batch runner's
-  (`AmbiguousSubmission`, `ForeignResults`);
+  (`AmbiguousSubmission`, `ForeignResults`), the rate limiter's (`LimitExceedsCapacity`, `AcquireTimeout`,
+  `LimiterUnavailable`);
 - records: `AttemptRecord`, `CallRecord`, `Usage`, `Recorder`, `JsonlSink`, `DeferredCallRecord`, `JsonFormatter`,
   `read_records`;
 - prices: `PriceTable`, `ModelPrice`, `CostBreakdown`, `load_prices`.
 
-Beside it: `keel.tools` (at-most-once tools), `keel.batch` (the Message Batches runner), `keel.emulator`
+Beside it: `keel.tools` (at-most-once tools), `keel.batch` (the Message Batches runner), `keel.ratelimit`
+(the client-side rate limiter), `keel.emulator`
 (the local emulator of the API, not imported by `import keel`) and `keel.testing` (its pytest plugin).
 Modules whose names start with `_` are internal and may change.
 """
@@ -23,12 +25,15 @@ from keel._call import Reply
 from keel._client import AsyncClient, Client
 from keel._error_map import ERROR_TABLE, Action, ErrorClass, classify, classify_exception
 from keel._exceptions import (
+    AcquireTimeout,
     AmbiguousSubmission,
     AtMostOnceError,
     CallFailed,
     DeadlineExceeded,
     ForeignResults,
     KeelError,
+    LimiterUnavailable,
+    LimitExceedsCapacity,
     PriceDataError,
     Refused,
     StreamInterrupted,
@@ -71,6 +76,7 @@ __all__ = [
     "BACKGROUND",
     "ERROR_TABLE",
     "INTERACTIVE",
+    "AcquireTimeout",
     "Action",
     "AmbiguousSubmission",
     "AsyncClient",
@@ -91,6 +97,8 @@ __all__ = [
     "JsonFormatter",
     "JsonlSink",
     "KeelError",
+    "LimitExceedsCapacity",
+    "LimiterUnavailable",
     "MaxTokens",
     "Mode",
     "ModeChoice",

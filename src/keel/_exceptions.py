@@ -12,7 +12,10 @@
     │   ├── ToolReplayedError
     │   └── ToolResultNotSerializable (TypeError)
     ├── AmbiguousSubmission (RuntimeError)   keel.batch: a lost create response matches several batches
-    └── ForeignResults (RuntimeError)        keel.batch: an adopted batch holds other custom_ids
+    ├── ForeignResults (RuntimeError)        keel.batch: an adopted batch holds other custom_ids
+    ├── LimitExceedsCapacity (ValueError)    keel.ratelimit: a reservation no bucket could ever hold
+    ├── AcquireTimeout (TimeoutError)        keel.ratelimit: no room in the buckets within the timeout
+    └── LimiterUnavailable (ConnectionError) keel.ratelimit: the shared store cannot be reached
 
 Errors of the emulator (`keel.emulator`), which depends on nothing else in keel, are its own.
 
@@ -245,6 +248,63 @@ class AmbiguousSubmission(KeelError, RuntimeError):
 
 class ForeignResults(KeelError, RuntimeError):
     """The results of an adopted batch do not hold the shard's custom_ids."""
+
+
+class LimitExceedsCapacity(KeelError, ValueError):
+    """A reservation asks one rate-limit bucket for more than the bucket can ever hold (e.g. 300,000 input tokens
+    against an input-token limit of 200,000 per minute). It could never be granted, so `acquire` raises at once
+    instead of waiting forever. Fix the request: a smaller prompt, a lower `max_tokens`, or an exact input count
+    in place of the estimate.
+
+    Attributes:
+        bucket: "requests", "input_tokens" or "output_tokens".
+        amount: what was asked.
+        capacity: the bucket's size when it was asked.
+        model_class: the model class whose buckets were asked.
+    """
+
+    def __init__(self, bucket: str, amount: int, capacity: float, model_class: str) -> None:
+        self.bucket = bucket
+        self.amount = amount
+        self.capacity = capacity
+        self.model_class = model_class
+        super().__init__(
+            f"reservation of {amount:,} {bucket.replace('_', ' ')} exceeds the {model_class!r} bucket's capacity "
+            f"of {capacity:,.0f}: it could never be granted"
+        )
+
+
+class AcquireTimeout(KeelError, TimeoutError):
+    """`acquire` reached its timeout before the reservation fitted (or while acquisitions were paused by a
+    `retry-after`). Nothing was reserved.
+
+    Attributes:
+        model_class: the model class whose buckets were asked.
+        timeout: the timeout, in seconds.
+        wait: the limiter's last estimate, in seconds, of how much longer it would have had to wait.
+    """
+
+    def __init__(self, model_class: str, timeout: float, wait: float) -> None:
+        self.model_class = model_class
+        self.timeout = timeout
+        self.wait = wait
+        super().__init__(
+            f"no room in the {model_class!r} rate-limit buckets within {timeout:g} s (about {wait:.3g} s more needed)"
+        )
+
+
+class LimiterUnavailable(KeelError, ConnectionError):
+    """The rate limiter's shared store cannot be reached: at start (the address is wrong, the server is down), or
+    mid-run for longer than the limiter keeps retrying. The limiter fails closed: it never grants a reservation
+    it could not record.
+
+    Attributes:
+        url: the store's address, without its password.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        super().__init__(f"rate-limit store at {url} is unreachable: {reason}")
 
 
 class BrokeBeforeContent(Exception):

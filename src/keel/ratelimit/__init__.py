@@ -12,9 +12,9 @@ Backends: `LocalBackend` (the default; threads and asyncio of one process) and
 shares one budget; needs the `redis` extra). `connect_backend()` picks between them. See docs/ratelimit.md.
 """
 
+from .._exceptions import AcquireTimeout, LimiterUnavailable, LimitExceedsCapacity
 from .backends import REDIS_URL_ENV, Backend, LocalBackend, connect_backend
 from .buckets import Amounts, BucketOp, BucketSpec, BucketView
-from .errors import AcquireTimeout, LimiterUnavailable, LimitExceedsCapacity
 from .estimate import MEDIA_TOKENS, estimate_input_tokens
 from .limiter import Permit, RateLimiter
 from .limits import API_WINDOW, Adaptation, Limits, Reservation, model_class

@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Literal, Protocol
 
+from .._exceptions import LimiterUnavailable
 from .buckets import BucketOp, BucketState, BucketView, apply
-from .errors import LimiterUnavailable
 
 __all__ = ["REDIS_URL_ENV", "Backend", "LocalBackend", "connect_backend"]
 

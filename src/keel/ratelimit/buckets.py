@@ -45,7 +45,12 @@ NOTHING = Amounts(0.0, 0.0, 0.0)
 
 @dataclass(frozen=True, slots=True)
 class BucketSpec:
-    """The limits of one bucket set: capacities (a bucket never holds more) and refill rates per second."""
+    """The limits of one bucket set.
+
+    Attributes:
+        capacities: what each bucket holds at most.
+        rates: what each bucket refills per second.
+    """
 
     capacities: Amounts
     rates: Amounts
@@ -59,9 +64,18 @@ class BucketSpec:
 
 @dataclass(frozen=True, slots=True)
 class BucketOp:
-    """One operation on a bucket set. `amounts` means: `take` the debits, `adjust` the signed credits,
-    `observe` the server's remaining (negative: not reported), `peek` nothing. The factor fields and `pause`
-    are used by `observe` only: factor becomes `clamp(factor * factor_scale + factor_step, factor_floor, 1)`."""
+    """One operation on a bucket set, as every backend applies it.
+
+    Attributes:
+        kind: "take", "adjust", "observe" or "peek".
+        spec: the bucket set's limits.
+        amounts: `take`: the debits; `adjust`: the signed credits; `observe`: the server's remaining (negative: not
+            reported); `peek`: nothing.
+        factor_scale: `observe` only: factor becomes `clamp(factor * factor_scale + factor_step, factor_floor, 1)`.
+        factor_step: see `factor_scale`.
+        factor_floor: see `factor_scale`.
+        pause: `observe` only: pause acquisitions for this many seconds.
+    """
 
     kind: OpKind
     spec: BucketSpec
@@ -74,8 +88,16 @@ class BucketOp:
 
 @dataclass(frozen=True, slots=True)
 class BucketView:
-    """A bucket set after an operation. `granted` and `wait` answer a `take` (wait > 0 when not granted: the
-    seconds until it would fit at the current rate, or until the pause ends); `paused_for` is the pause left."""
+    """A bucket set after an operation.
+
+    Attributes:
+        granted: a `take` was granted.
+        wait: when a `take` was not granted, the seconds until it would fit at the current rate, or until the pause
+            ends.
+        levels: what each bucket holds now.
+        factor: the refill-rate factor now.
+        paused_for: the pause left, in seconds.
+    """
 
     granted: bool
     wait: float

@@ -12,9 +12,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 
+from .._exceptions import AcquireTimeout, LimitExceedsCapacity
 from .backends import Backend, LocalBackend
 from .buckets import Amounts, BucketOp, BucketSpec, BucketView
-from .errors import AcquireTimeout, LimitExceedsCapacity
 from .headers import read_headers
 from .limits import API_WINDOW, Adaptation, Limits, Reservation, model_class
 

@@ -32,10 +32,16 @@ def model_class(model: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The limits of one bucket set: at most `requests` requests, `input_tokens` uncached input tokens and
-    `output_tokens` output tokens per `per` seconds, as continuously refilled buckets (capacity = the limit,
-    refilled at limit/per per second). `per` is 60 for the API's per-minute limits; a shorter window gives
-    tests and demos limits that refill in a second."""
+    """The limits of one bucket set, as continuously refilled buckets (capacity = the limit, refilled at
+    limit/per per second).
+
+    Attributes:
+        requests: requests per window.
+        input_tokens: uncached input tokens (cache writes included) per window.
+        output_tokens: output tokens per window.
+        per: the window in seconds: 60 for the API's per-minute limits; a shorter one gives tests and demos limits
+            that refill in a second.
+    """
 
     requests: int
     input_tokens: int
@@ -53,10 +59,16 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Adaptation:
-    """How the rate follows the server's signals. A throttling answer (`throttle_statuses`: 429 rate limited,
-    529 overloaded) multiplies the refill-rate factor by `decrease` (never below `floor`) and pauses
-    acquisitions for its `retry-after` (at most `max_pause` seconds); each success (2xx) adds `increase` back,
-    up to 1. With the defaults, one 429 halves the rate and ten successes restore it."""
+    """How the rate follows the server's signals. With the defaults, one 429 halves the rate and ten successes
+    restore it.
+
+    Attributes:
+        decrease: a throttling answer multiplies the refill-rate factor by this.
+        increase: each success (2xx) adds this back to the factor, up to 1.
+        floor: the factor never goes below this.
+        max_pause: a throttling answer pauses acquisitions for its `retry-after`, at most this many seconds.
+        throttle_statuses: the statuses that throttle: 429 rate limited, 529 overloaded.
+    """
 
     decrease: float = 0.5
     increase: float = 0.05
@@ -71,9 +83,13 @@ class Adaptation:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """What one request reserves before it is sent: one request, `input_tokens` (an estimate, or the exact count
-    from `count_tokens`) and `output_tokens` (the output allowance; the request's `max_tokens` is the safe
-    choice, and is what the API itself reserves against the output limit until the response ends)."""
+    """What one request reserves before it is sent: one request and these tokens.
+
+    Attributes:
+        model: the model id (its class picks the bucket set).
+        input_tokens: an estimate, or the exact count from `count_tokens`.
+        output_tokens: the output allowance; the request's `max_tokens` is the safe choice.
+    """
 
     model: str
     input_tokens: int

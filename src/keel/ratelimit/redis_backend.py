@@ -48,8 +48,8 @@ try:
 except ImportError as exc:
     raise ImportError("the Redis rate-limit backend needs redis-py 8: pip install 'claude-keel[redis]'") from exc
 
+from .._exceptions import LimiterUnavailable
 from .buckets import Amounts, BucketOp, BucketView
-from .errors import LimiterUnavailable
 from .urls import redact_text, redact_url
 
 __all__ = ["DEFAULT_PREFIX", "RedisBackend"]
