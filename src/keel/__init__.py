@@ -9,8 +9,8 @@ This module is keel's public surface, by concept:
   `classify`, `classify_exception`;
 - exceptions, all under `KeelError`: `CallFailed`, `Refused`, `StreamInterrupted`, `DeadlineExceeded`,
   `PriceDataError`, the at-most-once tool errors (`AtMostOnceError` ...), the batch runner's
-  (`AmbiguousSubmission`, `ForeignResults`), the rate limiter's (`LimitExceedsCapacity`, `AcquireTimeout`,
-  `LimiterUnavailable`);
+  (`AmbiguousSubmission`, `ForeignResults`), the rate limiter's (`LimiterError`: `LimitExceedsCapacity`,
+  `AcquireTimeout`, `LimiterUnavailable`);
 - records: `AttemptRecord`, `CallRecord`, `Usage`, `Recorder`, `JsonlSink`, `DeferredCallRecord`, `JsonFormatter`,
   `read_records`;
 - prices: `PriceTable`, `ModelPrice`, `CostBreakdown`, `load_prices`.
@@ -32,6 +32,7 @@ from keel._exceptions import (
     DeadlineExceeded,
     ForeignResults,
     KeelError,
+    LimiterError,
     LimiterUnavailable,
     LimitExceedsCapacity,
     PriceDataError,
@@ -98,6 +99,7 @@ __all__ = [
     "JsonlSink",
     "KeelError",
     "LimitExceedsCapacity",
+    "LimiterError",
     "LimiterUnavailable",
     "MaxTokens",
     "Mode",

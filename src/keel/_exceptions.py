@@ -13,9 +13,10 @@
     │   └── ToolResultNotSerializable (TypeError)
     ├── AmbiguousSubmission (RuntimeError)   keel.batch: a lost create response matches several batches
     ├── ForeignResults (RuntimeError)        keel.batch: an adopted batch holds other custom_ids
-    ├── LimitExceedsCapacity (ValueError)    keel.ratelimit: a reservation no bucket could ever hold
-    ├── AcquireTimeout (TimeoutError)        keel.ratelimit: no room in the buckets within the timeout
-    └── LimiterUnavailable (ConnectionError) keel.ratelimit: the shared store cannot be reached
+    └── LimiterError               keel.ratelimit: the request was not sent
+        ├── LimitExceedsCapacity (ValueError)    a reservation no bucket could ever hold
+        ├── AcquireTimeout (TimeoutError)        no room in the buckets within the timeout
+        └── LimiterUnavailable (ConnectionError) the shared store cannot be reached
 
 Errors of the emulator (`keel.emulator`), which depends on nothing else in keel, are its own.
 
@@ -29,12 +30,18 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import anthropic
 from anthropic.types import Message
 
-from ._error_map import ErrorClass, classify_exception
+from ._error_map import (
+    LIMITER_UNAVAILABLE,
+    OVER_RATE_LIMIT,
+    PACING_TIMEOUT,
+    ErrorClass,
+    classify_exception,
+)
 
 if TYPE_CHECKING:
     from ._call import Reply
@@ -250,7 +257,14 @@ class ForeignResults(KeelError, RuntimeError):
     """The results of an adopted batch do not hold the shard's custom_ids."""
 
 
-class LimitExceedsCapacity(KeelError, ValueError):
+class LimiterError(KeelError):
+    """Base of the rate limiter's errors: the request was not sent. `error_class` is its row of the error map,
+    what a call that fails with it reports."""
+
+    error_class: ClassVar[ErrorClass]
+
+
+class LimitExceedsCapacity(LimiterError, ValueError):
     """A reservation asks one rate-limit bucket for more than the bucket can ever hold (e.g. 300,000 input tokens
     against an input-token limit of 200,000 per minute). It could never be granted, so `acquire` raises at once
     instead of waiting forever. Fix the request: a smaller prompt, a lower `max_tokens`, or an exact input count
@@ -274,7 +288,7 @@ class LimitExceedsCapacity(KeelError, ValueError):
         )
 
 
-class AcquireTimeout(KeelError, TimeoutError):
+class AcquireTimeout(LimiterError, TimeoutError):
     """`acquire` reached its timeout before the reservation fitted (or while acquisitions were paused by a
     `retry-after`). Nothing was reserved.
 
@@ -293,7 +307,7 @@ class AcquireTimeout(KeelError, TimeoutError):
         )
 
 
-class LimiterUnavailable(KeelError, ConnectionError):
+class LimiterUnavailable(LimiterError, ConnectionError):
     """The rate limiter's shared store cannot be reached: at start (the address is wrong, the server is down), or
     mid-run for longer than the limiter keeps retrying. The limiter fails closed: it never grants a reservation
     it could not record.
@@ -305,6 +319,11 @@ class LimiterUnavailable(KeelError, ConnectionError):
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
         super().__init__(f"rate-limit store at {url} is unreachable: {reason}")
+
+
+LimitExceedsCapacity.error_class = OVER_RATE_LIMIT
+AcquireTimeout.error_class = PACING_TIMEOUT
+LimiterUnavailable.error_class = LIMITER_UNAVAILABLE
 
 
 class BrokeBeforeContent(Exception):
@@ -322,6 +341,7 @@ CALL_ERRORS: tuple[type[BaseException], ...] = (
     DeadlineExceeded,
     StreamInterrupted,
     BrokeBeforeContent,
+    LimiterError,
     ValueError,  # the SDK's "streaming is required" guard
 )
 """What a call's path catches and reports as a failed call; anything else propagates unchanged."""
@@ -343,5 +363,7 @@ def failure_of(err: BaseException) -> Failure:
         return Failure(err.error_class, err, err.request_id, err.message)
     if isinstance(err, BrokeBeforeContent):
         return Failure(err.error_class, err.cause or err, None, None)
+    if isinstance(err, LimiterError):
+        return Failure(err.error_class, err, None, None)
     request_id = err.request_id if isinstance(err, anthropic.APIStatusError) else None
     return Failure(classify_exception(err), err, request_id, None)
