@@ -64,6 +64,7 @@ def test_a_postgres_restart_mid_run_loses_nothing_and_submits_nothing_twice(
         with caplog.at_level(logging.WARNING):
             run.run(src, tmp_path / "out.jsonl")
         thread.join()
+        assert "s3cret" not in repr(ledger) + repr(ledger._pg.net) + ledger.where
         ledger.close()
     finally:
         server.remove()

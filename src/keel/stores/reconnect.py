@@ -38,6 +38,9 @@ class Reconnecting:
     transient: tuple[type[BaseException], ...]
     reconnect_for: float = 30.0
 
+    def __repr__(self) -> str:  # not the generated one, which would show secret_url
+        return f"Reconnecting({self.store!r}, {self.url!r}, reconnect_for={self.reconnect_for})"
+
     @property
     def url(self) -> str:
         """The address without its password: safe to print."""
