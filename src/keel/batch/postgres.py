@@ -2,9 +2,10 @@
 
 The same `Ledger`, the same logic and SQL (`SQLLedger`) as the SQLite ledger; here connections come from a pool
 (`keel.stores.postgres`), `?` placeholders become psycopg's, results are staged with `COPY`, and rows in input
-order are read a page at a time, so a long read survives a reconnect. The tables live in the schema the
-connection's `search_path` selects (`?options=-csearch_path%3Dmy_schema` in the URL picks another), created on
-first use and versioned in `keel_schema` (component "batch ledger", version 2, as SQLite's `user_version`).
+order are read by a server-side cursor that, after a reconnect, goes on from the next line. The tables live in
+the schema the connection's `search_path` selects (`?options=-csearch_path%3Dmy_schema` in the URL picks
+another), created on first use and versioned in `keel_schema` (component "batch ledger", version 2, as
+SQLite's `user_version`).
 
 A server restarting mid-run makes every ledger operation wait and retry for `reconnect_for` seconds, with a
 warning naming the URL without its password; nothing goes on to the next API call until the ledger has recorded
@@ -14,6 +15,7 @@ the last one. Needs the `postgres` extra.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,7 +28,9 @@ from .ledger import RESULT_COLUMNS, SCHEMA_VERSION, STAGE, Connection, SQLLedger
 __all__ = ["COMPONENT", "SCHEMA", "PostgresLedger"]
 
 COMPONENT = "batch ledger"
-PAGE = 2000  # rows per page of a read in input order
+PAGE = 2000  # rows fetched at a time by a read in input order
+
+logger = logging.getLogger("keel.stores")
 
 SCHEMA = """
 CREATE TABLE jobs (
@@ -105,17 +109,21 @@ class PostgresLedger(SQLLedger):
         return self._pg.read(lambda conn: body(_Qmark(conn)))
 
     def _by_line(self, sql: str, params: Callable[[int], tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
-        paged, after = f"{sql} LIMIT {PAGE}", 0
-        while True:  # a page per read: each is retried on its own, and the next starts after the last line read
-            page = self._page(paged, params(after))
-            yield from page
-            if len(page) < PAGE:
+        """One pass of a server-side cursor, fetched `PAGE` rows at a time. A connection lost on the way is waited
+        for (as any operation is) and the read goes on from the next line, on a new cursor."""
+        after = 0
+        while True:
+            try:
+                with self._pg.pool.connection() as conn, conn.transaction(), conn.cursor(name="keel_by_line") as rows:
+                    rows.itersize = PAGE
+                    rows.execute(_placeholders(sql), params(after))
+                    for row in rows:
+                        after = row[0]
+                        yield row
                 return
-            after = page[-1][0]
-
-    def _page(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = self._read(lambda conn: conn.execute(sql, params).fetchall())
-        return rows
+            except TRANSIENT as lost:
+                logger.warning("%s; reading on after line %d", self._pg.net.unavailable(lost), after)
+                self._pg.read(lambda conn: conn.execute("SELECT 1"))  # waits for the server, for a bounded time
 
     def _stage_results(self, conn: Connection, rows: Iterator[tuple[Any, ...]]) -> None:
         assert isinstance(conn, _Qmark)
