@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
 
 import anthropic
 import pytest
+from pg_helpers import schema_url
 
+from keel.batch import SQLiteLedger, SQLLedger
 from keel.emulator import Emulator, client
 
 
@@ -20,3 +24,31 @@ def sdk(request: pytest.FixtureRequest, keel_emulator: Emulator) -> Iterator[ant
         sdk = anthropic.Anthropic(api_key="keel-emulator-key", base_url=base_url, _strict_response_validation=True)
     yield sdk
     sdk.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledgers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., SQLLedger]]:
+    """Opens batch ledgers of one kind: `ledgers()` the test's ledger, `ledgers("other")` another one, each call
+    a new object on that ledger (as a later process would open it). SQLite: files in the test's folder;
+    PostgreSQL: the machine's server, each ledger in a schema of its own, dropped afterwards."""
+    opened: list[SQLLedger] = []
+    with ExitStack() as stack:
+        urls: dict[str, str] = {}
+
+        def open_ledger(name: str = "ledger") -> SQLLedger:
+            if request.param == "sqlite":
+                ledger: SQLLedger = SQLiteLedger(tmp_path / f"{name}.db")
+            else:
+                from keel.batch.postgres import PostgresLedger
+
+                if name not in urls:
+                    urls[name] = stack.enter_context(schema_url())
+                ledger = PostgresLedger(urls[name])
+            opened.append(ledger)
+            return ledger
+
+        open_ledger.kind = request.param  # type: ignore[attr-defined]
+        open_ledger.urls = urls  # type: ignore[attr-defined]
+        yield open_ledger
+        for ledger in opened:
+            ledger.close()

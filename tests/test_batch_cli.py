@@ -1,17 +1,19 @@
 """`keel batch` commands through the CLI, against a loopback emulator (the CLI builds its client from the
-environment, as a user's shell would)."""
+environment, as a user's shell would), with the default SQLite ledger and with `KEEL_DATABASE_URL`'s PostgreSQL."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from batch_helpers import prompts, read_jsonl, write_lines
+from pg_helpers import schema_url
 from typer.testing import CliRunner
 
-from keel.batch import SQLiteLedger
+from keel.batch import open_ledger
 from keel.cli import app
 from keel.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig
 from keel.emulator.server import BackgroundServer
@@ -19,13 +21,16 @@ from keel.emulator.server import BackgroundServer
 runner = CliRunner()
 
 
-@pytest.fixture
-def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def emulator(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     emu = Emulator(EmulatorConfig(batch_speed=0))  # time moves only when a test advances it
-    with BackgroundServer(emu) as server:
+    with ExitStack() as stack, BackgroundServer(emu) as server:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", DEFAULT_API_KEY)
         monkeypatch.setenv("KEEL_HOME", str(tmp_path / "home"))
+        monkeypatch.delenv("KEEL_DATABASE_URL", raising=False)
+        if request.param == "postgres":
+            monkeypatch.setenv("KEEL_DATABASE_URL", stack.enter_context(schema_url()))
         yield emu
 
 
@@ -87,7 +92,7 @@ def test_cancel_then_run_collects_and_stops(tmp_path: Path, emulator: Emulator) 
     from keel.batch.runner import job_id_for
 
     src = write_lines(tmp_path / "in.jsonl", prompts(30))
-    ledger = SQLiteLedger(tmp_path / "home" / "batches.sqlite3")
+    ledger = open_ledger()  # the one the CLI uses
     options = RunnerOptions(defaults=Defaults(model="claude-haiku-5-5", max_tokens=50))
     job = job_id_for(src, options)  # the job `keel batch run` will resume: submitted, then stopped mid-way
     ledger.create_job(job, str(src), options.fingerprint())
@@ -104,3 +109,4 @@ def test_cancel_then_run_collects_and_stops(tmp_path: Path, emulator: Emulator) 
     assert "canceled" in statuses and "succeeded" in statuses and len(statuses) == 30
     assert len(emulator.batches) == 1  # nothing submitted after the cancel
     assert "canceled" in run("batch", "status", job)
+    ledger.close()

@@ -9,8 +9,8 @@ This module is keel's public surface, by concept:
   `classify`, `classify_exception`;
 - exceptions, all under `KeelError`: `CallFailed`, `Refused`, `StreamInterrupted`, `DeadlineExceeded`,
   `PriceDataError`, the at-most-once tool errors (`AtMostOnceError` ...), the batch runner's
-  (`AmbiguousSubmission`, `ForeignResults`), the rate limiter's (`LimiterError`: `LimitExceedsCapacity`,
-  `AcquireTimeout`, `LimiterUnavailable`);
+  (`AmbiguousSubmission`, `ForeignResults`), the shared stores' (`StoreUnavailable`, `ConfigError`), the rate
+  limiter's (`LimiterError`: `LimitExceedsCapacity`, `AcquireTimeout`, `LimiterUnavailable`);
 - records: `AttemptRecord`, `CallRecord`, `Usage`, `Recorder`, `JsonlSink`, `DeferredCallRecord`, `JsonFormatter`,
   `read_records`;
 - prices: `PriceTable`, `ModelPrice`, `CostBreakdown`, `load_prices`.
@@ -29,6 +29,7 @@ from keel._exceptions import (
     AmbiguousSubmission,
     AtMostOnceError,
     CallFailed,
+    ConfigError,
     DeadlineExceeded,
     ForeignResults,
     KeelError,
@@ -37,6 +38,7 @@ from keel._exceptions import (
     LimitExceedsCapacity,
     PriceDataError,
     Refused,
+    StoreUnavailable,
     StreamInterrupted,
     ToolOutcomeUnknown,
     ToolReplayedError,
@@ -87,6 +89,7 @@ __all__ = [
     "CallFailed",
     "CallRecord",
     "Client",
+    "ConfigError",
     "ContextWindowExceeded",
     "CostBreakdown",
     "DeadlineExceeded",
@@ -116,6 +119,7 @@ __all__ = [
     "ResilientStream",
     "RetryPolicy",
     "StopSequence",
+    "StoreUnavailable",
     "StreamInterrupted",
     "ToolOutcomeUnknown",
     "ToolReplayedError",

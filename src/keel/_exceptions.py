@@ -11,6 +11,8 @@
     │   ├── ToolWaitTimeout (TimeoutError)
     │   ├── ToolReplayedError
     │   └── ToolResultNotSerializable (TypeError)
+    ├── StoreUnavailable (ConnectionError)   a shared store (Redis, PostgreSQL) cannot be reached
+    ├── ConfigError (ValueError)             keel.toml or a store URL that cannot be used
     ├── AmbiguousSubmission (RuntimeError)   keel.batch: a lost create response matches several batches
     ├── ForeignResults (RuntimeError)        keel.batch: an adopted batch holds other custom_ids
     └── LimiterError               keel.ratelimit: the request was not sent
@@ -235,6 +237,37 @@ class ToolReplayedError(AtMostOnceError):
 class ToolResultNotSerializable(AtMostOnceError, TypeError):
     """The tool ran but returned something JSON cannot hold. The key is recorded as failed (the side effect
     happened, so it must not run again); `forget(key)` after fixing the tool to allow a new run."""
+
+
+class StoreUnavailable(KeelError, ConnectionError):
+    """A shared store of keel's state (the at-most-once tool store on Redis, the batch ledger on PostgreSQL)
+    cannot be reached: at start (a wrong address, the server is down, a wrong password), or mid-run for longer
+    than keel keeps retrying. Nothing was done unrecorded: keel never falls back to a local store by itself.
+
+    Attributes:
+        store: which state it holds, e.g. "at-most-once tool store" or "batch ledger".
+        url: the store's address, without its password.
+        reason: what the client library said, secrets removed.
+    """
+
+    def __init__(self, store: str, url: str, reason: str) -> None:
+        self.store = store
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{store} at {url} is unreachable: {reason}")
+
+
+class ConfigError(KeelError, ValueError):
+    """keel's configuration cannot be used: a `keel.toml` that is not valid TOML or holds an unknown or
+    mistyped setting, or a store URL of a scheme keel does not know.
+
+    Attributes:
+        source: where the setting came from: the file's path, or the environment variable's name.
+    """
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: {message}")
 
 
 class AmbiguousSubmission(KeelError, RuntimeError):

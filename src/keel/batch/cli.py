@@ -12,26 +12,30 @@ from rich.live import Live
 from rich.table import Table
 
 from .._client import Client
-from .._exceptions import AmbiguousSubmission, CallFailed, ForeignResults
-from ..stores.home import ensure_home, keel_home
+from .._exceptions import AmbiguousSubmission, CallFailed, ConfigError, ForeignResults, StoreUnavailable
+from .backends import open_ledger
 from .costs import cost_line, cost_report
 from .inputs import Defaults
-from .ledger import SQLiteLedger
+from .ledger import SQLLedger
 from .runner import BatchRunner, Progress, RunnerOptions
 
 batch_app = typer.Typer(help="Durable, resumable Message Batches.", no_args_is_help=True)
 console = Console()
 LedgerOption = Annotated[
-    Path | None, typer.Option(help="The ledger file (default: batches.sqlite3 under $KEEL_HOME or ./.keel).")
+    Path | None,
+    typer.Option(
+        help="A SQLite ledger file (default: KEEL_DATABASE_URL's PostgreSQL if set, else batches.sqlite3 under "
+        "$KEEL_HOME or ./.keel; `keel config` shows which)."
+    ),
 ]
 
 
-def _ledger(path: Path | None) -> SQLiteLedger:
-    if path is None:
-        home = keel_home()
-        ensure_home(home)
-        path = home / "batches.sqlite3"
-    return SQLiteLedger(path)
+def _ledger(path: Path | None) -> SQLLedger:
+    try:
+        return open_ledger(path)
+    except (StoreUnavailable, ConfigError) as err:
+        console.print(f"[red]keel batch: {err}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _progress_table(progress: Progress) -> Table:
@@ -54,7 +58,7 @@ def _progress_table(progress: Progress) -> Table:
     return table
 
 
-def _summary(ledger: SQLiteLedger, job_id: str) -> None:
+def _summary(ledger: SQLLedger, job_id: str) -> None:
     counts = ledger.state_counts(job_id)
     console.print("  " + ", ".join(f"{state}: {count:,}" for state, count in sorted(counts.items())), soft_wrap=True)
     for row in cost_report(ledger, job_id):
@@ -104,7 +108,7 @@ def run(
         runner = BatchRunner(client, store, options, on_progress=show)
         try:
             job_id = runner.run(input, out, rejects, failures)
-        except (AmbiguousSubmission, ForeignResults, CallFailed) as err:
+        except (AmbiguousSubmission, ForeignResults, CallFailed, StoreUnavailable) as err:
             console.print(f"[red]keel batch: {err}[/red]")
             raise typer.Exit(1) from None
     console.print(f"job {job_id}: results in {out}, rejects in {rejects}, failures in {failures}", soft_wrap=True)
@@ -117,7 +121,7 @@ def status(job: Annotated[str, typer.Argument(help="The job id.")], ledger: Ledg
     store = _ledger(ledger)
     found = store.job(job)
     if found is None:
-        console.print(f"[red]no job {job} in {store.path}[/red]")
+        console.print(f"[red]no job {job} in {store.where}[/red]")
         raise typer.Exit(2)
     console.print(f"job {job}: {found.status}, input {found.input_path}")
     console.print(_progress_table(Progress(job, store.shards(job), time.monotonic())))
@@ -140,7 +144,7 @@ def cancel(job: Annotated[str, typer.Argument(help="The job id.")], ledger: Ledg
     """Cancel a job's batches in flight; `keel batch run` then collects what finished and stops."""
     store = _ledger(ledger)
     if store.job(job) is None:
-        console.print(f"[red]no job {job} in {store.path}[/red]")
+        console.print(f"[red]no job {job} in {store.where}[/red]")
         raise typer.Exit(2)
     store.set_job_status(job, "canceling")
     with Client(policy="background") as client:
@@ -160,7 +164,7 @@ def results(
     """Write a job's results file again from the ledger (one line per input line, in input order)."""
     store = _ledger(ledger)
     if store.job(job) is None:
-        console.print(f"[red]no job {job} in {store.path}[/red]")
+        console.print(f"[red]no job {job} in {store.where}[/red]")
         raise typer.Exit(2)
     with Client(policy="background") as client:
         BatchRunner(client, store).write_outputs(job, out, None, None)

@@ -1,21 +1,23 @@
 """The batch ledger: every job, shard, batch id and item state, written before and after every API call.
 
 Running the same job again reads it back and carries on; nothing is submitted twice. The runner talks to
-the small `Ledger` protocol; `SQLiteLedger` is the embedded default (a file under `.keel/`). A shared
-backend (PostgreSQL) implements the same protocol.
+the small `Ledger` protocol. `SQLLedger` holds the ledger's logic once, in SQL that SQLite and PostgreSQL both
+run; `SQLiteLedger` (`keel.batch.sqlite_ledger`, a file under `.keel/`) is the embedded default and
+`PostgresLedger` (`keel.batch.postgres`, `KEEL_DATABASE_URL`) the shared one. Each only connects, runs
+transactions and stages results its own way.
+
+Every write is one transaction, and safe to run again (a shared backend retries one whose connection was lost,
+and its first try may have committed): `mark_submitted` counts an attempt only for items still queued.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .._usage import USAGE_FIELDS, Usage
 from .inputs import Item, Reject
@@ -114,165 +116,190 @@ class Ledger(Protocol):
 SCHEMA_VERSION = 2
 """Version 2: usage by cache-write duration (`keel.Usage`'s fields)."""
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY, input_path TEXT NOT NULL, options TEXT NOT NULL, status TEXT NOT NULL,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS items (
-    job_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, params TEXT NOT NULL,
-    size INTEGER NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, shard_id INTEGER,
-    result_type TEXT, error_type TEXT, error_message TEXT, stop_reason TEXT, model TEXT,
-    input_tokens INTEGER, output_tokens INTEGER, cache_write_5m_tokens INTEGER, cache_write_1h_tokens INTEGER,
-    cache_read_tokens INTEGER,
-    cost_batch REAL, cost_standard REAL, message TEXT,
-    PRIMARY KEY (job_id, custom_id)
-);
-CREATE INDEX IF NOT EXISTS items_by_line ON items (job_id, line);
-CREATE INDEX IF NOT EXISTS items_by_shard ON items (shard_id);
-CREATE INDEX IF NOT EXISTS items_by_state ON items (job_id, state);
-CREATE TABLE IF NOT EXISTS rejects (
-    job_id TEXT NOT NULL, line INTEGER NOT NULL, custom_id TEXT, reason TEXT NOT NULL, PRIMARY KEY (job_id, line)
-);
-CREATE TABLE IF NOT EXISTS shards (
-    shard_id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, round INTEGER NOT NULL,
-    state TEXT NOT NULL, batch_id TEXT UNIQUE, requests INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    submit_started_at REAL, submitted_at REAL, ended_at REAL, counts TEXT NOT NULL DEFAULT '{}'
-);
-"""
+T = TypeVar("T")
 
-
-# What a result sets on its item, in `ItemResult` order; `record_results` stages results in a temporary table first.
-_RESULT_COLUMNS = (
-    f"state, result_type, error_type, error_message, stop_reason, model, {', '.join(USAGE_FIELDS)},"
-    " cost_batch, cost_standard, message"
+# What a result sets on its item, in `ItemResult` order; `record_results` stages results in a temporary table first,
+# each with its arrival number (`seq`: a custom_id given twice keeps its last result).
+RESULT_COLUMNS = (
+    "state",
+    "result_type",
+    "error_type",
+    "error_message",
+    "stop_reason",
+    "model",
+    *USAGE_FIELDS,
+    "cost_batch",
+    "cost_standard",
+    "message",
 )
+STAGE = "keel_staged_results"
+_RESULTS = ", ".join(RESULT_COLUMNS)
 _NO_USAGE = (None,) * len(USAGE_FIELDS)
 _usage_values = attrgetter(*USAGE_FIELDS)
-_USAGE_SUMS = ", ".join(f"SUM({name}) AS {name}" for name in USAGE_FIELDS)
-_STAGE = "keel_staged_results"
-_STAGE_PLACES = ", ".join("?" * (1 + len(_RESULT_COLUMNS.split(","))))  # custom_id, then the result columns
+_USAGE_SUMS = ", ".join(f"CAST(SUM({name}) AS BIGINT) AS {name}" for name in USAGE_FIELDS)
+_SHARD_COLUMNS = "shard_id, job_id, round, state, batch_id, requests, bytes, submit_started_at, counts"
+_JOB_COLUMNS = "job_id, input_path, options, status, created_at"
+_ORDERED_ROWS = (
+    "SELECT line, custom_id, state, attempts, result_type, error_type, error_message, stop_reason, message,"
+    " NULL AS reason FROM items WHERE job_id = ? AND line > ?"
+    " UNION ALL SELECT line, custom_id, 'rejected', 0, NULL, NULL, NULL, NULL, NULL, reason"
+    " FROM rejects WHERE job_id = ? AND line > ? ORDER BY line"
+)
+_ORDERED_NAMES = (
+    "line",
+    "custom_id",
+    "state",
+    "attempts",
+    "result_type",
+    "error_type",
+    "error_message",
+    "stop_reason",
+    "message",
+    "reason",
+)
 
 
-def _shard(row: sqlite3.Row) -> Shard:
-    return Shard(
-        shard_id=row["shard_id"],
-        job_id=row["job_id"],
-        round=row["round"],
-        state=row["state"],
-        batch_id=row["batch_id"],
-        requests=row["requests"],
-        bytes=row["bytes"],
-        submit_started_at=row["submit_started_at"],
-        counts=json.loads(row["counts"]),
-    )
+class Connection(Protocol):
+    """What the ledger's SQL runs on: `sqlite3.Connection`, or a PostgreSQL connection taking `?` placeholders."""
+
+    def execute(self, sql: str, params: Any = ..., /) -> Any: ...
 
 
-class SQLiteLedger:
-    """The embedded ledger: one SQLite file, WAL mode, each write its own committed transaction."""
+def _shard(row: tuple[Any, ...]) -> Shard:
+    shard_id, job_id, round_number, state, batch_id, requests, size, submit_started_at, counts = row
+    return Shard(shard_id, job_id, round_number, state, batch_id, requests, size, submit_started_at, json.loads(counts))
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._create_schema()
-        self._lock = threading.RLock()
-        self._job_for_ids: str | None = None
 
-    def _create_schema(self) -> None:
-        """Create the tables on first use; a ledger of another schema version is refused with a clear error."""
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        exists = self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'items'").fetchone() is not None
-        if exists and version != SCHEMA_VERSION:
-            self._conn.close()
-            raise ValueError(
-                f"{self.path}: a batch ledger of schema version {version}, written by another keel version "
-                f"(this one uses version {SCHEMA_VERSION}); finish its jobs with that version, or use a new ledger"
-            )
-        self._conn.executescript(SCHEMA)
-        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+class SQLLedger:
+    """The ledger's logic, once for every SQL backend. A subclass says how to run a transaction (`_write`), a
+    read (`_read`) and rows in input order (`_by_line`), and how to stage and apply results (`_stage_results`,
+    `APPLY_RESULTS`)."""
+
+    APPLY_RESULTS: str
+    """UPDATE items from the staged results of shard `?` (the last result of each custom_id); its row count is
+    the number of items updated."""
+
+    where: str
+    """Where the ledger lives, safe to print: a file's path, or a URL without its password."""
+
+    _job_for_ids: str | None = None
+    _adding: Connection | None = None
+
+    # --- what a backend provides -------------------------------------------------------------------
+
+    def _write(self, body: Callable[[Connection], T], *, again: bool = True) -> T:
+        """`body(connection)` in one write transaction. `again=False`: the body consumes an iterator, so a backend
+        that retries lost connections must not run it a second time."""
+        raise NotImplementedError
+
+    def _read(self, body: Callable[[Connection], T]) -> T:
+        """`body(connection)`, reading."""
+        raise NotImplementedError
+
+    def _by_line(self, sql: str, params: Callable[[int], tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        """The rows of `sql`, ordered by its first column (an input line number), whose parameters for rows
+        after line N are `params(N)`; streamed, not loaded at once."""
+        raise NotImplementedError
+
+    def _stage_results(self, conn: Connection, rows: Iterator[tuple[Any, ...]]) -> None:
+        """Load `rows` (seq, custom_id, then `RESULT_COLUMNS`) into a temporary table `STAGE` of this transaction."""
+        raise NotImplementedError
 
     def close(self) -> None:
-        self._conn.close()
-
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._conn, self._lock)
+        raise NotImplementedError
 
     # --- jobs ------------------------------------------------------------------------------------
 
     def job(self, job_id: str) -> Job | None:
-        row = self._conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?"
+        row = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchone())
         if row is None:
             return None
-        return Job(row["job_id"], row["input_path"], json.loads(row["options"]), row["status"], row["created_at"])
+        return Job(row[0], row[1], json.loads(row[2]), row[3], row[4])
 
     def jobs(self) -> list[Job]:
-        ids = [row[0] for row in self._conn.execute("SELECT job_id FROM jobs ORDER BY created_at")]
-        return [job for job in (self.job(job_id) for job_id in ids) if job is not None]
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY created_at"
+        rows = self._read(lambda conn: conn.execute(sql).fetchall())
+        return [Job(row[0], row[1], json.loads(row[2]), row[3], row[4]) for row in rows]
 
     def create_job(self, job_id: str, input_path: str, options: dict[str, Any]) -> Job:
         now = time.time()
-        with self._tx() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, 'new', ?, ?)",
+        self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO jobs VALUES (?, ?, ?, 'new', ?, ?) ON CONFLICT DO NOTHING",
                 (job_id, input_path, json.dumps(options, sort_keys=True), now, now),
             )
+        )
         job = self.job(job_id)
         assert job is not None
         return job
 
     def set_job_status(self, job_id: str, status: str) -> None:
-        with self._tx() as conn:
-            conn.execute("UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ?", (status, time.time(), job_id))
+        self._write(
+            lambda conn: conn.execute(
+                "UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ?", (status, time.time(), job_id)
+            )
+        )
 
     # --- inputs ----------------------------------------------------------------------------------
 
     def __contains__(self, key: object) -> bool:
-        """Whether the job being prepared already has this custom_id (`add_inputs` sets the job)."""
-        row = self._conn.execute(
-            "SELECT 1 FROM items WHERE job_id = ? AND custom_id = ?", (self._job_for_ids, key)
-        ).fetchone()
-        return row is not None
+        """Whether the job being prepared already has this custom_id (`add_inputs` sets the job). Asked in
+        `add_inputs`' own transaction, which sees the items it has added so far."""
+        sql, params = "SELECT 1 FROM items WHERE job_id = ? AND custom_id = ?", (self._job_for_ids, key)
+        if self._adding is not None:
+            return self._adding.execute(sql, params).fetchone() is not None
+        return self._read(lambda conn: conn.execute(sql, params).fetchone()) is not None
 
     def add_inputs(self, job_id: str, lines: Iterable[Item | Reject]) -> tuple[int, int]:
-        """Record every accepted item and reject of a job in one transaction; returns (accepted, rejected)."""
-        accepted = rejected = 0
+        """Record every accepted item and reject of a job in one transaction; returns (accepted, rejected).
+
+        A backend that retries a transaction can do so here only if `lines` can be iterated again (a list, or
+        an object whose `__iter__` reads the input afresh); from an iterator, a lost connection is raised."""
         self._job_for_ids = job_id
-        with self._tx() as conn:
-            for entry in lines:
-                if isinstance(entry, Item):
-                    conn.execute(
-                        "INSERT INTO items (job_id, custom_id, line, params, size, state)"
-                        " VALUES (?, ?, ?, ?, ?, 'pending')",
-                        (job_id, entry.custom_id, entry.line, entry.params_json, entry.size),
-                    )
-                    accepted += 1
-                else:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO rejects VALUES (?, ?, ?, ?)",
-                        (job_id, entry.line, entry.custom_id, entry.reason),
-                    )
-                    rejected += 1
+
+        def body(conn: Connection) -> tuple[int, int]:
+            accepted = rejected = 0
+            self._adding = conn
+            try:
+                for entry in lines:
+                    if isinstance(entry, Item):
+                        conn.execute(
+                            "INSERT INTO items (job_id, custom_id, line, params, size, state)"
+                            " VALUES (?, ?, ?, ?, ?, 'pending')",
+                            (job_id, entry.custom_id, entry.line, entry.params_json, entry.size),
+                        )
+                        accepted += 1
+                    else:
+                        conn.execute(
+                            "INSERT INTO rejects VALUES (?, ?, ?, ?) ON CONFLICT (job_id, line)"
+                            " DO UPDATE SET custom_id = excluded.custom_id, reason = excluded.reason",
+                            (job_id, entry.line, entry.custom_id, entry.reason),
+                        )
+                        rejected += 1
+            finally:
+                self._adding = None
             conn.execute("UPDATE jobs SET status = 'prepared', updated_at = ? WHERE job_id = ?", (time.time(), job_id))
-        return accepted, rejected
+            return accepted, rejected
+
+        return self._write(body, again=iter(lines) is not lines)  # an iterator is consumed as it goes
 
     # --- shards ----------------------------------------------------------------------------------
 
     def exhaust(self, job_id: str, max_attempts: int) -> None:
         """Pending items out of attempts get their final state: expired ones stay expired, others errored."""
-        with self._tx() as conn:
-            conn.execute(
+        self._write(
+            lambda conn: conn.execute(
                 "UPDATE items SET state = CASE result_type WHEN 'expired' THEN 'expired' ELSE 'errored' END "
                 "WHERE job_id = ? AND state = 'pending' AND attempts >= ?",
                 (job_id, max_attempts),
             )
+        )
 
     def cancel_unsent(self, job_id: str) -> None:
         """A canceled job: items not in a batch yet are canceled, and planned shards dropped."""
-        with self._tx() as conn:
+
+        def body(conn: Connection) -> None:
             conn.execute(
                 "UPDATE items SET state = 'canceled', result_type = 'canceled' "
                 "WHERE job_id = ? AND (state = 'pending' OR (state = 'queued' AND shard_id IN "
@@ -281,9 +308,12 @@ class SQLiteLedger:
             )
             conn.execute("DELETE FROM shards WHERE job_id = ? AND state = 'planned'", (job_id,))
 
+        self._write(body)
+
     def plan_shards(self, job_id: str, max_requests: int, max_bytes: int) -> list[Shard]:
         """Group the pending items, in input order, into new shards under both limits."""
-        with self._tx() as conn:
+
+        def body(conn: Connection) -> None:
             round_row = conn.execute("SELECT COALESCE(MAX(round), 0) + 1 FROM shards WHERE job_id = ?", (job_id,))
             round_number = int(round_row.fetchone()[0])
             # first pass, read-only: the line ranges of the shards; second: assign them
@@ -291,7 +321,7 @@ class SQLiteLedger:
             first = last = count = size = 0
             pending = conn.execute(
                 "SELECT line, size FROM items WHERE job_id = ? AND state = 'pending' ORDER BY line", (job_id,)
-            )
+            ).fetchall()
             for line, item_size in pending:
                 if count and (count >= max_requests or size + item_size > max_bytes):
                     ranges.append((first, last, count, size))
@@ -302,56 +332,69 @@ class SQLiteLedger:
             if count:
                 ranges.append((first, last, count, size))
             for first, last, count, size in ranges:
-                cursor = conn.execute(
-                    "INSERT INTO shards (job_id, round, state, requests, bytes) VALUES (?, ?, 'planned', ?, ?)",
+                (shard_id,) = conn.execute(
+                    "INSERT INTO shards (job_id, round, state, requests, bytes) VALUES (?, ?, 'planned', ?, ?)"
+                    " RETURNING shard_id",
                     (job_id, round_number, count, size),
-                )
+                ).fetchone()
                 conn.execute(
                     "UPDATE items SET state = 'queued', shard_id = ? "
                     "WHERE job_id = ? AND state = 'pending' AND line BETWEEN ? AND ?",
-                    (cursor.lastrowid, job_id, first, last),
+                    (shard_id, job_id, first, last),
                 )
+
+        self._write(body)
         return self.shards(job_id, ("planned",))
 
     def shards(self, job_id: str, states: tuple[str, ...] | None = None) -> list[Shard]:
-        rows = self._conn.execute("SELECT * FROM shards WHERE job_id = ? ORDER BY shard_id", (job_id,)).fetchall()
-        return [_shard(row) for row in rows if states is None or row["state"] in states]
+        sql = f"SELECT {_SHARD_COLUMNS} FROM shards WHERE job_id = ? ORDER BY shard_id"
+        rows = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchall())
+        return [_shard(row) for row in rows if states is None or row[3] in states]
 
     def mark_submitting(self, shard_id: int) -> None:
-        with self._tx() as conn:
-            conn.execute(
+        self._write(
+            lambda conn: conn.execute(
                 "UPDATE shards SET state = 'submitting', submit_started_at = ? WHERE shard_id = ?",
                 (time.time(), shard_id),
             )
+        )
 
     def mark_submitted(self, shard_id: int, batch_id: str) -> None:
-        with self._tx() as conn:
+        def body(conn: Connection) -> None:
             conn.execute(
                 "UPDATE shards SET state = 'submitted', batch_id = ?, submitted_at = ? WHERE shard_id = ?",
                 (batch_id, time.time(), shard_id),
             )
             conn.execute(
-                "UPDATE items SET state = 'submitted', attempts = attempts + 1 WHERE shard_id = ?", (shard_id,)
+                "UPDATE items SET state = 'submitted', attempts = attempts + 1 WHERE shard_id = ? AND state = 'queued'",
+                (shard_id,),
             )
 
+        self._write(body)
+
     def update_counts(self, shard_id: int, counts: dict[str, int], ended: bool) -> None:
-        with self._tx() as conn:
-            conn.execute(
+        self._write(
+            lambda conn: conn.execute(
                 "UPDATE shards SET counts = ?, state = CASE WHEN ? THEN 'ended' ELSE state END, "
                 "ended_at = CASE WHEN ? THEN ? ELSE ended_at END WHERE shard_id = ?",
                 (json.dumps(counts), ended, ended, time.time(), shard_id),
             )
+        )
 
     def known_batch_ids(self) -> set[str]:
-        return {row[0] for row in self._conn.execute("SELECT batch_id FROM shards WHERE batch_id IS NOT NULL")}
+        sql = "SELECT batch_id FROM shards WHERE batch_id IS NOT NULL"
+        return {row[0] for row in self._read(lambda conn: conn.execute(sql).fetchall())}
 
     def shard_body(self, shard_id: int) -> Iterator[bytes]:
         """The create request's JSON body for a shard, in chunks, read from the ledger as it is sent."""
         yield b'{"requests":['
         first = True
         chunk: list[bytes] = []
-        cursor = self._conn.execute("SELECT custom_id, params FROM items WHERE shard_id = ? ORDER BY line", (shard_id,))
-        for custom_id, params in cursor:
+        rows = self._by_line(
+            "SELECT line, custom_id, params FROM items WHERE shard_id = ? AND line > ? ORDER BY line",
+            lambda after: (shard_id, after),
+        )
+        for _, custom_id, params in rows:
             piece = f'{"" if first else ","}{{"custom_id":{json.dumps(custom_id)},"params":{params}}}'
             chunk.append(piece.encode())
             first = False
@@ -363,7 +406,8 @@ class SQLiteLedger:
         yield b"]}"
 
     def shard_custom_ids(self, shard_id: int) -> set[str]:
-        return {row[0] for row in self._conn.execute("SELECT custom_id FROM items WHERE shard_id = ?", (shard_id,))}
+        sql = "SELECT custom_id FROM items WHERE shard_id = ?"
+        return {row[0] for row in self._read(lambda conn: conn.execute(sql, (shard_id,)).fetchall())}
 
     def record_results(self, shard_id: int, outcomes: Iterable[ItemResult]) -> int:
         """Store a shard's results in one transaction (a kill mid-download leaves the shard to download again);
@@ -373,105 +417,72 @@ class SQLiteLedger:
         table (a random page per result, far more pages than the cache holds, so each goes to the WAL again and
         again); instead they are appended to a temporary table, then applied in one pass over the shard's items
         in table order. A custom_id given twice keeps its last result; one that is not in the shard raises
-        `LookupError` (the first such, in arrival order) and nothing is stored.
+        `LookupError` (the first such, in arrival order) and nothing is stored. `outcomes` is read once: a connection
+        lost while storing raises `StoreUnavailable` at once (the runner then downloads the shard again).
         """
-        with self._tx() as conn:
-            conn.execute(f"DROP TABLE IF EXISTS temp.{_STAGE}")  # rolled back with a failed call; to be sure
-            conn.execute(f"CREATE TABLE temp.{_STAGE} (custom_id TEXT NOT NULL, {_RESULT_COLUMNS})")
-            stored = 0
+        stored = 0
 
-            def staged() -> Iterator[tuple[Any, ...]]:
-                nonlocal stored
-                for o in outcomes:
-                    yield (
-                        o.custom_id,
-                        o.state,
-                        o.result_type,
-                        o.error_type,
-                        o.error_message,
-                        o.stop_reason,
-                        o.model,
-                        *(_NO_USAGE if o.usage is None else _usage_values(o.usage)),
-                        o.cost_batch,
-                        o.cost_standard,
-                        o.message_json,
-                    )
-                    stored += 1
+        def staged() -> Iterator[tuple[Any, ...]]:
+            nonlocal stored
+            for o in outcomes:
+                stored += 1
+                yield (
+                    stored,
+                    o.custom_id,
+                    o.state,
+                    o.result_type,
+                    o.error_type,
+                    o.error_message,
+                    o.stop_reason,
+                    o.model,
+                    *(_NO_USAGE if o.usage is None else _usage_values(o.usage)),
+                    o.cost_batch,
+                    o.cost_standard,
+                    o.message_json,
+                )
 
-            conn.executemany(f"INSERT INTO temp.{_STAGE} VALUES ({_STAGE_PLACES})", staged())
-            conn.execute(f"CREATE INDEX temp.{_STAGE}_ids ON {_STAGE} (custom_id)")
-            updated = conn.execute(
-                f"UPDATE items SET ({_RESULT_COLUMNS}) = (SELECT {_RESULT_COLUMNS} FROM temp.{_STAGE} AS staged"
-                " WHERE staged.custom_id = items.custom_id ORDER BY staged.rowid DESC LIMIT 1)"
-                f" WHERE shard_id = ? AND custom_id IN (SELECT custom_id FROM temp.{_STAGE})",
-                (shard_id,),
-            ).rowcount
-            distinct = conn.execute(f"SELECT COUNT(DISTINCT custom_id) FROM temp.{_STAGE}").fetchone()[0]
+        def body(conn: Connection) -> None:
+            self._stage_results(conn, staged())
+            updated = conn.execute(self.APPLY_RESULTS, (shard_id,)).rowcount
+            distinct = conn.execute(f"SELECT COUNT(DISTINCT custom_id) FROM {STAGE}").fetchone()[0]
             if updated != distinct:
                 foreign = conn.execute(
-                    f"SELECT custom_id FROM temp.{_STAGE} AS staged WHERE NOT EXISTS (SELECT 1 FROM items"
+                    f"SELECT custom_id FROM {STAGE} AS staged WHERE NOT EXISTS (SELECT 1 FROM items"
                     " WHERE items.job_id = (SELECT job_id FROM shards WHERE shard_id = ?)"
-                    " AND items.custom_id = staged.custom_id AND items.shard_id = ?) ORDER BY staged.rowid LIMIT 1",
+                    " AND items.custom_id = staged.custom_id AND items.shard_id = ?) ORDER BY staged.seq LIMIT 1",
                     (shard_id, shard_id),
                 ).fetchone()
                 raise LookupError(f"result for custom_id {foreign[0]!r} does not belong to shard {shard_id}")
-            conn.execute(f"DROP TABLE temp.{_STAGE}")
+            conn.execute(f"DROP TABLE {STAGE}")
             conn.execute("UPDATE shards SET state = 'collected' WHERE shard_id = ?", (shard_id,))
+
+        self._write(body, again=False)
         return stored
 
     # --- reading back ----------------------------------------------------------------------------
 
     def items_in_order(self, job_id: str) -> Iterator[dict[str, Any]]:
         """Every input line of the job, accepted or rejected, in input order, one row at a time."""
-        cursor = self._conn.cursor()
-        cursor.row_factory = None  # plain tuples, zipped with the names below: faster than dict(sqlite3.Row)
-        cursor.execute(
-            "SELECT line, custom_id, state, attempts, result_type, error_type, error_message, stop_reason, message,"
-            " NULL AS reason FROM items WHERE job_id = ?"
-            " UNION ALL SELECT line, custom_id, 'rejected', 0, NULL, NULL, NULL, NULL, NULL, reason"
-            " FROM rejects WHERE job_id = ? ORDER BY line",
-            (job_id, job_id),
-        )
-        names = [column[0] for column in cursor.description]
-        for row in cursor:
-            yield dict(zip(names, row, strict=True))
+        for row in self._by_line(_ORDERED_ROWS, lambda after: (job_id, after, job_id, after)):
+            yield dict(zip(_ORDERED_NAMES, row, strict=True))
 
     def state_counts(self, job_id: str) -> dict[str, int]:
-        counts = {
-            row[0]: row[1]
-            for row in self._conn.execute(
-                "SELECT state, COUNT(*) FROM items WHERE job_id = ? GROUP BY state", (job_id,)
-            )
-        }
-        rejected = self._conn.execute("SELECT COUNT(*) FROM rejects WHERE job_id = ?", (job_id,)).fetchone()[0]
-        if rejected:
-            counts["rejected"] = rejected
-        return counts
+        def body(conn: Connection) -> dict[str, int]:
+            rows = conn.execute("SELECT state, COUNT(*) FROM items WHERE job_id = ? GROUP BY state", (job_id,))
+            counts = {row[0]: row[1] for row in rows}
+            rejected = conn.execute("SELECT COUNT(*) FROM rejects WHERE job_id = ?", (job_id,)).fetchone()[0]
+            if rejected:
+                counts["rejected"] = rejected
+            return counts
+
+        return self._read(body)
 
     def usage_by_model(self, job_id: str) -> list[dict[str, Any]]:
-        rows = self._conn.execute(
+        names = ("model", "requests", *USAGE_FIELDS, "cost_batch", "cost_standard", "priced")
+        sql = (
             f"SELECT model, COUNT(*) AS requests, {_USAGE_SUMS}, SUM(cost_batch) AS cost_batch,"
             " SUM(cost_standard) AS cost_standard, COUNT(cost_batch) AS priced"
-            " FROM items WHERE job_id = ? AND state = 'succeeded' GROUP BY model ORDER BY model",
-            (job_id,),
+            " FROM items WHERE job_id = ? AND state = 'succeeded' GROUP BY model ORDER BY model"
         )
-        return [dict(row) for row in rows]
-
-
-class _Transaction:
-    """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on error), serialised within the process."""
-
-    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock) -> None:
-        self._conn = conn
-        self._lock = lock
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._lock.acquire()
-        self._conn.execute("BEGIN IMMEDIATE")
-        return self._conn
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        try:
-            self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        finally:
-            self._lock.release()
+        rows = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchall())
+        return [dict(zip(names, row, strict=True)) for row in rows]

@@ -1,0 +1,108 @@
+"""The embedded batch ledger: one SQLite file, WAL mode, each write its own committed transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .ledger import RESULT_COLUMNS, SCHEMA_VERSION, STAGE, Connection, SQLLedger, T
+
+__all__ = ["SCHEMA", "SQLiteLedger"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY, input_path TEXT NOT NULL, options TEXT NOT NULL, status TEXT NOT NULL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    job_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, params TEXT NOT NULL,
+    size INTEGER NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, shard_id INTEGER,
+    result_type TEXT, error_type TEXT, error_message TEXT, stop_reason TEXT, model TEXT,
+    input_tokens INTEGER, output_tokens INTEGER, cache_write_5m_tokens INTEGER, cache_write_1h_tokens INTEGER,
+    cache_read_tokens INTEGER,
+    cost_batch REAL, cost_standard REAL, message TEXT,
+    PRIMARY KEY (job_id, custom_id)
+);
+CREATE INDEX IF NOT EXISTS items_by_line ON items (job_id, line);
+CREATE INDEX IF NOT EXISTS items_by_shard ON items (shard_id);
+CREATE INDEX IF NOT EXISTS items_by_state ON items (job_id, state);
+CREATE TABLE IF NOT EXISTS rejects (
+    job_id TEXT NOT NULL, line INTEGER NOT NULL, custom_id TEXT, reason TEXT NOT NULL, PRIMARY KEY (job_id, line)
+);
+CREATE TABLE IF NOT EXISTS shards (
+    shard_id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, round INTEGER NOT NULL,
+    state TEXT NOT NULL, batch_id TEXT UNIQUE, requests INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    submit_started_at REAL, submitted_at REAL, ended_at REAL, counts TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+_RESULTS = ", ".join(RESULT_COLUMNS)
+_PLACES = ", ".join("?" * (2 + len(RESULT_COLUMNS)))  # seq, custom_id, then the result columns
+
+
+class SQLiteLedger(SQLLedger):
+    """The embedded ledger: one SQLite file, WAL mode, each write its own committed transaction."""
+
+    APPLY_RESULTS = (
+        f"UPDATE items SET ({_RESULTS}) = (SELECT {_RESULTS} FROM temp.{STAGE} AS staged"
+        " WHERE staged.custom_id = items.custom_id ORDER BY staged.seq DESC LIMIT 1)"
+        f" WHERE shard_id = ? AND custom_id IN (SELECT custom_id FROM temp.{STAGE})"
+    )
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.where = str(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._create_schema()
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"SQLiteLedger({str(self.path)!r})"
+
+    def _create_schema(self) -> None:
+        """Create the tables on first use; a ledger of another schema version is refused with a clear error."""
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        exists = self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'items'").fetchone() is not None
+        if exists and version != SCHEMA_VERSION:
+            self._conn.close()
+            raise ValueError(
+                f"{self.path}: a batch ledger of schema version {version}, written by another keel version "
+                f"(this one uses version {SCHEMA_VERSION}); finish its jobs with that version, or use a new ledger"
+            )
+        self._conn.executescript(SCHEMA)
+        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # --- SQLLedger ---------------------------------------------------------------------------------
+
+    def _write(self, body: Callable[[Connection], T], *, again: bool = True) -> T:
+        """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on error), serialised within the process."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            return result
+
+    def _read(self, body: Callable[[Connection], T]) -> T:
+        return body(self._conn)
+
+    def _by_line(self, sql: str, params: Callable[[int], tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        yield from self._conn.execute(sql, params(0))  # one cursor, read as it goes
+
+    def _stage_results(self, conn: Connection, rows: Iterator[tuple[Any, ...]]) -> None:
+        conn.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")  # rolled back with a failed call; to be sure
+        conn.execute(f"CREATE TABLE temp.{STAGE} (seq INTEGER NOT NULL, custom_id TEXT NOT NULL, {_RESULTS})")
+        self._conn.executemany(f"INSERT INTO temp.{STAGE} VALUES ({_PLACES})", rows)
+        conn.execute(f"CREATE INDEX temp.{STAGE}_ids ON {STAGE} (custom_id)")
