@@ -66,17 +66,29 @@ class SQLiteLedger(SQLLedger):
         return f"SQLiteLedger({str(self.path)!r})"
 
     def _create_schema(self) -> None:
-        """Create the tables on first use; a ledger of another schema version is refused with a clear error."""
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        exists = self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'items'").fetchone() is not None
-        if exists and version != SCHEMA_VERSION:
-            self._conn.close()
-            raise ValueError(
-                f"{self.path}: a batch ledger of schema version {version}, written by another keel version "
-                f"(this one uses version {SCHEMA_VERSION}); finish its jobs with that version, or use a new ledger"
-            )
-        self._conn.executescript(SCHEMA)
-        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        """Create the tables on first use, in one transaction with the version (another process opening the file
+        meanwhile waits, never sees tables without their version); a ledger of another schema version is refused
+        with a clear error."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'items'").fetchone() is not None
+            if exists and version != SCHEMA_VERSION:
+                raise ValueError(
+                    f"{self.path}: a batch ledger of schema version {version}, written by another keel version "
+                    f"(this one uses version {SCHEMA_VERSION}); finish its jobs with that version, or use a new ledger"
+                )
+            if not exists:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        conn.execute("COMMIT")
 
     def close(self) -> None:
         self._conn.close()
