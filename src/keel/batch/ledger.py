@@ -183,17 +183,29 @@ class SQLiteLedger:
         self._job_for_ids: str | None = None
 
     def _create_schema(self) -> None:
-        """Create the tables on first use; a ledger of another schema version is refused with a clear error."""
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        exists = self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'items'").fetchone() is not None
-        if exists and version != SCHEMA_VERSION:
-            self._conn.close()
-            raise ValueError(
-                f"{self.path}: a batch ledger of schema version {version}, written by another keel version "
-                f"(this one uses version {SCHEMA_VERSION}); finish its jobs with that version, or use a new ledger"
-            )
-        self._conn.executescript(SCHEMA)
-        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        """Create the tables on first use; a ledger of another schema version is refused with a clear error.
+
+        One transaction: another process opening the file meanwhile (a second runner, `keel batch status`) waits
+        for it, and never sees the tables without their version.
+        """
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'items'").fetchone() is not None
+            if exists and version != SCHEMA_VERSION:
+                raise ValueError(
+                    f"{self.path}: a batch ledger of schema version {version}, written by another keel version "
+                    f"(this one uses version {SCHEMA_VERSION}); finish its jobs with that version, or use a new ledger"
+                )
+            for statement in SCHEMA.split(";"):  # executescript would commit first
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        conn.execute("COMMIT")
 
     def close(self) -> None:
         self._conn.close()
