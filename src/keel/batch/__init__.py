@@ -3,7 +3,8 @@
 from .._exceptions import AmbiguousSubmission, ForeignResults
 from .costs import ModelCost, cost_line, cost_report
 from .inputs import Defaults, Item, Reject, read_items
-from .ledger import Job, Ledger, Shard, SQLiteLedger
+from .jobs import Job
+from .ledger import Ledger, Shard, SQLiteLedger
 from .runner import BatchRunner, Progress, RunnerOptions, job_id_for
 
 __all__ = [

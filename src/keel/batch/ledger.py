@@ -9,39 +9,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
-from pathlib import Path
 from typing import Any, Protocol
 
 from .._usage import USAGE_FIELDS, Usage
 from .inputs import Item, Reject
+from .jobs import Job, SQLiteJobs
 
 # Item states. "pending": waiting for a batch (new, or to be resubmitted); "queued": in a planned shard;
 # "submitted": in a batch; final: "succeeded", "errored", "canceled", "expired".
 FINAL_STATES = ("succeeded", "errored", "canceled", "expired")
-
-
-@dataclass(frozen=True)
-class Job:
-    """A batch job as the ledger holds it.
-
-    Attributes:
-        job_id: derived from the input file and the defaults (`job_id_for`): the same run resumes the same job.
-        input_path: the input file.
-        options: the defaults the job was made with.
-        status: new / prepared / running / canceling / done / canceled.
-        created_at: when it was made (Unix time).
-    """
-
-    job_id: str
-    input_path: str
-    options: dict[str, Any]
-    status: str
-    created_at: float
 
 
 @dataclass(frozen=True)
@@ -115,10 +95,6 @@ SCHEMA_VERSION = 2
 """Version 2: usage by cache-write duration (`keel.Usage`'s fields)."""
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY, input_path TEXT NOT NULL, options TEXT NOT NULL, status TEXT NOT NULL,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL
-);
 CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, params TEXT NOT NULL,
     size INTEGER NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, shard_id INTEGER,
@@ -131,9 +107,6 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_by_line ON items (job_id, line);
 CREATE INDEX IF NOT EXISTS items_by_shard ON items (shard_id);
 CREATE INDEX IF NOT EXISTS items_by_state ON items (job_id, state);
-CREATE TABLE IF NOT EXISTS rejects (
-    job_id TEXT NOT NULL, line INTEGER NOT NULL, custom_id TEXT, reason TEXT NOT NULL, PRIMARY KEY (job_id, line)
-);
 CREATE TABLE IF NOT EXISTS shards (
     shard_id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, round INTEGER NOT NULL,
     state TEXT NOT NULL, batch_id TEXT UNIQUE, requests INTEGER NOT NULL, bytes INTEGER NOT NULL,
@@ -168,108 +141,15 @@ def _shard(row: sqlite3.Row) -> Shard:
     )
 
 
-class SQLiteLedger:
+class SQLiteLedger(SQLiteJobs):
     """The embedded ledger: one SQLite file, WAL mode, each write its own committed transaction."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._create_schema()
-        self._lock = threading.RLock()
-        self._job_for_ids: str | None = None
-
-    def _create_schema(self) -> None:
-        """Create the tables on first use; a ledger of another schema version is refused with a clear error.
-
-        One transaction: another process opening the file meanwhile (a second runner, `keel batch status`) waits
-        for it, and never sees the tables without their version.
-        """
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'items'").fetchone() is not None
-            if exists and version != SCHEMA_VERSION:
-                raise ValueError(
-                    f"{self.path}: a batch ledger of schema version {version}, written by another keel version "
-                    f"(this one uses version {SCHEMA_VERSION}); finish its jobs with that version, or use a new ledger"
-                )
-            for statement in SCHEMA.split(";"):  # executescript would commit first
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            conn.close()
-            raise
-        conn.execute("COMMIT")
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._conn, self._lock)
-
-    # --- jobs ------------------------------------------------------------------------------------
-
-    def job(self, job_id: str) -> Job | None:
-        row = self._conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        if row is None:
-            return None
-        return Job(row["job_id"], row["input_path"], json.loads(row["options"]), row["status"], row["created_at"])
-
-    def jobs(self) -> list[Job]:
-        ids = [row[0] for row in self._conn.execute("SELECT job_id FROM jobs ORDER BY created_at")]
-        return [job for job in (self.job(job_id) for job_id in ids) if job is not None]
-
-    def create_job(self, job_id: str, input_path: str, options: dict[str, Any]) -> Job:
-        now = time.time()
-        with self._tx() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, 'new', ?, ?)",
-                (job_id, input_path, json.dumps(options, sort_keys=True), now, now),
-            )
-        job = self.job(job_id)
-        assert job is not None
-        return job
-
-    def set_job_status(self, job_id: str, status: str) -> None:
-        with self._tx() as conn:
-            conn.execute("UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ?", (status, time.time(), job_id))
-
-    # --- inputs ----------------------------------------------------------------------------------
-
-    def __contains__(self, key: object) -> bool:
-        """Whether the job being prepared already has this custom_id (`add_inputs` sets the job)."""
-        row = self._conn.execute(
-            "SELECT 1 FROM items WHERE job_id = ? AND custom_id = ?", (self._job_for_ids, key)
-        ).fetchone()
-        return row is not None
-
-    def add_inputs(self, job_id: str, lines: Iterable[Item | Reject]) -> tuple[int, int]:
-        """Record every accepted item and reject of a job in one transaction; returns (accepted, rejected)."""
-        accepted = rejected = 0
-        self._job_for_ids = job_id
-        with self._tx() as conn:
-            for entry in lines:
-                if isinstance(entry, Item):
-                    conn.execute(
-                        "INSERT INTO items (job_id, custom_id, line, params, size, state)"
-                        " VALUES (?, ?, ?, ?, ?, 'pending')",
-                        (job_id, entry.custom_id, entry.line, entry.params_json, entry.size),
-                    )
-                    accepted += 1
-                else:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO rejects VALUES (?, ?, ?, ?)",
-                        (job_id, entry.line, entry.custom_id, entry.reason),
-                    )
-                    rejected += 1
-            conn.execute("UPDATE jobs SET status = 'prepared', updated_at = ? WHERE job_id = ?", (time.time(), job_id))
-        return accepted, rejected
+    KIND = "batch ledger"
+    APPLICATION_ID = 0  # as the files of keel versions before the kinds were told apart
+    SCHEMA_VERSION = SCHEMA_VERSION
+    SCHEMA = SCHEMA
+    FINAL_STATES = FINAL_STATES
+    RESULT_COLUMNS = ("result_type", "error_type", "error_message", "stop_reason", "message")
 
     # --- shards ----------------------------------------------------------------------------------
 
@@ -433,33 +313,6 @@ class SQLiteLedger:
 
     # --- reading back ----------------------------------------------------------------------------
 
-    def items_in_order(self, job_id: str) -> Iterator[dict[str, Any]]:
-        """Every input line of the job, accepted or rejected, in input order, one row at a time."""
-        cursor = self._conn.cursor()
-        cursor.row_factory = None  # plain tuples, zipped with the names below: faster than dict(sqlite3.Row)
-        cursor.execute(
-            "SELECT line, custom_id, state, attempts, result_type, error_type, error_message, stop_reason, message,"
-            " NULL AS reason FROM items WHERE job_id = ?"
-            " UNION ALL SELECT line, custom_id, 'rejected', 0, NULL, NULL, NULL, NULL, NULL, reason"
-            " FROM rejects WHERE job_id = ? ORDER BY line",
-            (job_id, job_id),
-        )
-        names = [column[0] for column in cursor.description]
-        for row in cursor:
-            yield dict(zip(names, row, strict=True))
-
-    def state_counts(self, job_id: str) -> dict[str, int]:
-        counts = {
-            row[0]: row[1]
-            for row in self._conn.execute(
-                "SELECT state, COUNT(*) FROM items WHERE job_id = ? GROUP BY state", (job_id,)
-            )
-        }
-        rejected = self._conn.execute("SELECT COUNT(*) FROM rejects WHERE job_id = ?", (job_id,)).fetchone()[0]
-        if rejected:
-            counts["rejected"] = rejected
-        return counts
-
     def usage_by_model(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._conn.execute(
             f"SELECT model, COUNT(*) AS requests, {_USAGE_SUMS}, SUM(cost_batch) AS cost_batch,"
@@ -468,22 +321,3 @@ class SQLiteLedger:
             (job_id,),
         )
         return [dict(row) for row in rows]
-
-
-class _Transaction:
-    """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on error), serialised within the process."""
-
-    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock) -> None:
-        self._conn = conn
-        self._lock = lock
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._lock.acquire()
-        self._conn.execute("BEGIN IMMEDIATE")
-        return self._conn
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        try:
-            self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        finally:
-            self._lock.release()
