@@ -16,9 +16,9 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-from .inputs import Item, Reject
+from .inputs import Defaults, Item, Reject, accepted_items
 
 JOB_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -67,7 +67,9 @@ class SQLiteJobs:
     FINAL_STATES: ClassVar[tuple[str, ...]]
     """Item states that are the item's result; the others are work left."""
     RESULT_COLUMNS: ClassVar[tuple[str, ...]]
-    """The item columns `items_in_order` gives besides line, custom_id, state and attempts."""
+    """The item columns `items_in_order` gives besides line, custom_id, state, status and attempts."""
+    STATUS: ClassVar[str]
+    """SQL: an item's status in the results file, from its state (and attempts); "unsent" for one never sent."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -190,14 +192,16 @@ class SQLiteJobs:
     # --- reading back ----------------------------------------------------------------------------
 
     def items_in_order(self, job_id: str) -> Iterator[dict[str, Any]]:
-        """Every input line of the job, accepted or rejected, in input order, one row at a time."""
+        """Every input line of the job, accepted or rejected, in input order, one row at a time: its line, custom_id,
+        state, status, attempts, `RESULT_COLUMNS` and (for a rejected line) reason."""
         cursor = self._conn.cursor()
         cursor.row_factory = None  # plain tuples, zipped with the names below: faster than dict(sqlite3.Row)
         columns = ", ".join(self.RESULT_COLUMNS)
         nulls = ", ".join("NULL" for _ in self.RESULT_COLUMNS)
         cursor.execute(
-            f"SELECT line, custom_id, state, attempts, {columns}, NULL AS reason FROM items WHERE job_id = ?"
-            f" UNION ALL SELECT line, custom_id, 'rejected', 0, {nulls}, reason FROM rejects WHERE job_id = ?"
+            f"SELECT line, custom_id, state, {self.STATUS} AS status, attempts, {columns}, NULL AS reason FROM items"
+            f" WHERE job_id = ? UNION ALL SELECT line, custom_id, 'rejected', 'rejected', 0, {nulls}, reason"
+            " FROM rejects WHERE job_id = ?"
             " ORDER BY line",
             (job_id, job_id),
         )
@@ -216,6 +220,22 @@ class SQLiteJobs:
         if rejected:
             counts["rejected"] = rejected
         return counts
+
+
+class JobItems(Protocol):
+    def job(self, job_id: str) -> Job | None: ...
+    def open_items(self, job_id: str) -> Iterator[Item]: ...
+
+
+def items_left(
+    ledger: JobItems | None, job_id: str, path: Path, defaults: Defaults, max_request_bytes: int
+) -> Iterator[Item]:
+    """What a run of the job would still send: the ledger's open items once the job is in it, else every accepted
+    line of the input file (read without recording anything)."""
+    job = None if ledger is None else ledger.job(job_id)
+    if ledger is not None and job is not None and job.status != "new":
+        return ledger.open_items(job_id)
+    return accepted_items(path, defaults, max_request_bytes)
 
 
 class _Transaction:

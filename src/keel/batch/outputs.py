@@ -14,6 +14,7 @@ from typing import Any
 # `json.dumps(data, separators=…, ensure_ascii=False)` builds an encoder on every call; this one is built once. It
 # writes what `json.dumps` does: parsed JSON cannot be circular, so the check for it is left out.
 _LINES = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
+UNSENT = "not sent: the run stopped before it (at its budget); run the same command again to carry on"
 
 
 def write_results(rows: Iterable[dict[str, Any]], out: Path, rejects: Path | None, failures: Path | None) -> None:
@@ -54,9 +55,11 @@ def _result_text(row: dict[str, Any]) -> str:
     message = row["message"]
     if row["state"] != "succeeded" or message is None or "\\u" in message:
         return _dumps(_result_line(row))
+    request_id = f',"request_id":{_scalar(row["request_id"])}' if "request_id" in row else ""
     return (
         f'{{"line":{_scalar(row["line"])},"custom_id":{_scalar(row["custom_id"])},"status":"succeeded",'
-        f'"stop_reason":{_scalar(row["stop_reason"])},"message":{message},"attempts":{_scalar(row["attempts"])}}}'
+        f'"stop_reason":{_scalar(row["stop_reason"])},"message":{message}{request_id},'
+        f'"attempts":{_scalar(row["attempts"])}}}'
     )
 
 
@@ -70,17 +73,20 @@ def _scalar(value: Any) -> str:
 
 
 def _result_line(row: dict[str, Any]) -> dict[str, Any]:
-    state = row["state"]
-    status = {"pending": "expired"}.get(state, state)  # still pending at the end: out of attempts
+    status = row["status"]
     line: dict[str, Any] = {"line": row["line"], "custom_id": row["custom_id"], "status": status}
-    if state == "succeeded":
+    if status == "succeeded":
         line["stop_reason"] = row["stop_reason"]
         line["message"] = json.loads(row["message"])
-    elif state == "rejected":
+    elif status == "rejected":
         line["error"] = {"type": "rejected", "message": row["reason"]}
+    elif status == "unsent":
+        line["error"] = {"type": "unsent", "message": UNSENT}
     elif row["error_type"] or row["error_message"]:
-        line["error"] = {"type": row["error_type"] or row["result_type"], "message": row["error_message"]}
-    if state != "rejected":
+        line["error"] = {"type": row["error_type"] or row.get("result_type"), "message": row["error_message"]}
+    if status != "rejected":
+        if "request_id" in row:
+            line["request_id"] = row["request_id"]
         line["attempts"] = row["attempts"]
     return line
 

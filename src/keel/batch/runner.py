@@ -9,7 +9,6 @@ with the candidates and the command that settles it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from .._error_map import classify
 from .._exceptions import AmbiguousSubmission, ForeignResults
 from .._pricing import PriceTable, load_prices
 from .._usage import Usage
-from .inputs import Defaults, read_items
+from .inputs import Defaults, input_digest, read_items
 from .ledger import ItemResult, Ledger, Shard
 from .outputs import write_results
 
@@ -100,11 +99,7 @@ class Progress:
 
 def job_id_for(path: Path, options: RunnerOptions) -> str:
     """The same input file with the same defaults is the same job: running it again resumes it."""
-    digest = hashlib.sha256(json.dumps(options.fingerprint(), sort_keys=True).encode())
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return "job_" + digest.hexdigest()[:20]
+    return "job_" + input_digest(path, options.fingerprint())[:20]
 
 
 class BatchRunner:
