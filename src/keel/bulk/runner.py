@@ -22,6 +22,7 @@ from .._budget import Budget, CostEstimate, estimate_cost
 from .._call import Reply
 from .._client import AsyncClient
 from .._exceptions import BudgetExceeded, CallFailed
+from .._pricing import PriceTable
 from .._retrying import RetryPolicy
 from ..batch.inputs import Defaults, Item, input_digest, read_items
 from ..batch.jobs import items_left
@@ -109,11 +110,13 @@ def run_id_for(path: Path, options: BulkOptions) -> str:
     return "run_" + input_digest(path, options.fingerprint())[:20]
 
 
-def preflight(input_path: Path, options: BulkOptions, ledger: RunLedger | None, client: AsyncClient) -> CostEstimate:
+def preflight(
+    input_path: Path, options: BulkOptions, ledger: RunLedger | None, prices: PriceTable | None = None
+) -> CostEstimate:
     """What the job's requests still to send could cost, at standard prices: those left in the ledger, or (for a job
     not in it, or no ledger at all) every accepted line of the input. Reads only."""
     items = items_left(ledger, run_id_for(input_path, options), input_path, options.defaults, MAX_REQUEST_BYTES)
-    return estimate_cost((item.params_json for item in items), client.settings.prices)
+    return estimate_cost((item.params_json for item in items), prices)
 
 
 class BulkRunner:
@@ -133,7 +136,7 @@ class BulkRunner:
         self.on_progress = on_progress
 
     def preflight(self, input_path: Path) -> CostEstimate:
-        return preflight(input_path, self.options, self.ledger, self.client)
+        return preflight(input_path, self.options, self.ledger, self.client.settings.prices)
 
     async def run(self, input_path: Path, out: Path, rejects: Path | None = None) -> str:
         """Run (or resume) the job for `input_path`; write the results file (and the rejects file); return the job
