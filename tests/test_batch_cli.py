@@ -3,47 +3,21 @@ environment, as a user's shell would)."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from batch_helpers import prompts, read_jsonl, write_lines
+from batch_helpers import invoke, prompts, read_jsonl, write_lines
 from typer.testing import CliRunner
 
 from keel.batch import SQLiteLedger
 from keel.cli import app
-from keel.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig
-from keel.emulator.server import BackgroundServer
+from keel.emulator import Emulator
 
 runner = CliRunner()
 
 
-@pytest.fixture
-def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    emu = Emulator(EmulatorConfig(batch_speed=0))  # time moves only when a test advances it
-    with BackgroundServer(emu) as server:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", DEFAULT_API_KEY)
-        monkeypatch.setenv("KEEL_HOME", str(tmp_path / "home"))
-        yield emu
-
-
 def run(*args: str, clock: Emulator | None = None) -> str:
-    """Invoke the CLI; with `clock`, the batch clock moves an hour every few milliseconds meanwhile."""
-    stop = threading.Event()
-
-    def tick() -> None:
-        while clock is not None and not stop.wait(0.005):
-            clock.batches.advance(3600)
-
-    ticker = threading.Thread(target=tick, daemon=True)
-    ticker.start()
-    try:
-        result = runner.invoke(app, list(args))
-    finally:
-        stop.set()
-        ticker.join()
+    """Invoke the CLI, which must succeed; with `clock`, the batch clock moves meanwhile."""
+    result = invoke(*args, clock=clock)
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -55,10 +29,10 @@ def run_job(src: Path, out: Path, clock: Emulator | None = None) -> str:
     )  # fmt: skip
 
 
-def test_run_status_list_results(tmp_path: Path, emulator: Emulator) -> None:
+def test_run_status_list_results(tmp_path: Path, served_emulator: Emulator) -> None:
     src = write_lines(tmp_path / "in.jsonl", [*prompts(4), "{oops"])
     out = tmp_path / "out.jsonl"
-    text = run_job(src, out, clock=emulator)
+    text = run_job(src, out, clock=served_emulator)
     job = text.split("job ", 1)[1].split(":", 1)[0]
     assert [row["status"] for row in read_jsonl(out)] == ["succeeded"] * 4 + ["rejected"]
     assert read_jsonl(tmp_path / "out.rejects.jsonl")[0]["line"] == 5
@@ -69,18 +43,18 @@ def test_run_status_list_results(tmp_path: Path, emulator: Emulator) -> None:
     again = tmp_path / "again.jsonl"
     run("batch", "results", job, "--out", str(again))
     assert again.read_text() == out.read_text()
-    assert len(emulator.batches) == 1
+    assert len(served_emulator.batches) == 1
 
 
-def test_unknown_job_and_bad_input_are_clear(tmp_path: Path, emulator: Emulator) -> None:
+def test_unknown_job_and_bad_input_are_clear(tmp_path: Path, served_emulator: Emulator) -> None:
     result = runner.invoke(app, ["batch", "status", "job_nope"])
     assert result.exit_code == 2 and "no job job_nope" in result.output
     result = runner.invoke(app, ["batch", "run", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.jsonl")])
     assert result.exit_code == 2 and "no such file" in result.output
-    assert len(emulator.batches) == 0
+    assert len(served_emulator.batches) == 0
 
 
-def test_cancel_then_run_collects_and_stops(tmp_path: Path, emulator: Emulator) -> None:
+def test_cancel_then_run_collects_and_stops(tmp_path: Path, served_emulator: Emulator) -> None:
     from keel import Client
     from keel.batch import BatchRunner, RunnerOptions
     from keel.batch.inputs import Defaults, read_items
@@ -95,12 +69,12 @@ def test_cancel_then_run_collects_and_stops(tmp_path: Path, emulator: Emulator) 
     ledger.set_job_status(job, "running")
     shard = ledger.plan_shards(job, options.shard_requests, options.shard_bytes)[0]
     BatchRunner(Client(policy="background"), ledger, options).submit(job, shard)
-    emulator.batches.advance(20)  # about a third of it has finished
+    served_emulator.batches.advance(20)  # about a third of it has finished
     assert "canceling" in run("batch", "cancel", job)
-    emulator.batches.advance(10)  # the cancel completes
+    served_emulator.batches.advance(10)  # the cancel completes
     out = tmp_path / "out.jsonl"
     run_job(src, out)
     statuses = [row["status"] for row in read_jsonl(out)]
     assert "canceled" in statuses and "succeeded" in statuses and len(statuses) == 30
-    assert len(emulator.batches) == 1  # nothing submitted after the cancel
+    assert len(served_emulator.batches) == 1  # nothing submitted after the cancel
     assert "canceled" in run("batch", "status", job)

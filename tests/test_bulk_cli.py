@@ -3,28 +3,16 @@ user's shell would): the pre-flight estimate, the dry run, missing credentials, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from batch_helpers import prompts, read_jsonl, write_lines
 from typer.testing import CliRunner, Result
 
-from keel.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig
-from keel.emulator.server import BackgroundServer
+from keel.emulator import Emulator
 
 runner = CliRunner()
 MODEL = "claude-haiku-5-5"
-
-
-@pytest.fixture
-def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    emu = Emulator(EmulatorConfig())
-    with BackgroundServer(emu) as server:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", DEFAULT_API_KEY)
-        monkeypatch.setenv("KEEL_HOME", str(tmp_path / "home"))
-        yield emu
 
 
 def keel_run(src: Path, out: Path, *extra: str) -> Result:
@@ -34,7 +22,7 @@ def keel_run(src: Path, out: Path, *extra: str) -> Result:
     return runner.invoke(app, args)
 
 
-def test_run_prints_the_preflight_writes_the_results_and_sums_up(tmp_path: Path, emulator: Emulator) -> None:
+def test_run_prints_the_preflight_writes_the_results_and_sums_up(tmp_path: Path, served_emulator: Emulator) -> None:
     src = write_lines(tmp_path / "in.jsonl", [*prompts(4), "{oops"])
     out = tmp_path / "out.jsonl"
     result = keel_run(src, out, "--quiet", "--concurrency", "2")
@@ -47,10 +35,10 @@ def test_run_prints_the_preflight_writes_the_results_and_sums_up(tmp_path: Path,
     assert (tmp_path / "home" / "runs.sqlite3").exists()
     again = keel_run(src, out, "--quiet")  # the same job: nothing left to send
     assert again.exit_code == 0 and "pre-flight: 0 requests" in again.output
-    assert len(emulator.access_log.entries()) == 4
+    assert len(served_emulator.access_log.entries()) == 4
 
 
-def test_the_progress_bar_shows_rate_eta_tokens_and_cost(tmp_path: Path, emulator: Emulator) -> None:
+def test_the_progress_bar_shows_rate_eta_tokens_and_cost(tmp_path: Path, served_emulator: Emulator) -> None:
     src = write_lines(tmp_path / "in.jsonl", prompts(3))
     result = keel_run(src, tmp_path / "out.jsonl")
     assert result.exit_code == 0, result.output
@@ -58,18 +46,18 @@ def test_the_progress_bar_shows_rate_eta_tokens_and_cost(tmp_path: Path, emulato
         assert shown in result.output
 
 
-def test_a_dry_run_prints_the_estimate_and_sends_and_writes_nothing(tmp_path: Path, emulator: Emulator) -> None:
+def test_a_dry_run_prints_the_estimate_and_sends_and_writes_nothing(tmp_path: Path, served_emulator: Emulator) -> None:
     src = write_lines(tmp_path / "in.jsonl", prompts(5))
     result = keel_run(src, tmp_path / "out.jsonl", "--dry-run", "--budget-usd", "0.5")
     assert result.exit_code == 0, result.output
     assert "pre-flight: 5 requests" in result.output and "500 output tokens" in result.output
     assert "budget: $0.500000, $0.000000 spent so far" in result.output
-    assert emulator.access_log.entries() == []
+    assert served_emulator.access_log.entries() == []
     assert not (tmp_path / "home").exists() and not (tmp_path / "out.jsonl").exists()
 
 
 def test_missing_credentials_are_one_line_naming_the_variables_before_any_ledger_entry(
-    tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, served_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR"):
         monkeypatch.delenv(name, raising=False)
@@ -80,10 +68,10 @@ def test_missing_credentials_are_one_line_naming_the_variables_before_any_ledger
     (line,) = result.output.strip().splitlines()
     assert "ANTHROPIC_API_KEY" in line and "ANTHROPIC_BASE_URL" in line
     assert not (tmp_path / "runs.sqlite3").exists() and not (tmp_path / "home").exists()
-    assert emulator.access_log.entries() == []
+    assert served_emulator.access_log.entries() == []
 
 
-def test_the_budget_stops_with_status_3_and_a_higher_budget_resumes(tmp_path: Path, emulator: Emulator) -> None:
+def test_the_budget_stops_with_status_3_and_a_higher_budget_resumes(tmp_path: Path, served_emulator: Emulator) -> None:
     lines = [{"custom_id": f"q{n}", "prompt": f"Question {n} [[keel:words=50]]"} for n in range(6)]
     src = write_lines(tmp_path / "in.jsonl", lines)
     out = tmp_path / "out.jsonl"
@@ -98,11 +86,11 @@ def test_the_budget_stops_with_status_3_and_a_higher_budget_resumes(tmp_path: Pa
     assert resumed.exit_code == 0, resumed.output
     assert f"pre-flight: {6 - sent} requests" in resumed.output
     assert [row["status"] for row in read_jsonl(out)] == ["succeeded"] * 6
-    assert len(emulator.access_log.entries()) == 6  # nothing sent twice
+    assert len(served_emulator.access_log.entries()) == 6  # nothing sent twice
 
 
-def test_a_budget_cannot_be_kept_for_a_model_without_a_price(tmp_path: Path, emulator: Emulator) -> None:
+def test_a_budget_cannot_be_kept_for_a_model_without_a_price(tmp_path: Path, served_emulator: Emulator) -> None:
     src = write_lines(tmp_path / "in.jsonl", [{"prompt": "hi", "model": "claude-unknown-1"}])
     result = keel_run(src, tmp_path / "out.jsonl", "--budget-usd", "1")
     assert result.exit_code == 2 and "no price for model 'claude-unknown-1'" in result.output
-    assert emulator.access_log.entries() == [] and not (tmp_path / "home" / "runs.sqlite3").exists()
+    assert served_emulator.access_log.entries() == [] and not (tmp_path / "home" / "runs.sqlite3").exists()

@@ -5,20 +5,46 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import anthropic
 import typer
 from rich.console import Console
 
 from ._budget import CostEstimate, format_usd
-from ._exceptions import BudgetExceeded
+from ._exceptions import BudgetExceeded, UnpricedModel
 from .stores.home import ensure_home, keel_home
 
 SDK = TypeVar("SDK", anthropic.Anthropic, anthropic.AsyncAnthropic)
 
 BUDGET_EXIT = 3
 """The exit status of a job stopped by its budget (2 is bad input, 1 a failure)."""
+
+# The options both commands take, as they take them.
+InputArgument = Annotated[Path, typer.Argument(help="JSONL requests: batch form or short form (prompt/messages).")]
+OutOption = Annotated[Path, typer.Option(help="Results file: one line per input line, in input order.")]
+ModelOption = Annotated[str | None, typer.Option(help="Default model for short-form lines.")]
+MaxTokensOption = Annotated[int | None, typer.Option(help="Default max_tokens for short-form lines.")]
+SystemOption = Annotated[str | None, typer.Option(help="Default system prompt for short-form lines.")]
+RejectsOption = Annotated[Path | None, typer.Option(help="Where bad input lines go (default: OUT.rejects.jsonl).")]
+BudgetOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0, help="The most the job may spend, in USD (batch jobs: at batch prices), earlier runs included."
+    ),
+]
+DryRunOption = Annotated[bool, typer.Option(help="Print the pre-flight estimate and stop: nothing is sent or written.")]
+
+
+def start_job(command: str, make_sdk: Callable[[], SDK], dry_run: bool, preflight: Callable[[], None]) -> SDK | None:
+    """The start both commands share: a dry run prints the pre-flight estimate and ends (None); a real run checks the
+    credentials first (`sdk_with_credentials`), then prints the estimate, and gets the SDK client."""
+    if dry_run:
+        preflight()
+        return None
+    sdk = sdk_with_credentials(make_sdk, command)
+    preflight()
+    return sdk
 
 
 def sdk_with_credentials(make: Callable[[], SDK], command: str) -> SDK:
@@ -50,16 +76,23 @@ def ledger_path(given: Path | None, filename: str, *, create: bool) -> Path:
     return home / filename
 
 
-def show_preflight(console: Console, estimate: CostEstimate, budget_usd: float | None, spent_usd: float) -> None:
-    """The pre-flight estimate, and the budget with what the job already spent."""
+def show_preflight(
+    console: Console, command: str, estimate: CostEstimate, budget_usd: float | None, spent_usd: float
+) -> None:
+    """The pre-flight estimate, and the budget with what the job already spent; a budget over a model without a
+    price cannot be kept: one line and exit 2, before anything is sent."""
     console.print(f"pre-flight: {estimate.describe()}", highlight=False, soft_wrap=True)
-    if budget_usd is not None:
-        left = budget_usd - spent_usd
-        console.print(
-            f"budget: {format_usd(budget_usd)}, {format_usd(spent_usd)} spent so far, {format_usd(left)} left",
-            highlight=False,
-            soft_wrap=True,
-        )
+    if budget_usd is None:
+        return
+    left = budget_usd - spent_usd
+    console.print(
+        f"budget: {format_usd(budget_usd)}, {format_usd(spent_usd)} spent so far, {format_usd(left)} left",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if estimate.unpriced_models:
+        console.print(f"keel {command}: {UnpricedModel(estimate.unpriced_models[0])}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
 
 
 def stop_at_budget(console: Console, command: str, stopped: BudgetExceeded) -> NoReturn:

@@ -5,7 +5,7 @@ from .costs import ModelCost, cost_line, cost_report
 from .inputs import Defaults, Item, Reject, read_items
 from .jobs import Job
 from .ledger import Ledger, Shard, SQLiteLedger
-from .runner import BatchRunner, Progress, RunnerOptions, job_id_for
+from .runner import BatchRunner, Progress, RunnerOptions, job_id_for, preflight, spent_usd
 
 __all__ = [
     "AmbiguousSubmission",
@@ -24,5 +24,7 @@ __all__ = [
     "cost_line",
     "cost_report",
     "job_id_for",
+    "preflight",
     "read_items",
+    "spent_usd",
 ]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from .._budget import CostEstimate, estimate_cost
+from .._pricing import PriceTable
 from .inputs import Defaults, Item, Reject, accepted_items
 
 JOB_SCHEMA = """
@@ -227,15 +229,24 @@ class JobItems(Protocol):
     def open_items(self, job_id: str) -> Iterator[Item]: ...
 
 
-def items_left(
-    ledger: JobItems | None, job_id: str, path: Path, defaults: Defaults, max_request_bytes: int
-) -> Iterator[Item]:
-    """What a run of the job would still send: the ledger's open items once the job is in it, else every accepted
-    line of the input file (read without recording anything)."""
+def estimate_left(
+    ledger: JobItems | None,
+    job_id: str,
+    path: Path,
+    defaults: Defaults,
+    max_request_bytes: int,
+    prices: PriceTable | None,
+    *,
+    batch: bool,
+) -> CostEstimate:
+    """The pre-flight estimate of what a run of the job would still send: the ledger's open items once the job is in
+    it, else every accepted line of the input file (read without recording anything)."""
     job = None if ledger is None else ledger.job(job_id)
     if ledger is not None and job is not None and job.status != "new":
-        return ledger.open_items(job_id)
-    return accepted_items(path, defaults, max_request_bytes)
+        items = ledger.open_items(job_id)
+    else:
+        items = accepted_items(path, defaults, max_request_bytes)
+    return estimate_cost((item.params_json for item in items), prices, batch=batch)
 
 
 class _Transaction:

@@ -86,6 +86,8 @@ class Ledger(Protocol):
     def known_batch_ids(self) -> set[str]: ...
     def shard_body(self, shard_id: int) -> Iterator[bytes]: ...
     def shard_custom_ids(self, shard_id: int) -> set[str]: ...
+    def shard_params(self, shard_id: int) -> Iterator[str]: ...
+    def shard_cost(self, shard_id: int) -> float: ...
     def record_results(self, shard_id: int, outcomes: Iterable[ItemResult]) -> int: ...
     def items_in_order(self, job_id: str) -> Iterator[dict[str, Any]]: ...
     def state_counts(self, job_id: str) -> dict[str, int]: ...
@@ -262,6 +264,17 @@ class SQLiteLedger(SQLiteJobs):
 
     def shard_custom_ids(self, shard_id: int) -> set[str]:
         return {row[0] for row in self._conn.execute("SELECT custom_id FROM items WHERE shard_id = ?", (shard_id,))}
+
+    def shard_params(self, shard_id: int) -> Iterator[str]:
+        """The params JSON of each of a shard's requests."""
+        return (row[0] for row in self._conn.execute("SELECT params FROM items WHERE shard_id = ?", (shard_id,)))
+
+    def shard_cost(self, shard_id: int) -> float:
+        """What a shard's succeeded requests cost at batch prices."""
+        row = self._conn.execute(
+            "SELECT COALESCE(SUM(cost_batch), 0) FROM items WHERE shard_id = ? AND state = 'succeeded'", (shard_id,)
+        ).fetchone()
+        return float(row[0])
 
     def record_results(self, shard_id: int, outcomes: Iterable[ItemResult]) -> int:
         """Store a shard's results in one transaction (a kill mid-download leaves the shard to download again);

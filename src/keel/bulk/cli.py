@@ -15,10 +15,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .. import _jobcli as jobcli
 from .._budget import format_usd
 from .._client import AsyncClient
-from .._exceptions import BudgetExceeded, UnpricedModel
-from .._jobcli import ledger_path, sdk_with_credentials, show_preflight, stop_at_budget
+from .._exceptions import BudgetExceeded
 from .._pricing import load_prices
 from ..batch.inputs import Defaults
 from .ledger import RunLedger
@@ -30,19 +30,15 @@ _QUIET_EVERY = 1.0  # seconds between log lines with --quiet
 
 
 def run(
-    input: Annotated[Path, typer.Argument(help="JSONL requests: batch form or short form (prompt/messages).")],
-    out: Annotated[Path, typer.Option(help="Results file: one line per input line, in input order.")],
-    model: Annotated[str | None, typer.Option(help="Default model for short-form lines.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Default max_tokens for short-form lines.")] = None,
-    system: Annotated[str | None, typer.Option(help="Default system prompt for short-form lines.")] = None,
+    input: jobcli.InputArgument,
+    out: jobcli.OutOption,
+    model: jobcli.ModelOption = None,
+    max_tokens: jobcli.MaxTokensOption = None,
+    system: jobcli.SystemOption = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at most.")] = 8,
-    rejects: Annotated[Path | None, typer.Option(help="Where bad input lines go (default: OUT.rejects.jsonl).")] = None,
-    budget_usd: Annotated[
-        float | None, typer.Option(min=0, help="The most the job may spend, in USD, earlier runs included.")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option(help="Print the pre-flight estimate and stop: nothing sent or written.")
-    ] = False,
+    rejects: jobcli.RejectsOption = None,
+    budget_usd: jobcli.BudgetOption = None,
+    dry_run: jobcli.DryRunOption = False,
     quiet: Annotated[bool, typer.Option(help="Log lines instead of a progress bar.")] = False,
     ledger: Annotated[
         Path | None, typer.Option(help="The ledger file (default: runs.sqlite3 under $KEEL_HOME or ./.keel).")
@@ -53,20 +49,18 @@ def run(
     if not input.is_file():
         raise typer.BadParameter(f"no such file: {input}", param_hint="INPUT")
     options = BulkOptions(Defaults(model, max_tokens, system), concurrency, budget_usd)
-    path = ledger_path(ledger, LEDGER_FILE, create=False)
-    if dry_run:
-        _preflight(input, options, path)
+    path = jobcli.ledger_path(ledger, LEDGER_FILE, create=False)
+    sdk = jobcli.start_job("run", anthropic.AsyncAnthropic, dry_run, lambda: _preflight(input, options, path))
+    if sdk is None:
         return
-    sdk = sdk_with_credentials(anthropic.AsyncAnthropic, "run")  # before any ledger entry
-    _preflight(input, options, path)
-    store = RunLedger(ledger_path(ledger, LEDGER_FILE, create=True))
+    store = RunLedger(jobcli.ledger_path(ledger, LEDGER_FILE, create=True))
     rejects = rejects or out.with_name(out.stem + ".rejects.jsonl")
     try:
         with _display(quiet) as show, _warnings_shown():
             job_id = asyncio.run(_run(sdk, store, options, input, out, rejects, show))
     except BudgetExceeded as stopped:
         _summary(store, run_id_for(input, options))
-        stop_at_budget(console, "run", stopped)
+        jobcli.stop_at_budget(console, "run", stopped)
     console.print(f"job {job_id}: results in {out}, rejects in {rejects}", soft_wrap=True, highlight=False)
     _summary(store, job_id)
 
@@ -85,15 +79,11 @@ async def _run(
 
 
 def _preflight(input: Path, options: BulkOptions, path: Path) -> None:
-    """Print what the requests left to send could cost (reading the ledger only if it exists); a budget with a model
-    it cannot price stops here, before anything is sent."""
+    """Print what the requests left to send could cost (reading the ledger only if it exists)."""
     store = RunLedger(path) if path.exists() else None
     estimate = preflight(input, options, store, load_prices())
     spent = store.totals(run_id_for(input, options)).cost_usd if store is not None else 0.0
-    show_preflight(console, estimate, options.budget_usd, spent)
-    if options.budget_usd is not None and estimate.unpriced_models:
-        console.print(f"keel run: {UnpricedModel(estimate.unpriced_models[0])}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
+    jobcli.show_preflight(console, "run", estimate, options.budget_usd, spent)
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from .._exceptions import BudgetExceeded, CallFailed
 from .._pricing import PriceTable
 from .._retrying import RetryPolicy
 from ..batch.inputs import Defaults, Item, input_digest, read_items
-from ..batch.jobs import items_left
+from ..batch.jobs import estimate_left
 from ..batch.outputs import write_results
 from .engine import Result, completions
 from .ledger import RunLedger
@@ -115,8 +115,8 @@ def preflight(
 ) -> CostEstimate:
     """What the job's requests still to send could cost, at standard prices: those left in the ledger, or (for a job
     not in it, or no ledger at all) every accepted line of the input. Reads only."""
-    items = items_left(ledger, run_id_for(input_path, options), input_path, options.defaults, MAX_REQUEST_BYTES)
-    return estimate_cost((item.params_json for item in items), prices)
+    job_id = run_id_for(input_path, options)
+    return estimate_left(ledger, job_id, input_path, options.defaults, MAX_REQUEST_BYTES, prices, batch=False)
 
 
 class BulkRunner:
