@@ -16,9 +16,10 @@ This module is keel's public surface, by concept:
 - prices: `PriceTable`, `ModelPrice`, `CostBreakdown`, `load_prices`;
 - budgets: `Budget`, `Hold`, `CostEstimate`, `estimate_cost`.
 
-Beside it: `keel.tools` (at-most-once tools), `keel.batch` (the Message Batches runner), `keel.ratelimit`
-(the client-side rate limiter), `keel.emulator`
-(the local emulator of the API, not imported by `import keel`) and `keel.testing` (its pytest plugin).
+Beside it: `keel.tools` (at-most-once tools), `keel.batch` (the Message Batches runner), `keel.bulk` (bulk
+real-time runs: `keel run`; `AsyncClient.map` is on the client), `keel.ratelimit` (the client-side rate limiter),
+`keel.emulator` (the local emulator of the API, not imported by `import keel`) and `keel.testing` (its pytest
+plugin).
 Modules whose names start with `_` are internal and may change.
 """
 
