@@ -94,3 +94,19 @@ def test_a_budget_cannot_be_kept_for_a_model_without_a_price(tmp_path: Path, ser
     result = keel_run(src, tmp_path / "out.jsonl", "--budget-usd", "1")
     assert result.exit_code == 2 and "no price for model 'claude-unknown-1'" in result.output
     assert served_emulator.access_log.entries() == [] and not (tmp_path / "home" / "runs.sqlite3").exists()
+
+
+def test_the_api_key_is_never_in_the_output_the_ledger_or_the_results(
+    tmp_path: Path, served_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk-ant-api03-this-key-is-wrong-" + "x" * 20
+    monkeypatch.setenv("ANTHROPIC_API_KEY", secret)  # the emulator answers 401, never retried
+    src = write_lines(tmp_path / "in.jsonl", [*prompts(2), "{oops"])
+    result = keel_run(src, tmp_path / "out.jsonl", "--quiet", "--budget-usd", "1")
+    assert result.exit_code == 0, result.output
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert [row["status"] for row in rows] == ["errored", "errored", "rejected"]
+    assert rows[0]["error"] == {"type": "authentication_error", "message": "invalid x-api-key"}
+    written = [tmp_path / "out.jsonl", tmp_path / "out.rejects.jsonl", *(tmp_path / "home").glob("runs.sqlite3*")]
+    for text in [result.output, *(path.read_bytes().decode(errors="replace") for path in written)]:
+        assert secret not in text and "this-key-is-wrong" not in text

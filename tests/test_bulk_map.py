@@ -121,3 +121,15 @@ async def test_concurrency_below_one_is_refused(keel_emulator: Emulator) -> None
     async with AsyncClient(async_client(keel_emulator)) as claude:
         with pytest.raises(ValueError, match="concurrency"):
             await collect(claude, [request(0)], concurrency=0)
+
+
+async def test_an_error_that_is_not_a_failed_call_stops_the_map_and_calls_cut_short_count_at_their_worst_case(
+    keel_emulator: Emulator,
+) -> None:
+    slow, bad = request(0, latency_ms=2_000), {**request(1), "not_a_messages_parameter": True}
+    budget = Budget(1)
+    async with AsyncClient(async_client(keel_emulator)) as claude:
+        with pytest.raises(TypeError, match="not_a_messages_parameter"):
+            await collect(claude, [slow, bad, request(2)], concurrency=2, budget=budget)
+    assert budget.reserved_usd == 0  # nothing left held; what may have been billed counted in full
+    assert budget.spent_usd == float(budget.worst_case_for(slow) + budget.worst_case_for(bad))
