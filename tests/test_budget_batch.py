@@ -57,19 +57,33 @@ def test_a_shard_that_could_pass_the_budget_is_not_submitted_and_a_higher_budget
     assert spent_usd(more.ledger, job) <= shard_worst * 3
 
 
-def test_a_batch_an_earlier_run_left_in_flight_is_collected_and_counted_whatever_the_budget(tmp_path: Path) -> None:
+def half_submitted(tmp_path: Path, emu: Emulator, name: str) -> tuple[Path, float]:
+    """A job of two shards as a run killed after submitting the first leaves it; the worst case of a shard."""
     src = write_lines(tmp_path / "in.jsonl", prompts(4))
-    emu = emulator()
-    first = runner(emu, tmp_path / "ledger.db", shard_requests=2)
-    job = job_id_for(src, first.options)  # the job as a run killed after submitting its first shard leaves it
+    first = runner(emu, tmp_path / name, shard_requests=2)
+    job = job_id_for(src, first.options)
     first.ledger.create_job(job, str(src), first.options.fingerprint())
     first.ledger.add_inputs(job, read_items(src, first.options.defaults, first.options.shard_bytes, first.ledger))
-    shard = first.ledger.plan_shards(job, 2, first.options.shard_bytes)[0]
-    first.submit(job, shard)
-    shard_worst = first.preflight(src).high_usd / 2
-    resumed = runner(emu, tmp_path / "ledger.db", shard_requests=2, budget_usd=shard_worst / 2)
-    with pytest.raises(BudgetExceeded):  # less than one shard's worst case: the second is not sent
-        resumed.run(src, tmp_path / "out.jsonl")
+    first.submit(job, first.ledger.plan_shards(job, 2, first.options.shard_bytes)[0])
+    return src, first.preflight(src).high_usd / 2
+
+
+def test_a_batch_an_earlier_run_left_in_flight_is_held_against_the_budget_until_collected(tmp_path: Path) -> None:
+    emu = emulator()
+    src, shard_worst = half_submitted(tmp_path, emu, "held.db")
+    resumed = runner(emu, tmp_path / "held.db", shard_requests=2, budget_usd=shard_worst * 1.5)
+    resumed.run(src, tmp_path / "out.jsonl")  # room for one worst case: the second shard waits for the first
+    assert [row["status"] for row in read_jsonl(tmp_path / "out.jsonl")] == ["succeeded"] * 4
+    served = [(entry.method, entry.path) for entry in emu.access_log.entries()]
+    first_batch = resumed.ledger.shards(job_id_for(src, resumed.options))[0].batch_id
+    second_create = max(n for n, call in enumerate(served) if call == ("POST", "/v1/messages/batches"))
+    assert served.index(("GET", f"/v1/messages/batches/{first_batch}/results")) < second_create
+
+    emu = emulator()
+    src, shard_worst = half_submitted(tmp_path, emu, "below.db")
+    below = runner(emu, tmp_path / "below.db", shard_requests=2, budget_usd=shard_worst / 2)
+    with pytest.raises(BudgetExceeded):  # less than a shard's worst case: collected all the same, nothing more sent
+        below.run(src, tmp_path / "out.jsonl")
     assert [row["status"] for row in read_jsonl(tmp_path / "out.jsonl")] == ["succeeded"] * 2 + ["unsent"] * 2
     assert len(emu.batches) == 1
 
