@@ -74,12 +74,15 @@ async def test_retryable_faults_are_ridden_out_and_a_failed_call_does_not_stop_t
     keel_emulator.inject("status=529; retry_after_ms=5", limit=3)  # an overload storm of three 529s
     requests = [request(n) for n in range(6)]
     requests[2]["extra_headers"] = fault("status=400; message=messages.0: bad request")  # never retried
+    budget = Budget(1)
     async with AsyncClient(async_client(keel_emulator)) as claude:
-        results = await collect(claude, requests, concurrency=2)
+        results = await collect(claude, requests, concurrency=2, budget=budget)
     assert [result.reply is not None for result in results] == [True, True, False, True, True, True]
     failed = results[2].error
     assert failed is not None and failed.status == 400 and failed.request_id is not None
     assert not failed.error_class.retryable
+    replies = [result.reply for result in results if result.reply is not None]
+    assert budget.spent_usd == pytest.approx(sum(reply.cost_usd or 0 for reply in replies))  # the 400 cost nothing
     statuses = [entry.status for entry in keel_emulator.access_log.entries()]
     assert statuses.count(529) == 3 and statuses.count(200) == 5 and statuses.count(400) == 1
 
