@@ -47,6 +47,7 @@ BENCHMARKS = (
     Benchmark("client_loopback.py", ("--blocks", "4", "--calls", "20", "--warmup", "20")),
     Benchmark("client_overhead.py", ("--blocks", "4", "--calls", "20", "--warmup", "20")),
     Benchmark("batch_bench.py", ("--small", "500", "--large", "2000", "--rounds", "1")),
+    Benchmark("stores_bench.py", ("--requests", "5000", "--claims", "500")),
 )
 
 

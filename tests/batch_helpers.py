@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from typer.testing import CliRunner, Result
 
 from keel import Client
-from keel.batch import BatchRunner, RunnerOptions, SQLiteLedger
+from keel.batch import BatchRunner, Ledger, RunnerOptions, SQLLedger
 from keel.batch.inputs import Defaults
 from keel.emulator import Emulator, EmulatorConfig, client
 
 MODEL = "claude-haiku-5-5"
+
+Ledgers = Callable[..., SQLLedger]
+"""The `ledgers` fixture (conftest.py): opens the test's ledger of the kind under test, or another one by name."""
 
 
 def write_lines(path: Path, lines: list[Any]) -> Path:
@@ -34,12 +38,12 @@ def emulator(**config: Any) -> Emulator:
     return Emulator(EmulatorConfig(batch_speed=0, **config))
 
 
-def runner(emu: Emulator, ledger_path: Path, **options: Any) -> BatchRunner:
+def runner(emu: Emulator, ledger: Ledger, **options: Any) -> BatchRunner:
     """A runner whose waits move the emulator's batch clock an hour instead of sleeping."""
     defaults = options.pop("defaults", Defaults(model=MODEL, max_tokens=100))
     opts = RunnerOptions(defaults=defaults, poll_min=0.0, poll_max=0.0, **options)
     keel = Client(client(emu, _strict_response_validation=True), policy="background")
-    return BatchRunner(keel, SQLiteLedger(ledger_path), opts, sleep=lambda _: emu.batches.advance(3600))
+    return BatchRunner(keel, ledger, opts, sleep=lambda _: emu.batches.advance(3600))
 
 
 def invoke(*args: str, clock: Emulator | None = None) -> Result:

@@ -71,14 +71,16 @@ def spare_port() -> int:
 
 
 class PrivateRedis:
-    """A redis-server of the test's own (password required, no persistence), to kill and start again."""
+    """A redis-server of the test's own (password required; no persistence unless `persistent`: then an
+    append-only file fsynced on every write, in `workdir`), to kill and start again."""
 
-    def __init__(self, workdir: Path, password: str) -> None:
+    def __init__(self, workdir: Path, password: str, *, persistent: bool = False) -> None:
         if shutil.which("redis-server") is None:
             pytest.skip("redis-server is not installed (scripts/services.sh installs it when run as root)")
         self.port = spare_port()
         self.password = password
         self.workdir = workdir
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,7 +88,8 @@ class PrivateRedis:
         return f"redis://default:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.workdir)]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         self.process = subprocess.Popen(
             ["redis-server", *args, "--requirepass", self.password],
             cwd=self.workdir,

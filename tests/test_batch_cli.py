@@ -1,18 +1,33 @@
 """`keel batch` commands through the CLI, against a loopback emulator (the CLI builds its client from the
-environment, as a user's shell would)."""
+environment, as a user's shell would), with the default SQLite ledger and with `KEEL_DATABASE_URL`'s PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
+import pytest
 from batch_helpers import invoke, prompts, read_jsonl, write_lines
+from pg_helpers import schema_url
 from typer.testing import CliRunner
 
-from keel.batch import SQLiteLedger
+from keel.batch import open_ledger
 from keel.cli import app
 from keel.emulator import Emulator
 
 runner = CliRunner()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def emulator(
+    request: pytest.FixtureRequest, served_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Emulator]:
+    """The served emulator, with the default SQLite ledger or with `KEEL_DATABASE_URL`'s PostgreSQL."""
+    with ExitStack() as stack:
+        if request.param == "postgres":
+            monkeypatch.setenv("KEEL_DATABASE_URL", stack.enter_context(schema_url()))
+        yield served_emulator
 
 
 def run(*args: str, clock: Emulator | None = None) -> str:
@@ -29,10 +44,10 @@ def run_job(src: Path, out: Path, clock: Emulator | None = None) -> str:
     )  # fmt: skip
 
 
-def test_run_status_list_results(tmp_path: Path, served_emulator: Emulator) -> None:
+def test_run_status_list_results(tmp_path: Path, emulator: Emulator) -> None:
     src = write_lines(tmp_path / "in.jsonl", [*prompts(4), "{oops"])
     out = tmp_path / "out.jsonl"
-    text = run_job(src, out, clock=served_emulator)
+    text = run_job(src, out, clock=emulator)
     job = text.split("job ", 1)[1].split(":", 1)[0]
     assert [row["status"] for row in read_jsonl(out)] == ["succeeded"] * 4 + ["rejected"]
     assert read_jsonl(tmp_path / "out.rejects.jsonl")[0]["line"] == 5
@@ -43,25 +58,25 @@ def test_run_status_list_results(tmp_path: Path, served_emulator: Emulator) -> N
     again = tmp_path / "again.jsonl"
     run("batch", "results", job, "--out", str(again))
     assert again.read_text() == out.read_text()
-    assert len(served_emulator.batches) == 1
+    assert len(emulator.batches) == 1
 
 
-def test_unknown_job_and_bad_input_are_clear(tmp_path: Path, served_emulator: Emulator) -> None:
+def test_unknown_job_and_bad_input_are_clear(tmp_path: Path, emulator: Emulator) -> None:
     result = runner.invoke(app, ["batch", "status", "job_nope"])
     assert result.exit_code == 2 and "no job job_nope" in result.output
     result = runner.invoke(app, ["batch", "run", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.jsonl")])
     assert result.exit_code == 2 and "no such file" in result.output
-    assert len(served_emulator.batches) == 0
+    assert len(emulator.batches) == 0
 
 
-def test_cancel_then_run_collects_and_stops(tmp_path: Path, served_emulator: Emulator) -> None:
+def test_cancel_then_run_collects_and_stops(tmp_path: Path, emulator: Emulator) -> None:
     from keel import Client
     from keel.batch import BatchRunner, RunnerOptions
     from keel.batch.inputs import Defaults, read_items
     from keel.batch.runner import job_id_for
 
     src = write_lines(tmp_path / "in.jsonl", prompts(30))
-    ledger = SQLiteLedger(tmp_path / "home" / "batches.sqlite3")
+    ledger = open_ledger()  # the one the CLI uses
     options = RunnerOptions(defaults=Defaults(model="claude-haiku-5-5", max_tokens=50))
     job = job_id_for(src, options)  # the job `keel batch run` will resume: submitted, then stopped mid-way
     ledger.create_job(job, str(src), options.fingerprint())
@@ -69,12 +84,13 @@ def test_cancel_then_run_collects_and_stops(tmp_path: Path, served_emulator: Emu
     ledger.set_job_status(job, "running")
     shard = ledger.plan_shards(job, options.shard_requests, options.shard_bytes)[0]
     BatchRunner(Client(policy="background"), ledger, options).submit(job, shard)
-    served_emulator.batches.advance(20)  # about a third of it has finished
+    emulator.batches.advance(20)  # about a third of it has finished
     assert "canceling" in run("batch", "cancel", job)
-    served_emulator.batches.advance(10)  # the cancel completes
+    emulator.batches.advance(10)  # the cancel completes
     out = tmp_path / "out.jsonl"
     run_job(src, out)
     statuses = [row["status"] for row in read_jsonl(out)]
     assert "canceled" in statuses and "succeeded" in statuses and len(statuses) == 30
-    assert len(served_emulator.batches) == 1  # nothing submitted after the cancel
+    assert len(emulator.batches) == 1  # nothing submitted after the cancel
     assert "canceled" in run("batch", "status", job)
+    ledger.close()

@@ -1,11 +1,12 @@
-"""The batch runner against the emulator: validation, sharding, resubmission, ordering, resume, cost."""
+"""The batch runner against the emulator, on each ledger (a SQLite file, the machine's PostgreSQL): validation,
+sharding, resubmission, ordering, resume, cost."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from batch_helpers import MODEL, emulator, prompts, read_jsonl, runner, write_lines
+from batch_helpers import MODEL, Ledgers, emulator, prompts, read_jsonl, runner, write_lines
 
 from keel._pricing import load_prices
 from keel.batch import AmbiguousSubmission, SQLiteLedger, cost_report
@@ -13,7 +14,7 @@ from keel.batch.inputs import Defaults
 from keel.emulator import client
 
 
-def test_every_input_line_gets_exactly_one_result_in_input_order(tmp_path: Path) -> None:
+def test_every_input_line_gets_exactly_one_result_in_input_order(tmp_path: Path, ledgers: Ledgers) -> None:
     lines = [
         {
             "custom_id": "batch-form",
@@ -31,7 +32,7 @@ def test_every_input_line_gets_exactly_one_result_in_input_order(tmp_path: Path)
     ]
     src = write_lines(tmp_path / "in.jsonl", lines)
     emu = emulator()
-    run = runner(emu, tmp_path / "ledger.db", shard_bytes=4000)
+    run = runner(emu, ledgers(), shard_bytes=4000)
     job = run.run(src, tmp_path / "out.jsonl", tmp_path / "rejects.jsonl", tmp_path / "failures.jsonl")
     out = read_jsonl(tmp_path / "out.jsonl")
     assert [row["line"] for row in out] == list(range(1, 11))  # one line per input line, in order
@@ -51,26 +52,28 @@ def test_every_input_line_gets_exactly_one_result_in_input_order(tmp_path: Path)
     assert read_jsonl(tmp_path / "failures.jsonl") == []
 
 
-def test_shards_respect_request_and_byte_limits(tmp_path: Path) -> None:
+def test_shards_respect_request_and_byte_limits(tmp_path: Path, ledgers: Ledgers) -> None:
     src = write_lines(tmp_path / "in.jsonl", prompts(10))
     emu = emulator()
-    run = runner(emu, tmp_path / "ledger.db", shard_requests=3)
+    run = runner(emu, ledgers(), shard_requests=3)
     job = run.run(src, tmp_path / "out.jsonl")
     assert len(emu.batches) == 4
     assert [s.requests for s in run.ledger.shards(job)] == [3, 3, 3, 1]
     assert [row["status"] for row in read_jsonl(tmp_path / "out.jsonl")] == ["succeeded"] * 10
     emu2 = emulator()
-    runner(emu2, tmp_path / "ledger2.db", shard_bytes=400).run(src, tmp_path / "out2.jsonl")
+    runner(emu2, ledgers("ledger2"), shard_bytes=400).run(src, tmp_path / "out2.jsonl")
     assert len(emu2.batches) > 4
 
 
-def test_retryable_errors_and_expiry_are_resubmitted_invalid_requests_are_final(tmp_path: Path) -> None:
+def test_retryable_errors_and_expiry_are_resubmitted_invalid_requests_are_final(
+    tmp_path: Path, ledgers: Ledgers
+) -> None:
     lines = [*prompts(20), {"custom_id": "too-long", "prompt": "x", "max_tokens": 999_999}]
     src = write_lines(tmp_path / "in.jsonl", lines)
     emu = emulator()
     emu.inject("errored_share=0.3; error_type=overloaded_error", path="/v1/messages/batches", limit=1)
     emu.inject("expired_share=0.2", path="/v1/messages/batches", limit=1)
-    run = runner(emu, tmp_path / "ledger.db")
+    run = runner(emu, ledgers())
     run.run(src, tmp_path / "out.jsonl", failures=tmp_path / "failures.jsonl")
     out = {row["custom_id"]: row for row in read_jsonl(tmp_path / "out.jsonl")}
     assert all(out[f"q{n}"]["status"] == "succeeded" for n in range(20))
@@ -82,30 +85,30 @@ def test_retryable_errors_and_expiry_are_resubmitted_invalid_requests_are_final(
     assert [row["custom_id"] for row in read_jsonl(tmp_path / "failures.jsonl")] == ["too-long"]
 
 
-def test_attempts_are_bounded(tmp_path: Path) -> None:
+def test_attempts_are_bounded(tmp_path: Path, ledgers: Ledgers) -> None:
     src = write_lines(tmp_path / "in.jsonl", prompts(3))
     emu = emulator(batch_stall=True)
-    run = runner(emu, tmp_path / "ledger.db", max_attempts=2)
+    run = runner(emu, ledgers(), max_attempts=2)
     run.run(src, tmp_path / "out.jsonl")
     out = read_jsonl(tmp_path / "out.jsonl")
     assert [(row["status"], row["attempts"]) for row in out] == [("expired", 2)] * 3
     assert len(emu.batches) == 2
 
 
-def test_rerun_resumes_without_submitting_again(tmp_path: Path) -> None:
+def test_rerun_resumes_without_submitting_again(tmp_path: Path, ledgers: Ledgers) -> None:
     src = write_lines(tmp_path / "in.jsonl", prompts(5))
     emu = emulator()
-    first = runner(emu, tmp_path / "ledger.db").run(src, tmp_path / "out.jsonl")
+    first = runner(emu, ledgers()).run(src, tmp_path / "out.jsonl")
     before = (tmp_path / "out.jsonl").read_text()
-    second = runner(emu, tmp_path / "ledger.db").run(src, tmp_path / "out.jsonl")
+    second = runner(emu, ledgers()).run(src, tmp_path / "out.jsonl")
     assert first == second and len(emu.batches) == 1
     assert (tmp_path / "out.jsonl").read_text() == before
 
 
-def test_a_lost_create_is_reconciled_not_resubmitted(tmp_path: Path) -> None:
+def test_a_lost_create_is_reconciled_not_resubmitted(tmp_path: Path, ledgers: Ledgers) -> None:
     src = write_lines(tmp_path / "in.jsonl", prompts(4))
     emu = emulator()
-    run = runner(emu, tmp_path / "ledger.db")
+    run = runner(emu, ledgers())
     job, shard = _half_submitted(run, src)
     sdk = client(emu)
     sdk.post(
@@ -128,10 +131,10 @@ def test_a_lost_create_is_reconciled_not_resubmitted(tmp_path: Path) -> None:
     assert [row["status"] for row in read_jsonl(tmp_path / "out.jsonl")] == ["succeeded"] * 4
 
 
-def test_an_ambiguous_lost_create_stops_and_says_how_to_choose(tmp_path: Path) -> None:
+def test_an_ambiguous_lost_create_stops_and_says_how_to_choose(tmp_path: Path, ledgers: Ledgers) -> None:
     src = write_lines(tmp_path / "in.jsonl", prompts(2))
     emu = emulator()
-    run = runner(emu, tmp_path / "ledger.db")
+    run = runner(emu, ledgers())
     job, shard = _half_submitted(run, src)
     sdk = client(emu)
     for _ in range(2):
@@ -146,12 +149,12 @@ def test_an_ambiguous_lost_create_stops_and_says_how_to_choose(tmp_path: Path) -
     assert len(emu.batches) == 2
 
 
-def test_results_of_a_wrong_batch_are_refused(tmp_path: Path) -> None:
+def test_results_of_a_wrong_batch_are_refused(tmp_path: Path, ledgers: Ledgers) -> None:
     from keel.batch import ForeignResults
 
     src = write_lines(tmp_path / "in.jsonl", prompts(2))
     emu = emulator()
-    run = runner(emu, tmp_path / "ledger.db")
+    run = runner(emu, ledgers())
     _, shard = _half_submitted(run, src)
     wrong = client(emu).messages.batches.create(
         requests=[
@@ -170,10 +173,10 @@ def test_results_of_a_wrong_batch_are_refused(tmp_path: Path) -> None:
     )
 
 
-def test_cancel_reports_canceled_and_keeps_what_finished(tmp_path: Path) -> None:
+def test_cancel_reports_canceled_and_keeps_what_finished(tmp_path: Path, ledgers: Ledgers) -> None:
     src = write_lines(tmp_path / "in.jsonl", prompts(40))
     emu = emulator()
-    run = runner(emu, tmp_path / "ledger.db")
+    run = runner(emu, ledgers())
     job, _ = _half_submitted(run, src)
     run.submit(job, run.ledger.shards(job)[0])
     emu.batches.advance(40)  # part of the batch has finished
@@ -187,7 +190,7 @@ def test_cancel_reports_canceled_and_keeps_what_finished(tmp_path: Path) -> None
     assert run.ledger.job(job).status == "canceled"  # type: ignore[union-attr]
 
 
-def test_cost_report_batch_is_half_of_standard(tmp_path: Path) -> None:
+def test_cost_report_batch_is_half_of_standard(tmp_path: Path, ledgers: Ledgers) -> None:
     lines = [
         *prompts(6),
         {"custom_id": "opus", "prompt": "x", "model": "claude-opus-5"},
@@ -195,7 +198,7 @@ def test_cost_report_batch_is_half_of_standard(tmp_path: Path) -> None:
     ]
     src = write_lines(tmp_path / "in.jsonl", lines)
     emu = emulator()
-    run = runner(emu, tmp_path / "ledger.db")
+    run = runner(emu, ledgers())
     job = run.run(src, tmp_path / "out.jsonl")
     rows = {row.model: row for row in cost_report(run.ledger, job)}
     assert set(rows) == {MODEL, "claude-opus-5"}  # the errored request costs nothing and is not listed
@@ -211,7 +214,7 @@ def test_cost_report_batch_is_half_of_standard(tmp_path: Path) -> None:
         assert row.saving_usd == pytest.approx(row.batch_usd)
 
 
-def test_every_api_call_has_its_records(tmp_path: Path) -> None:
+def test_every_api_call_has_its_records(tmp_path: Path, ledgers: Ledgers) -> None:
     from keel import Client
     from keel._records import read_records
     from keel.batch import BatchRunner, RunnerOptions
@@ -221,7 +224,7 @@ def test_every_api_call_has_its_records(tmp_path: Path) -> None:
     keel = Client(client(emu), policy="background", records=tmp_path / "records.jsonl")
     run = BatchRunner(
         keel,
-        SQLiteLedger(tmp_path / "ledger.db"),
+        ledgers(),
         RunnerOptions(defaults=Defaults(model=MODEL, max_tokens=50), poll_min=0, poll_max=0),
         sleep=lambda _: emu.batches.advance(3600),
     )
@@ -248,11 +251,11 @@ def _half_submitted(run, src: Path) -> tuple[str, int]:  # type: ignore[no-untyp
     return job, shard
 
 
-def test_a_reopened_ledger_holds_the_whole_job(tmp_path: Path) -> None:
+def test_a_reopened_ledger_holds_the_whole_job(tmp_path: Path, ledgers: Ledgers) -> None:
     src = write_lines(tmp_path / "in.jsonl", prompts(2))
     emu = emulator()
-    job = runner(emu, tmp_path / "ledger.db").run(src, tmp_path / "out.jsonl")
-    ledger = SQLiteLedger(tmp_path / "ledger.db")  # as a later process sees it
+    job = runner(emu, ledgers()).run(src, tmp_path / "out.jsonl")
+    ledger = ledgers()  # as a later process sees it
     assert ledger.job(job).status == "done"  # type: ignore[union-attr]
     assert ledger.state_counts(job) == {"succeeded": 2}
     (shard,) = ledger.shards(job)
@@ -261,7 +264,7 @@ def test_a_reopened_ledger_holds_the_whole_job(tmp_path: Path) -> None:
     assert sum(shard.counts.values()) == shard.requests == 2
 
 
-def test_a_ledger_of_another_schema_version_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+def test_a_sqlite_ledger_of_another_schema_version_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     import sqlite3
 
     path = tmp_path / "old.sqlite3"
@@ -272,3 +275,18 @@ def test_a_ledger_of_another_schema_version_is_refused_with_a_clear_error(tmp_pa
     fresh = SQLiteLedger(tmp_path / "new.sqlite3")
     fresh.close()
     SQLiteLedger(tmp_path / "new.sqlite3").close()  # this version's own ledger opens again
+
+
+def test_a_postgres_ledger_of_another_schema_version_is_refused_with_a_clear_error() -> None:
+    import psycopg
+    from pg_helpers import schema_url
+
+    from keel.batch.postgres import PostgresLedger
+
+    with schema_url() as url:
+        PostgresLedger(url).close()  # created on first use, at this keel's version
+        PostgresLedger(url).close()  # and opened again
+        with psycopg.connect(url, autocommit=True) as conn:  # as an older keel would have left it
+            conn.execute("UPDATE keel_schema SET version = 1 WHERE component = 'batch ledger'")
+        with pytest.raises(ValueError, match="a batch ledger of schema version 1, written by another keel version"):
+            PostgresLedger(url)

@@ -6,19 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from batch_helpers import MODEL, emulator, invoke, prompts, read_jsonl, runner, write_lines
+from batch_helpers import MODEL, Ledgers, emulator, invoke, prompts, read_jsonl, runner, write_lines
 from typer.testing import Result
 
 from keel import BudgetExceeded, estimate_cost
-from keel.batch import RunnerOptions, preflight, spent_usd
+from keel.batch import RunnerOptions, SQLLedger, preflight, spent_usd
 from keel.batch.inputs import Defaults, accepted_items, read_items
 from keel.batch.runner import job_id_for
 from keel.emulator import Emulator
 
 
-def test_the_preflight_of_a_batch_job_is_at_batch_prices(tmp_path: Path) -> None:
+def test_the_preflight_of_a_batch_job_is_at_batch_prices(tmp_path: Path, ledgers: Ledgers) -> None:
     src = write_lines(tmp_path / "in.jsonl", [*prompts(4), "{oops"])
-    run = runner(emulator(), tmp_path / "ledger.db")
+    run = runner(emulator(), ledgers())
     params = [item.params_json for item in accepted_items(src, Defaults(model=MODEL, max_tokens=100), 1 << 20)]
     estimate = run.preflight(src)
     assert estimate.requests == 4 and estimate.batch and estimate.max_output_tokens == 400
@@ -27,11 +27,11 @@ def test_the_preflight_of_a_batch_job_is_at_batch_prices(tmp_path: Path) -> None
 
 
 def test_a_shard_that_could_pass_the_budget_is_not_submitted_and_a_higher_budget_resumes_the_job(
-    tmp_path: Path,
+    tmp_path: Path, ledgers: Ledgers
 ) -> None:
     src = write_lines(tmp_path / "in.jsonl", prompts(6))
     emu = emulator()
-    first = runner(emu, tmp_path / "ledger.db", shard_requests=2)  # three shards, the same worst case each
+    first = runner(emu, ledgers(), shard_requests=2)  # three shards, the same worst case each
     shard_worst = first.preflight(src).high_usd / 3
     first.options.budget_usd = shard_worst * 1.05  # one shard at a time, and not a second once one is spent
     with pytest.raises(BudgetExceeded) as stopped:
@@ -45,22 +45,22 @@ def test_a_shard_that_could_pass_the_budget_is_not_submitted_and_a_higher_budget
     assert spent + shard_worst > first.options.budget_usd >= spent
     assert first.ledger.job(job).status == "stopped"  # type: ignore[union-attr]
 
-    again = runner(emu, tmp_path / "ledger.db", shard_requests=2, budget_usd=shard_worst * 1.05)
+    again = runner(emu, ledgers(), shard_requests=2, budget_usd=shard_worst * 1.05)  # as a later process
     with pytest.raises(BudgetExceeded):  # what was spent counts: the same budget sends nothing more
         again.run(src, tmp_path / "out.jsonl")
     assert len(emu.batches) == 1
 
-    more = runner(emu, tmp_path / "ledger.db", shard_requests=2, budget_usd=shard_worst * 3)
+    more = runner(emu, ledgers(), shard_requests=2, budget_usd=shard_worst * 3)
     more.run(src, tmp_path / "out.jsonl")
     assert [row["status"] for row in read_jsonl(tmp_path / "out.jsonl")] == ["succeeded"] * 6
     assert len(emu.batches) == 3  # one batch per shard over the three runs: nothing submitted twice
     assert spent_usd(more.ledger, job) <= shard_worst * 3
 
 
-def half_submitted(tmp_path: Path, emu: Emulator, name: str) -> tuple[Path, float]:
+def half_submitted(tmp_path: Path, emu: Emulator, ledger: SQLLedger) -> tuple[Path, float]:
     """A job of two shards as a run killed after submitting the first leaves it; the worst case of a shard."""
     src = write_lines(tmp_path / "in.jsonl", prompts(4))
-    first = runner(emu, tmp_path / name, shard_requests=2)
+    first = runner(emu, ledger, shard_requests=2)
     job = job_id_for(src, first.options)
     first.ledger.create_job(job, str(src), first.options.fingerprint())
     first.ledger.add_inputs(job, read_items(src, first.options.defaults, first.options.shard_bytes, first.ledger))
@@ -68,10 +68,12 @@ def half_submitted(tmp_path: Path, emu: Emulator, name: str) -> tuple[Path, floa
     return src, first.preflight(src).high_usd / 2
 
 
-def test_a_batch_an_earlier_run_left_in_flight_is_held_against_the_budget_until_collected(tmp_path: Path) -> None:
+def test_a_batch_an_earlier_run_left_in_flight_is_held_against_the_budget_until_collected(
+    tmp_path: Path, ledgers: Ledgers
+) -> None:
     emu = emulator()
-    src, shard_worst = half_submitted(tmp_path, emu, "held.db")
-    resumed = runner(emu, tmp_path / "held.db", shard_requests=2, budget_usd=shard_worst * 1.5)
+    src, shard_worst = half_submitted(tmp_path, emu, ledgers("held"))
+    resumed = runner(emu, ledgers("held"), shard_requests=2, budget_usd=shard_worst * 1.5)
     resumed.run(src, tmp_path / "out.jsonl")  # room for one worst case: the second shard waits for the first
     assert [row["status"] for row in read_jsonl(tmp_path / "out.jsonl")] == ["succeeded"] * 4
     served = [(entry.method, entry.path) for entry in emu.access_log.entries()]
@@ -80,8 +82,8 @@ def test_a_batch_an_earlier_run_left_in_flight_is_held_against_the_budget_until_
     assert served.index(("GET", f"/v1/messages/batches/{first_batch}/results")) < second_create
 
     emu = emulator()
-    src, shard_worst = half_submitted(tmp_path, emu, "below.db")
-    below = runner(emu, tmp_path / "below.db", shard_requests=2, budget_usd=shard_worst / 2)
+    src, shard_worst = half_submitted(tmp_path, emu, ledgers("below"))
+    below = runner(emu, ledgers("below"), shard_requests=2, budget_usd=shard_worst / 2)
     with pytest.raises(BudgetExceeded):  # less than a shard's worst case: collected all the same, nothing more sent
         below.run(src, tmp_path / "out.jsonl")
     assert [row["status"] for row in read_jsonl(tmp_path / "out.jsonl")] == ["succeeded"] * 2 + ["unsent"] * 2

@@ -13,8 +13,9 @@ from keel_helpers import ask, fault
 import keel
 from keel import AsyncClient, Budget, BudgetExceeded
 from keel.bulk import Result
-from keel.emulator import AsyncEmulatorTransport, Emulator, async_client, client
+from keel.emulator import AsyncEmulatorTransport, Clock, Emulator, EmulatorConfig, RateLimits, async_client, client
 from keel.emulator.clients import BASE_URL
+from keel.ratelimit import Limits, RateLimiter
 
 MODEL = "claude-haiku-5-5"
 
@@ -136,3 +137,16 @@ async def test_an_error_that_is_not_a_failed_call_stops_the_map_and_calls_cut_sh
             await collect(claude, [slow, bad, request(2)], concurrency=2, budget=budget)
     assert budget.reserved_usd == 0  # nothing left held; what may have been billed counted in full
     assert budget.spent_usd == float(budget.worst_case_for(slow) + budget.worst_case_for(bad))
+
+
+async def test_a_client_with_a_rate_limiter_paces_the_calls_map_sends_and_meets_no_429() -> None:
+    """The emulator's clock runs 60 times faster: its 20 requests a minute are 20 a second of real time. The map's
+    concurrency bounds the calls in flight; the limiter, inside each call, holds back those over the limit."""
+    emulator = Emulator(
+        EmulatorConfig(clock=Clock(speed=60), rate_limits=RateLimits(requests_per_minute=20, enforce=True))
+    )
+    limiter = RateLimiter(Limits(requests=20, input_tokens=10**6, output_tokens=10**6, per=1.0), window=1.0)
+    async with AsyncClient(async_client(emulator), limiter=limiter) as claude:
+        results = await collect(claude, [request(n) for n in range(30)], concurrency=8, budget=1.0)
+    assert [result.index for result in results] == list(range(30)) and all(result.reply for result in results)
+    assert [entry.status for entry in emulator.access_log.entries()] == [200] * 30  # each sent once, none refused

@@ -1,5 +1,6 @@
-"""At-most-once tools (keel.tools) on a real SQLite file: replays, keys, failures, races between threads and
-between processes, leases after a crash, and a retried request against the emulator."""
+"""At-most-once tools (keel.tools) on each store, a real SQLite file and the machine's Redis alike: replays,
+keys, failures, races between threads and between processes, leases after a crash, and a retried request
+against the emulator."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ import anthropic
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ratelimit_helpers import REDIS_URL
+from store_helpers import Kit, dump, kit
 
 import keel.tools
-from keel.stores import Claim, MemoryStore, SQLiteStore, ToolCallStore
+from keel.stores import Claim, MemoryStore, ToolCallStore
 from keel.tools import (
     AtMostOnce,
     Execution,
@@ -54,36 +57,31 @@ class Effects:
         return self.path.read_text(encoding="utf-8").splitlines() if self.path.exists() else []
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def effects(tmp_path: Path) -> Effects:
     return Effects(tmp_path / "effects.log")
 
 
+STORES = ["sqlite", "redis"]
+
+
+@pytest.fixture(params=STORES)
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
+    """Each store that processes can share: a SQLite file, and Redis."""
+    with kit(request.param, tmp_path) as made:
+        yield made
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "keel" / "tools.sqlite3")
-    yield store
-    store.close()
+def db(shared: Kit) -> ToolCallStore:
+    return shared.store
 
 
-@pytest.fixture(params=["sqlite", "memory"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ToolCallStore, Clock]]:
-    """Each store with a clock the test moves (for lease expiry without sleeping)."""
-    clock = Clock()
-    if request.param == "sqlite":
-        sqlite = SQLiteStore(tmp_path / "clocked.sqlite3", clock=clock)
-        yield sqlite, clock
-        sqlite.close()
-    else:
-        yield MemoryStore(clock=clock), clock
+@pytest.fixture(params=[*STORES, "memory"])
+def clocked(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
+    """Every store, on a clock the test moves where the store allows it (Redis keeps the server's time)."""
+    with kit(request.param, tmp_path, clocked=True) as made:
+        yield made
 
 
 def email_tool(store: ToolCallStore, effects: Effects, **options: Any) -> AtMostOnce[dict[str, Any]]:
@@ -98,7 +96,7 @@ def email_tool(store: ToolCallStore, effects: Effects, **options: Any) -> AtMost
 # -- replay and keys -------------------------------------------------------------------------------------
 
 
-def test_replay_returns_stored_result_without_running_again(db: SQLiteStore, effects: Effects) -> None:
+def test_replay_returns_stored_result_without_running_again(db: ToolCallStore, effects: Effects) -> None:
     tool = email_tool(db, effects)
     first = tool.run(EMAIL, conversation="conv-1")
     again = tool.run(dict(reversed(EMAIL.items())), conversation="conv-1")  # same input, other key order
@@ -110,14 +108,15 @@ def test_replay_returns_stored_result_without_running_again(db: SQLiteStore, eff
     assert record.result_json is not None and json.loads(record.result_json) == first.value
 
 
-def test_results_survive_a_new_store_on_the_same_file(db: SQLiteStore, effects: Effects) -> None:
-    first = email_tool(db, effects).run(EMAIL, conversation="c")
-    with SQLiteStore(db.path) as reopened:  # as a restarted program would
-        assert email_tool(reopened, effects).run(EMAIL, conversation="c").replayed
+def test_results_survive_a_new_store_on_the_same_state(shared: Kit, effects: Effects) -> None:
+    first = email_tool(shared.store, effects).run(EMAIL, conversation="c")
+    reopened = shared.reopen()  # as a restarted program would
+    assert email_tool(reopened, effects).run(EMAIL, conversation="c").replayed
+    reopened.close()  # type: ignore[attr-defined]
     assert len(effects.lines) == 1 and first.replayed is False
 
 
-def test_different_conversation_or_input_runs_again(db: SQLiteStore, effects: Effects) -> None:
+def test_different_conversation_or_input_runs_again(db: ToolCallStore, effects: Effects) -> None:
     tool = email_tool(db, effects)
     a = tool.run(EMAIL, conversation="conv-1")
     b = tool.run(EMAIL, conversation="conv-2")
@@ -126,7 +125,9 @@ def test_different_conversation_or_input_runs_again(db: SQLiteStore, effects: Ef
     assert len({a.key, b.key, c.key}) == 3 and len(effects.lines) == 3
 
 
-def test_explicit_key_replaces_input_and_conversation_and_is_scoped_by_tool(db: SQLiteStore, effects: Effects) -> None:
+def test_explicit_key_replaces_input_and_conversation_and_is_scoped_by_tool(
+    db: ToolCallStore, effects: Effects
+) -> None:
     tool = email_tool(db, effects)
     first = tool.run(EMAIL, key="order-42")
     other_input = tool.run({**EMAIL, "to": "bob@example.com"}, key="order-42", conversation="x")
@@ -144,13 +145,13 @@ def test_explicit_key_replaces_input_and_conversation_and_is_scoped_by_tool(db: 
     assert receipts == ["order-42"] and len(effects.lines) == 1
 
 
-def test_a_key_or_a_conversation_is_required(db: SQLiteStore, effects: Effects) -> None:
+def test_a_key_or_a_conversation_is_required(db: ToolCallStore, effects: Effects) -> None:
     with pytest.raises(TypeError, match="conversation="):
         email_tool(db, effects).run(EMAIL)
     assert effects.lines == []
 
 
-def test_tool_use_id_is_not_part_of_the_key(db: SQLiteStore, effects: Effects) -> None:
+def test_tool_use_id_is_not_part_of_the_key(db: ToolCallStore, effects: Effects) -> None:
     tool = email_tool(db, effects)
     blocks = [
         anthropic.types.ToolUseBlock(type="tool_use", id=f"toolu_01{n}", name="send_email", input=EMAIL) for n in "AB"
@@ -166,7 +167,7 @@ def test_tool_use_id_is_not_part_of_the_key(db: SQLiteStore, effects: Effects) -
 # -- failures --------------------------------------------------------------------------------------------
 
 
-def test_exception_releases_the_claim_so_a_later_attempt_runs(db: SQLiteStore, effects: Effects) -> None:
+def test_exception_releases_the_claim_so_a_later_attempt_runs(db: ToolCallStore, effects: Effects) -> None:
     calls: list[int] = []
 
     @at_most_once(store=db)
@@ -185,7 +186,7 @@ def test_exception_releases_the_claim_so_a_later_attempt_runs(db: SQLiteStore, e
     assert len(effects.lines) == 2
 
 
-def test_store_errors_opt_in_replays_the_failure(db: SQLiteStore, effects: Effects) -> None:
+def test_store_errors_opt_in_replays_the_failure(db: ToolCallStore, effects: Effects) -> None:
     @at_most_once(store=db, store_errors=True, name="charge_card")
     def charge(input: dict[str, Any]) -> None:
         effects("charge")
@@ -211,7 +212,7 @@ def test_store_errors_opt_in_replays_the_failure(db: SQLiteStore, effects: Effec
     assert len(effects.lines) == 2  # once per input
 
 
-def test_unserialisable_result_is_recorded_as_failed_not_rerun(db: SQLiteStore, effects: Effects) -> None:
+def test_unserialisable_result_is_recorded_as_failed_not_rerun(db: ToolCallStore, effects: Effects) -> None:
     @at_most_once(store=db)
     def bad(input: dict[str, Any]) -> object:
         effects("ran")
@@ -227,12 +228,8 @@ def test_unserialisable_result_is_recorded_as_failed_not_rerun(db: SQLiteStore, 
     assert len(effects.lines) == 2
 
 
-def test_interrupt_keeps_the_claim_until_the_lease_says_unknown(
-    any_store: tuple[ToolCallStore, Clock], effects: Effects
-) -> None:
-    store, clock = any_store
-
-    @at_most_once(store=store, lease=30, wait_timeout=0)
+def test_interrupt_keeps_the_claim_until_the_lease_says_unknown(clocked: Kit, effects: Effects) -> None:
+    @at_most_once(store=clocked.store, lease=4 * clocked.tick, wait_timeout=0)
     def interrupted(input: dict[str, Any]) -> None:
         effects("half done")
         raise KeyboardInterrupt
@@ -241,7 +238,7 @@ def test_interrupt_keeps_the_claim_until_the_lease_says_unknown(
         interrupted.run({}, conversation="c")
     with pytest.raises(ToolWaitTimeout):  # still within the lease: maybe still running
         interrupted.run({}, conversation="c")
-    clock.now += 31
+    clocked.advance(4.2)
     with pytest.raises(ToolOutcomeUnknown):
         interrupted.run({}, conversation="c")
     assert effects.lines == ["half done"]
@@ -250,17 +247,15 @@ def test_interrupt_keeps_the_claim_until_the_lease_says_unknown(
 # -- leases ----------------------------------------------------------------------------------------------
 
 
-def test_expired_claim_is_unknown_then_forget_resolve_or_takeover(
-    any_store: tuple[ToolCallStore, Clock], effects: Effects
-) -> None:
-    store, clock = any_store
-    tool = email_tool(store, effects, lease=10, wait_timeout=0)
+def test_expired_claim_is_unknown_then_forget_resolve_or_takeover(clocked: Kit, effects: Effects) -> None:
+    store, lease = clocked.store, 3 * clocked.tick
+    tool = email_tool(store, effects, lease=lease, wait_timeout=0)
     key = tool.key_for(EMAIL, conversation="c")
-    assert store.claim(key, tool="send_email", owner="crashed-process", lease=10).acquired
+    assert store.claim(key, tool="send_email", owner="crashed-process", lease=lease).acquired
 
     with pytest.raises(ToolWaitTimeout, match="still running elsewhere"):
         tool.run(EMAIL, conversation="c")
-    clock.now += 10
+    clocked.advance(3.1)
     with pytest.raises(ToolOutcomeUnknown, match="may or may not have happened") as unknown:
         tool.run(EMAIL, conversation="c")
     assert unknown.value.key == key and unknown.value.record.owner == "crashed-process"
@@ -271,36 +266,38 @@ def test_expired_claim_is_unknown_then_forget_resolve_or_takeover(
     assert tool.run(EMAIL, conversation="c").value["n"] == 0 and effects.lines == []
 
     # Another crashed claim; this time the caller accepts running it again.
-    assert tool.forget(key) and store.claim(key, tool="send_email", owner="crashed-again", lease=10).acquired
-    clock.now += 11
+    assert tool.forget(key) and store.claim(key, tool="send_email", owner="crashed-again", lease=lease).acquired
+    clocked.advance(3.1)
     taken = tool.run(EMAIL, conversation="c", takeover=True)
     assert taken.took_over and taken.attempt == 2 and not taken.replayed and len(effects.lines) == 1
     assert store.complete(key, owner="crashed-again", result_json="{}") is False  # the late owner is fenced off
 
 
-def test_store_claim_protocol(any_store: tuple[ToolCallStore, Clock]) -> None:
-    store, clock = any_store
-    first = store.claim("k", tool="t", owner="a", lease=5)
-    assert first.acquired and not first.took_over and first.record.expires_at == clock.now + 5
-    assert store.claim("k", tool="t", owner="b", lease=5, takeover=True) == Claim(False, first.record)
-    clock.now += 4
-    assert store.renew("k", owner="a", lease=5) and not store.renew("k", owner="b", lease=5)
-    clock.now += 4  # 8 s after the claim, but renewed at 4 s: still alive
-    assert not store.claim("k", tool="t", owner="b", lease=5, takeover=True).acquired
-    clock.now += 1
-    assert store.claim("k", tool="t", owner="b", lease=5).expired
-    taken = store.claim("k", tool="t", owner="b", lease=5, takeover=True)
+def test_store_claim_protocol(clocked: Kit) -> None:
+    store, tick = clocked.store, clocked.tick
+    lease, near = 5 * tick, pytest.approx  # Redis: the server's clock, read a moment after the client's
+    first = store.claim("k", tool="t", owner="a", lease=lease)
+    assert first.acquired and not first.took_over and first.record.expires_at == near(clocked.now() + lease, abs=0.1)
+    assert store.claim("k", tool="t", owner="b", lease=lease, takeover=True) == Claim(False, first.record)
+    clocked.advance(4)
+    assert store.renew("k", owner="a", lease=lease) and not store.renew("k", owner="b", lease=lease)
+    clocked.advance(4)  # 8 ticks after the claim, but renewed at 4: still alive
+    assert not store.claim("k", tool="t", owner="b", lease=lease, takeover=True).acquired
+    clocked.advance(1.1)
+    assert store.claim("k", tool="t", owner="b", lease=lease).expired
+    taken = store.claim("k", tool="t", owner="b", lease=lease, takeover=True)
     assert taken.took_over and taken.previous is not None and taken.previous.owner == "a"
-    assert (taken.record.owner, taken.record.attempt, taken.record.claimed_at) == ("b", 2, clock.now)
+    assert (taken.record.owner, taken.record.attempt) == ("b", 2)
+    assert taken.record.claimed_at == near(clocked.now(), abs=0.1)
     assert not store.complete("k", owner="a", result_json="1") and not store.release("k", owner="a")
     assert store.complete("k", owner="b", result_json="2")
     record = store.get("k")
     assert record is not None and (record.status, record.result_json, record.attempt) == ("done", "2", 2)
-    assert not store.renew("k", owner="b", lease=5) and not record.expired(clock.now + 100)
+    assert not store.renew("k", owner="b", lease=lease) and not record.expired(clocked.now() + 100)
     assert store.release("k", owner="b") and store.get("k") is None
 
 
-def test_lease_is_renewed_while_a_long_tool_runs(db: SQLiteStore, effects: Effects) -> None:
+def test_lease_is_renewed_while_a_long_tool_runs(db: ToolCallStore, effects: Effects) -> None:
     started = threading.Event()
 
     @at_most_once(store=db, lease=0.2, wait_timeout=5)
@@ -321,9 +318,14 @@ def test_lease_is_renewed_while_a_long_tool_runs(db: SQLiteStore, effects: Effec
 # -- concurrency -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "memory"])
-def test_threads_racing_run_the_tool_once(kind: str, db: SQLiteStore, effects: Effects) -> None:
-    tool = email_tool(db if kind == "sqlite" else MemoryStore(), effects, wait_timeout=10)
+@pytest.mark.parametrize("kind", [*STORES, "memory"])
+def test_threads_racing_run_the_tool_once(kind: str, tmp_path: Path, effects: Effects) -> None:
+    with kit(kind, tmp_path) as made:
+        racing_threads_run_once(made.store, effects)
+
+
+def racing_threads_run_once(store: ToolCallStore, effects: Effects) -> None:
+    tool = email_tool(store, effects, wait_timeout=10)
     original = tool.fn
 
     def slow_send(input: dict[str, Any]) -> dict[str, Any]:
@@ -359,11 +361,11 @@ WORKER = textwrap.dedent(
     import json, os, sys, time, types
     from pathlib import Path
 
-    keel_dir, db, effects, go, mode = sys.argv[1:6]
+    keel_dir, kind, target, redis_url, effects, go, mode = sys.argv[1:8]
     package = types.ModuleType("keel")
     package.__path__ = [keel_dir]
     sys.modules["keel"] = package
-    from keel.stores import SQLiteStore
+    from keel.stores import RedisStore, SQLiteStore
     from keel.tools import AtMostOnce
 
     def charge(input):
@@ -374,9 +376,9 @@ WORKER = textwrap.dedent(
         time.sleep(0.3)
         return {"charged": input["amount"], "pid": os.getpid()}
 
-    store = SQLiteStore(db)
+    store = SQLiteStore(target) if kind == "sqlite" else RedisStore(redis_url, prefix=target)
     tool = AtMostOnce(charge, store=store, name="charge_card", lease=0.5, wait_timeout=20)
-    store.get("warm-up")  # file open and schema ready before the start signal: the race is on claim
+    store.get("warm-up")  # connected, schema ready, before the start signal: the race is on claim
     Path(go + f".ready.{os.getpid()}").touch()
     while not os.path.exists(go):
         time.sleep(0.001)
@@ -386,11 +388,12 @@ WORKER = textwrap.dedent(
 )
 
 
-def start_workers(tmp_path: Path, db: Path, effects: Effects, count: int, mode: str) -> list[subprocess.Popen[str]]:
+def start_workers(tmp_path: Path, shared: Kit, effects: Effects, count: int, mode: str) -> list[subprocess.Popen[str]]:
     script = tmp_path / "worker.py"
     script.write_text(WORKER, encoding="utf-8")
     go = tmp_path / "go"
-    args = [sys.executable, str(script), str(KEEL_DIR), str(db), str(effects.path), str(go), mode]
+    args = [sys.executable, str(script), str(KEEL_DIR), shared.kind, shared.target, REDIS_URL]
+    args += [str(effects.path), str(go), mode]
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(count)]
     deadline = time.monotonic() + 20
     while len(list(tmp_path.glob("go.ready.*"))) < count:
@@ -400,9 +403,8 @@ def start_workers(tmp_path: Path, db: Path, effects: Effects, count: int, mode: 
     return procs
 
 
-def test_processes_racing_run_the_tool_once(tmp_path: Path, effects: Effects) -> None:
-    db = tmp_path / "shared.sqlite3"
-    procs = start_workers(tmp_path, db, effects, 4, "race")
+def test_processes_racing_run_the_tool_once(tmp_path: Path, shared: Kit, effects: Effects) -> None:
+    procs = start_workers(tmp_path, shared, effects, 4, "race")
     outputs = [p.communicate(timeout=30) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outputs]
     runs = [json.loads(out) for out, _ in outputs]
@@ -411,29 +413,27 @@ def test_processes_racing_run_the_tool_once(tmp_path: Path, effects: Effects) ->
     assert len(effects.lines) == 1 and effects.lines[0].endswith(str(runs[0]["value"]["pid"]))
 
 
-def test_a_crashed_process_claim_is_surfaced_not_rerun(tmp_path: Path, effects: Effects) -> None:
-    db = tmp_path / "shared.sqlite3"
-    (proc,) = start_workers(tmp_path, db, effects, 1, "crash")
+def test_a_crashed_process_claim_is_surfaced_not_rerun(tmp_path: Path, shared: Kit, effects: Effects) -> None:
+    (proc,) = start_workers(tmp_path, shared, effects, 1, "crash")
     proc.communicate(timeout=30)
     assert proc.returncode == 3 and len(effects.lines) == 1
 
-    with SQLiteStore(db) as store:
-        charges: list[int] = []
+    charges: list[int] = []
 
-        def charge(input: dict[str, Any]) -> dict[str, Any]:
-            charges.append(input["amount"])
-            return {"charged": input["amount"], "pid": os.getpid()}
+    def charge(input: dict[str, Any]) -> dict[str, Any]:
+        charges.append(input["amount"])
+        return {"charged": input["amount"], "pid": os.getpid()}
 
-        tool = AtMostOnce(charge, store=store, name="charge_card", lease=0.5, wait_timeout=5)
-        request = {"amount": 42, "currency": "EUR"}
-        with pytest.raises(ToolOutcomeUnknown) as unknown:  # waits out the dead process's lease, then says so
-            tool.run(request, conversation="conv-race")
-        assert unknown.value.record.owner.split("/")[1] == f"pid{proc.pid}" and charges == []
-        taken = tool.run(request, conversation="conv-race", takeover=True)
-        assert taken.took_over and taken.attempt == 2 and charges == [42]
+    tool = AtMostOnce(charge, store=shared.store, name="charge_card", lease=0.5, wait_timeout=5)
+    request = {"amount": 42, "currency": "EUR"}
+    with pytest.raises(ToolOutcomeUnknown) as unknown:  # waits out the dead process's lease, then says so
+        tool.run(request, conversation="conv-race")
+    assert unknown.value.record.owner.split("/")[1] == f"pid{proc.pid}" and charges == []
+    taken = tool.run(request, conversation="conv-race", takeover=True)
+    assert taken.took_over and taken.attempt == 2 and charges == [42]
 
 
-def test_wait_timeout_is_a_clear_error(db: SQLiteStore, effects: Effects) -> None:
+def test_wait_timeout_is_a_clear_error(db: ToolCallStore, effects: Effects) -> None:
     tool = email_tool(db, effects, wait_timeout=0.05)
     key = tool.key_for(EMAIL, conversation="c")
     db.claim(key, tool="send_email", owner="host/pid1/busy", lease=60)
@@ -501,6 +501,7 @@ def test_default_store_lives_in_dot_keel_or_keel_home(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("KEEL_HOME", raising=False)
+    monkeypatch.delenv("KEEL_REDIS_URL", raising=False)
 
     @at_most_once
     def note(input: dict[str, Any]) -> int:
@@ -540,7 +541,7 @@ SEND_EMAIL = {
 
 
 def test_a_retried_request_runs_the_tool_once(
-    keel_anthropic: anthropic.Anthropic, db: SQLiteStore, effects: Effects
+    keel_anthropic: anthropic.Anthropic, shared: Kit, db: ToolCallStore, effects: Effects
 ) -> None:
     tool = email_tool(db, effects)
     messages: list[Any] = [{"role": "user", "content": "Send Ada the invoice. [[keel:tool=send_email]]"}]
@@ -569,4 +570,4 @@ def test_a_retried_request_runs_the_tool_once(
         }
     )
     assert follow.stop_reason == "end_turn"
-    assert b"keel-emulator-key" not in db.path.read_bytes()  # the API key is never stored
+    assert "keel-emulator-key" not in dump(shared)  # the API key is never stored

@@ -9,8 +9,9 @@ This module is keel's public surface, by concept:
   `classify`, `classify_exception`;
 - exceptions, all under `KeelError`: `CallFailed`, `Refused`, `StreamInterrupted`, `DeadlineExceeded`,
   `PriceDataError`, the at-most-once tool errors (`AtMostOnceError` ...), the batch runner's
-  (`AmbiguousSubmission`, `ForeignResults`), the rate limiter's (`LimitExceedsCapacity`, `AcquireTimeout`,
-  `LimiterUnavailable`), budgets' (`BudgetExceeded`, `UnpricedModel`);
+  (`AmbiguousSubmission`, `ForeignResults`), the shared stores' (`StoreUnavailable`, `ConfigError`), the rate
+  limiter's (`LimiterError`: `LimitExceedsCapacity`, `AcquireTimeout`, `LimiterUnavailable`), budgets'
+  (`BudgetExceeded`, `UnpricedModel`);
 - records: `AttemptRecord`, `CallRecord`, `Usage`, `Recorder`, `JsonlSink`, `DeferredCallRecord`, `JsonFormatter`,
   `read_records`;
 - prices: `PriceTable`, `ModelPrice`, `CostBreakdown`, `load_prices`;
@@ -33,13 +34,16 @@ from keel._exceptions import (
     AtMostOnceError,
     BudgetExceeded,
     CallFailed,
+    ConfigError,
     DeadlineExceeded,
     ForeignResults,
     KeelError,
+    LimiterError,
     LimiterUnavailable,
     LimitExceedsCapacity,
     PriceDataError,
     Refused,
+    StoreUnavailable,
     StreamInterrupted,
     ToolOutcomeUnknown,
     ToolReplayedError,
@@ -93,6 +97,7 @@ __all__ = [
     "CallFailed",
     "CallRecord",
     "Client",
+    "ConfigError",
     "ContextWindowExceeded",
     "CostBreakdown",
     "CostEstimate",
@@ -107,6 +112,7 @@ __all__ = [
     "JsonlSink",
     "KeelError",
     "LimitExceedsCapacity",
+    "LimiterError",
     "LimiterUnavailable",
     "MaxTokens",
     "Mode",
@@ -123,6 +129,7 @@ __all__ = [
     "ResilientStream",
     "RetryPolicy",
     "StopSequence",
+    "StoreUnavailable",
     "StreamInterrupted",
     "ToolOutcomeUnknown",
     "ToolReplayedError",

@@ -27,11 +27,13 @@ from ._continuation import combine
 from ._error_map import classify, classify_exception
 from ._exceptions import CALL_ERRORS, CallFailed, Refused, failure_of
 from ._modes import Mode
+from ._pacing import Pacing
 from ._pricing import PriceTable, load_prices
 from ._records import AttemptRecord, CallRecord, DeferredCallRecord, Recorder
 from ._retrying import Deadline, RetryPolicy, policy_named
 from ._stop import Outcome, outcome_kind, outcome_of
 from ._usage import Usage
+from .ratelimit import RateLimiter
 
 CURRENT_CALL: ContextVar[Call | None] = ContextVar("keel_call", default=None)
 """The keel call in progress in this context: what the middleware records each attempt on."""
@@ -114,8 +116,10 @@ class CallSettings:
         records: str | Path | Recorder | None,
         prices: PriceTable | None,
         log_content: bool,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.policy = policy_named(policy)
+        self.limiter = limiter
         self.owns_recorder = not isinstance(records, Recorder)  # a Recorder passed in may be shared: not ours to close
         self.recorder = records if isinstance(records, Recorder) else Recorder(records)
         self.prices = prices or load_prices()
@@ -155,6 +159,7 @@ class Call:
         "held",
         "mode",
         "name",
+        "pacing",
         "params",
         "policy",
         "rounds",
@@ -174,6 +179,7 @@ class Call:
         self.name = name
         self.started = time.monotonic()
         self.deadline = None if policy.deadline is None else Deadline(policy, self.started)
+        self.pacing = None if settings.limiter is None else Pacing(settings.limiter)
         self.attempts: list[AttemptRecord] = []
         self.held: list[AttemptRecord] = []  # successful attempts, written with the call record
         self.rounds = 0
@@ -289,6 +295,8 @@ class Call:
 
     def abandoned(self, partial: Message | None) -> None:
         """The record of a stream its caller left before the end: what it had produced, as far as known."""
+        if self.pacing is not None:
+            self.pacing.settle(partial.usage if partial is not None else None)
         model = partial.model if partial is not None else str(self.params.get("model"))
         usage = partial.usage if partial is not None else None
         self._emit(self._record(model, request_id=self._last_request_id(), outcome="abandoned", usage=usage))
@@ -296,6 +304,8 @@ class Call:
     def failed(self, err: BaseException) -> CallFailed:
         """The `CallFailed` to raise for this exception (one of `CALL_ERRORS`), its record written."""
         failure = failure_of(err)
+        if self.pacing is not None:  # a 2xx whose body did not end well: what it reported, if anything, was served
+            self.pacing.settle(failure.partial.usage if failure.partial is not None else None)
         partial = failure.partial  # a stream broken after content: what it had produced is billed
         detail = f"{self.policy.name} deadline of {self.policy.deadline:g} s: {err}" if self.deadline_hit else str(err)
         record = self._record(

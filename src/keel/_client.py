@@ -31,6 +31,7 @@ from ._pricing import PriceTable
 from ._records import Recorder
 from ._retrying import INTERACTIVE, RetryPolicy, background_rounds
 from ._streaming import AsyncResilientStream, OnInterrupt, ResilientStream
+from .ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     from ._budget import Budget
@@ -51,8 +52,9 @@ class _ClientBase(Generic[SDK]):
         records: str | Path | Recorder | None,
         prices: PriceTable | None,
         log_content: bool,
+        limiter: RateLimiter | None,
     ) -> None:
-        self.settings = CallSettings(policy, records, prices, log_content)
+        self.settings = CallSettings(policy, records, prices, log_content, limiter)
         self.sdk: SDK = base.with_options(middleware=[*base.middleware, AttemptMiddleware()])
         # by the policy's identity (a frozen dataclass hashes all its fields on every lookup); the entry holds
         # the policy too, so its id cannot be reused while the entry exists
@@ -75,7 +77,9 @@ class Client(_ClientBase[anthropic.Anthropic]):
 
     `policy`: "interactive" (default), "background" or a `RetryPolicy`. `records`: a JSONL file (or a
     `Recorder`) for the records. `prices`: a `PriceTable` (default: the packaged prices). `log_content`: put
-    messages in call records. Other keyword arguments build the `anthropic.Anthropic` when none is passed.
+    messages in call records. `limiter`: a `keel.ratelimit.RateLimiter` that paces every attempt (retries
+    included); share one (or one Redis-backed store) between clients to share the limits. Other keyword
+    arguments build the `anthropic.Anthropic` when none is passed.
     """
 
     def __init__(
@@ -86,9 +90,11 @@ class Client(_ClientBase[anthropic.Anthropic]):
         records: str | Path | Recorder | None = None,
         prices: PriceTable | None = None,
         log_content: bool = False,
+        limiter: RateLimiter | None = None,
         **sdk_options: Any,
     ) -> None:
-        super().__init__(anthropic_client or anthropic.Anthropic(**sdk_options), policy, records, prices, log_content)
+        base = anthropic_client or anthropic.Anthropic(**sdk_options)
+        super().__init__(base, policy, records, prices, log_content, limiter)
         self.messages = Messages(self)
 
     def one_round(self, call: Call, params: dict[str, Any]) -> Message:
@@ -103,7 +109,10 @@ class Client(_ClientBase[anthropic.Anthropic]):
         else:
             # the type as a string: `Callable[[], Message]` itself would build a typing alias on every call
             request = cast("Callable[[], Message]", partial(sdk.messages.create, **params))
-        return request() if rounds is None else Retrying(**rounds)(request)
+        message = request() if rounds is None else Retrying(**rounds)(request)
+        if call.pacing is not None:
+            call.pacing.settle(message.usage)  # a stream settles its own rounds: nothing is left to settle then
+        return message
 
     def call(
         self,
@@ -205,10 +214,11 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
         records: str | Path | Recorder | None = None,
         prices: PriceTable | None = None,
         log_content: bool = False,
+        limiter: RateLimiter | None = None,
         **sdk_options: Any,
     ) -> None:
         base = anthropic_client or anthropic.AsyncAnthropic(**sdk_options)
-        super().__init__(base, policy, records, prices, log_content)
+        super().__init__(base, policy, records, prices, log_content, limiter)
         self.messages = AsyncMessages(self)
 
     async def one_round(self, call: Call, params: dict[str, Any]) -> Message:
@@ -222,7 +232,10 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
                 return await stream.get_final_message()
             return cast(Message, await sdk.messages.create(**params))
 
-        return await request() if rounds is None else await AsyncRetrying(**rounds)(request)
+        message = await request() if rounds is None else await AsyncRetrying(**rounds)(request)
+        if call.pacing is not None:
+            await call.pacing.settle_async(message.usage)  # a stream settles its own rounds: nothing is left then
+        return message
 
     async def call(
         self,

@@ -26,9 +26,12 @@ __all__ = [
     "ERROR_TABLE",
     "GATEWAY_TIMEOUT",
     "INVALID_REQUEST",
+    "LIMITER_UNAVAILABLE",
     "MID_STREAM",
     "NOT_FOUND",
     "OVERLOADED",
+    "OVER_RATE_LIMIT",
+    "PACING_TIMEOUT",
     "PERMISSION",
     "RAMP_LIMIT",
     "RATE_LIMITED",
@@ -68,6 +71,7 @@ class Action(StrEnum):
     RETRY_OR_STREAM = "retry_or_stream"
     SWITCH_TO_STREAMING = "switch_to_streaming"
     RESUME_STREAM = "resume_stream"
+    CHECK_LIMITER_STORE = "check_limiter_store"
     NONE = "none"
 
 
@@ -314,6 +318,36 @@ STREAM_REQUIRED = ErrorClass(
     "The SDK refused a non-streaming call that may exceed 10 minutes; stream it, or lower max_tokens.",
     "stream_required",
 )
+PACING_TIMEOUT = ErrorClass(
+    None,
+    None,
+    None,
+    True,
+    Action.WAIT_RETRY_AFTER,
+    "keel's rate limiter found no room for the request within the call's deadline; nothing was sent. Retry "
+    "later, or run the work under the background policy.",
+    "pacing_timeout",
+)
+OVER_RATE_LIMIT = ErrorClass(
+    None,
+    None,
+    None,
+    False,
+    Action.SHRINK_REQUEST,
+    "The request alone needs more than a whole bucket of the rate limit (its input, or its max_tokens); it could "
+    "never be sent. Shrink it or lower max_tokens.",
+    "over_rate_limit",
+)
+LIMITER_UNAVAILABLE = ErrorClass(
+    None,
+    None,
+    None,
+    False,
+    Action.CHECK_LIMITER_STORE,
+    "The rate limiter's shared store (Redis) cannot be reached; keel fails closed and sends nothing unpaced. "
+    "Bring the store back, or check KEEL_REDIS_URL.",
+    "limiter_unavailable",
+)
 UNKNOWN_4XX = ErrorClass(
     None,
     None,
@@ -365,6 +399,9 @@ ERROR_TABLE: tuple[ErrorClass, ...] = (
     CONNECTION,
     TIMEOUT,
     STREAM_REQUIRED,
+    PACING_TIMEOUT,
+    OVER_RATE_LIMIT,
+    LIMITER_UNAVAILABLE,
     UNKNOWN_4XX,
     UNKNOWN_5XX,
     UNEXPECTED,

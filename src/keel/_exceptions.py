@@ -11,11 +11,14 @@
     │   ├── ToolWaitTimeout (TimeoutError)
     │   ├── ToolReplayedError
     │   └── ToolResultNotSerializable (TypeError)
+    ├── StoreUnavailable (ConnectionError)   a shared store (Redis, PostgreSQL) cannot be reached
+    ├── ConfigError (ValueError)             keel.toml or a store URL that cannot be used
     ├── AmbiguousSubmission (RuntimeError)   keel.batch: a lost create response matches several batches
     ├── ForeignResults (RuntimeError)        keel.batch: an adopted batch holds other custom_ids
-    ├── LimitExceedsCapacity (ValueError)    keel.ratelimit: a reservation no bucket could ever hold
-    ├── AcquireTimeout (TimeoutError)        keel.ratelimit: no room in the buckets within the timeout
-    ├── LimiterUnavailable (ConnectionError) keel.ratelimit: the shared store cannot be reached
+    ├── LimiterError               keel.ratelimit: the request was not sent
+    │   ├── LimitExceedsCapacity (ValueError)    a reservation no bucket could ever hold
+    │   ├── AcquireTimeout (TimeoutError)        no room in the buckets within the timeout
+    │   └── LimiterUnavailable (ConnectionError) the shared store cannot be reached
     ├── BudgetExceeded             a job stopped: its next request could pass its budget
     └── UnpricedModel (LookupError)          a budget cannot bound the cost of a model without a price
 
@@ -31,12 +34,18 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import anthropic
 from anthropic.types import Message
 
-from ._error_map import ErrorClass, classify_exception
+from ._error_map import (
+    LIMITER_UNAVAILABLE,
+    OVER_RATE_LIMIT,
+    PACING_TIMEOUT,
+    ErrorClass,
+    classify_exception,
+)
 
 if TYPE_CHECKING:
     from ._call import Reply
@@ -232,6 +241,37 @@ class ToolResultNotSerializable(AtMostOnceError, TypeError):
     happened, so it must not run again); `forget(key)` after fixing the tool to allow a new run."""
 
 
+class StoreUnavailable(KeelError, ConnectionError):
+    """A shared store of keel's state (the at-most-once tool store on Redis, the batch ledger on PostgreSQL)
+    cannot be reached: at start (a wrong address, the server is down, a wrong password), or mid-run for longer
+    than keel keeps retrying. Nothing was done unrecorded: keel never falls back to a local store by itself.
+
+    Attributes:
+        store: which state it holds, e.g. "at-most-once tool store" or "batch ledger".
+        url: the store's address, without its password.
+        reason: what the client library said, secrets removed.
+    """
+
+    def __init__(self, store: str, url: str, reason: str) -> None:
+        self.store = store
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{store} at {url} is unreachable: {reason}")
+
+
+class ConfigError(KeelError, ValueError):
+    """keel's configuration cannot be used: a `keel.toml` that is not valid TOML or holds an unknown or
+    mistyped setting, or a store URL of a scheme keel does not know.
+
+    Attributes:
+        source: where the setting came from: the file's path, or the environment variable's name.
+    """
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: {message}")
+
+
 class AmbiguousSubmission(KeelError, RuntimeError):
     """A batch runner stopped while submitting a shard, and more than one batch matches it: it will not guess.
 
@@ -252,7 +292,14 @@ class ForeignResults(KeelError, RuntimeError):
     """The results of an adopted batch do not hold the shard's custom_ids."""
 
 
-class LimitExceedsCapacity(KeelError, ValueError):
+class LimiterError(KeelError):
+    """Base of the rate limiter's errors: the request was not sent. `error_class` is its row of the error map,
+    what a call that fails with it reports."""
+
+    error_class: ClassVar[ErrorClass]
+
+
+class LimitExceedsCapacity(LimiterError, ValueError):
     """A reservation asks one rate-limit bucket for more than the bucket can ever hold (e.g. 300,000 input tokens
     against an input-token limit of 200,000 per minute). It could never be granted, so `acquire` raises at once
     instead of waiting forever. Fix the request: a smaller prompt, a lower `max_tokens`, or an exact input count
@@ -276,7 +323,7 @@ class LimitExceedsCapacity(KeelError, ValueError):
         )
 
 
-class AcquireTimeout(KeelError, TimeoutError):
+class AcquireTimeout(LimiterError, TimeoutError):
     """`acquire` reached its timeout before the reservation fitted (or while acquisitions were paused by a
     `retry-after`). Nothing was reserved.
 
@@ -295,7 +342,7 @@ class AcquireTimeout(KeelError, TimeoutError):
         )
 
 
-class LimiterUnavailable(KeelError, ConnectionError):
+class LimiterUnavailable(LimiterError, ConnectionError):
     """The rate limiter's shared store cannot be reached: at start (the address is wrong, the server is down), or
     mid-run for longer than the limiter keeps retrying. The limiter fails closed: it never grants a reservation
     it could not record.
@@ -307,6 +354,11 @@ class LimiterUnavailable(KeelError, ConnectionError):
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
         super().__init__(f"rate-limit store at {url} is unreachable: {reason}")
+
+
+LimitExceedsCapacity.error_class = OVER_RATE_LIMIT
+AcquireTimeout.error_class = PACING_TIMEOUT
+LimiterUnavailable.error_class = LIMITER_UNAVAILABLE
 
 
 class BudgetExceeded(KeelError):
@@ -364,6 +416,7 @@ CALL_ERRORS: tuple[type[BaseException], ...] = (
     DeadlineExceeded,
     StreamInterrupted,
     BrokeBeforeContent,
+    LimiterError,
     ValueError,  # the SDK's "streaming is required" guard
 )
 """What a call's path catches and reports as a failed call; anything else propagates unchanged."""
@@ -385,5 +438,7 @@ def failure_of(err: BaseException) -> Failure:
         return Failure(err.error_class, err, err.request_id, err.message)
     if isinstance(err, BrokeBeforeContent):
         return Failure(err.error_class, err.cause or err, None, None)
+    if isinstance(err, LimiterError):
+        return Failure(err.error_class, err, None, None)
     request_id = err.request_id if isinstance(err, anthropic.APIStatusError) else None
     return Failure(classify_exception(err), err, request_id, None)

@@ -25,17 +25,26 @@ class AttemptMiddleware(Middleware):
         if call is None:
             return call_next(request)
         call.before_attempt()
+        pacing = call.pacing
+        if pacing is not None:
+            pacing.acquire(request, call.deadline.at if call.deadline is not None else None)
         started = time.perf_counter()
         try:
             response = call_next(request)
         except anthropic.APIConnectionError as err:
             call.attempt_failed(request, err, started)
+            if pacing is not None:
+                pacing.refused(None, 0)
             raise
         http = response.http_response
         if 200 <= http.status_code < 300:
             call.attempt_succeeded(request, http, started)
+            if pacing is not None:
+                pacing.served(http.headers)
         else:
             call.attempt_errored(request, http, http.read(), started)
+            if pacing is not None:
+                pacing.refused(http.headers, http.status_code)
         return response
 
     async def handle_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
@@ -43,15 +52,24 @@ class AttemptMiddleware(Middleware):
         if call is None:
             return await call_next(request)
         call.before_attempt()
+        pacing = call.pacing
+        if pacing is not None:
+            await pacing.acquire_async(request, call.deadline.at if call.deadline is not None else None)
         started = time.perf_counter()
         try:
             response = await call_next(request)
         except anthropic.APIConnectionError as err:
             call.attempt_failed(request, err, started)
+            if pacing is not None:
+                await pacing.refused_async(None, 0)
             raise
         http = response.http_response
         if 200 <= http.status_code < 300:
             call.attempt_succeeded(request, http, started)
+            if pacing is not None:
+                pacing.served(http.headers)
         else:
             call.attempt_errored(request, http, await http.aread(), started)
+            if pacing is not None:
+                await pacing.refused_async(http.headers, http.status_code)
         return response

@@ -15,11 +15,13 @@ that has a curve of its own, see `stream_restarts`.
 
 from __future__ import annotations
 
-import email.utils
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx2
@@ -75,20 +77,24 @@ def policy_named(policy: str | RetryPolicy) -> RetryPolicy:
         raise ValueError(f"policy: expected one of {', '.join(POLICIES)} or a RetryPolicy, got {policy!r}") from None
 
 
-def retry_after_seconds(headers: httpx2.Headers) -> float | None:
-    """The server's requested wait, as the SDK reads it: retry-after-ms, then retry-after (seconds or date)."""
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
-    if (value := headers.get("retry-after")) is None:
-        return None
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The server's requested wait, as the SDK reads it: `retry-after-ms`, else `retry-after` (seconds or an HTTP
+    date); None when neither is there or readable. Never negative. `headers` with lower-case names, or any case
+    for `httpx.Headers`."""
     try:
-        return float(value)
-    except ValueError:
-        parsed = email.utils.parsedate_tz(value)
-        return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
+        seconds = float(headers["retry-after-ms"]) / 1000
+    except (KeyError, ValueError):
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+            except (TypeError, ValueError):
+                return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 class Deadline:

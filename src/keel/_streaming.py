@@ -299,6 +299,8 @@ class ResilientStream(_StreamBase):
                                     raise
                                 error = err
                             snapshot = _snapshot(stream)
+                        if self._call.pacing is not None:
+                            self._call.pacing.settle(snapshot.usage if snapshot is not None else None)
                         if (tail := core.pending()) is not None:
                             yield tail
                         done = core.end_round(snapshot, error)
@@ -385,6 +387,8 @@ class AsyncResilientStream(_StreamBase):
                                     raise
                                 error = err
                             snapshot = _snapshot(stream)
+                        if self._call.pacing is not None:
+                            await self._call.pacing.settle_async(snapshot.usage if snapshot is not None else None)
                         if (tail := core.pending()) is not None:
                             yield tail
                         done = core.end_round(snapshot, error)

@@ -44,6 +44,28 @@ def tour(
     raise typer.Exit(run_tour(live=live))
 
 
+@app.command("config")
+def show_config() -> None:
+    """Where keel keeps its state: each backend, where it lives (passwords hidden) and which setting chose it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from keel._exceptions import ConfigError
+    from keel.config import load_settings, placements
+
+    console = Console()
+    try:
+        settings = load_settings()
+    except ConfigError as err:
+        console.print(f"[red]keel config: {err}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    file = f"settings file: {settings.file}" if settings.file else "no keel.toml (./keel.toml or $KEEL_HOME/keel.toml)"
+    table = Table("state", "backend", "where", "chosen by", title=f"keel state — {file}")
+    for row in placements(settings):
+        table.add_row(row.state, row.backend, row.where, row.chosen_by)
+    console.print(table, soft_wrap=True)
+
+
 @emulator_app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",

@@ -64,7 +64,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 from keel._exceptions import (
@@ -74,11 +73,14 @@ from keel._exceptions import (
     ToolResultNotSerializable,
     ToolWaitTimeout,
 )
+from keel.config import load_settings
 from keel.stores import SQLiteStore, ToolCallRecord, ToolCallStore, keel_home
 from keel.stores.sqlite import DEFAULT_FILENAME
 
 if TYPE_CHECKING:
     from anthropic.types import ToolResultBlockParam
+
+    from keel.stores.redis_store import RedisStore
 
 __all__ = [
     "AtMostOnce",
@@ -155,18 +157,27 @@ def _new_owner() -> str:
 
 # -- default store ---------------------------------------------------------------------------------------
 
-_default_stores: dict[Path, SQLiteStore] = {}
+_default_stores: dict[str, SQLiteStore | RedisStore] = {}
 _default_lock = threading.Lock()
 
 
-def default_store() -> SQLiteStore:
-    """The process's `SQLiteStore` at `<keel_home()>/tools.sqlite3` (`.keel/` here, or `$KEEL_HOME`),
-    resolved when first needed, shared by every tool that was given no store."""
-    path = (keel_home() / DEFAULT_FILENAME).resolve()
+def default_store() -> SQLiteStore | RedisStore:
+    """The process's store for tools that were given none, resolved when first needed: a `RedisStore` when a
+    Redis is configured (`KEEL_REDIS_URL`, or `redis_url` in keel.toml: see `keel.config`), else the
+    `SQLiteStore` at `<keel_home()>/tools.sqlite3` (`.keel/` here, or `$KEEL_HOME`). An unreachable Redis
+    raises `StoreUnavailable`: there is no silent fallback to the local file."""
+    redis_url = load_settings().redis_url
+    where = f"redis {redis_url}" if redis_url else str((keel_home() / DEFAULT_FILENAME).resolve())
     with _default_lock:
-        store = _default_stores.get(path)
+        store = _default_stores.get(where)
         if store is None or store.closed:
-            store = _default_stores[path] = SQLiteStore(path)
+            if redis_url:
+                from keel.stores.redis_store import RedisStore
+
+                store = RedisStore(redis_url)
+            else:
+                store = SQLiteStore(where)
+            _default_stores[where] = store
         return store
 
 

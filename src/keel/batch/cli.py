@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import anthropic
 import typer
@@ -14,22 +15,43 @@ from rich.table import Table
 
 from .. import _jobcli as jobcli
 from .._client import Client
-from .._exceptions import AmbiguousSubmission, BudgetExceeded, CallFailed, ForeignResults
+from .._exceptions import (
+    AmbiguousSubmission,
+    BudgetExceeded,
+    CallFailed,
+    ConfigError,
+    ForeignResults,
+    StoreUnavailable,
+)
+from .backends import existing_ledger, open_ledger
 from .costs import cost_line, cost_report
 from .inputs import Defaults
-from .ledger import SQLiteLedger
+from .ledger import SQLLedger
 from .runner import BatchRunner, Progress, RunnerOptions, job_id_for, preflight, spent_usd
 
 batch_app = typer.Typer(help="Durable, resumable Message Batches.", no_args_is_help=True)
 console = Console()
-LEDGER_FILE = "batches.sqlite3"
+L = TypeVar("L")
 LedgerOption = Annotated[
-    Path | None, typer.Option(help="The ledger file (default: batches.sqlite3 under $KEEL_HOME or ./.keel).")
+    Path | None,
+    typer.Option(
+        help="A SQLite ledger file (default: KEEL_DATABASE_URL's PostgreSQL if set, else batches.sqlite3 under "
+        "$KEEL_HOME or ./.keel; `keel config` shows which)."
+    ),
 ]
 
 
-def _ledger(path: Path | None) -> SQLiteLedger:
-    return SQLiteLedger(jobcli.ledger_path(path, LEDGER_FILE, create=True))
+def _ledger(path: Path | None) -> SQLLedger:
+    return _reached(open_ledger, path)
+
+
+def _reached(opener: Callable[[Path | None], L], path: Path | None) -> L:
+    """`opener(path)`; a ledger that cannot be reached (or configured) is one line and exit 2."""
+    try:
+        return opener(path)
+    except (StoreUnavailable, ConfigError) as err:
+        console.print(f"[red]keel batch: {err}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _progress_table(progress: Progress) -> Table:
@@ -52,15 +74,15 @@ def _progress_table(progress: Progress) -> Table:
     return table
 
 
-def _preflight(input: Path, options: RunnerOptions, path: Path) -> None:
-    """Print what the requests not finished yet could cost (reading the ledger only if it exists)."""
-    store = SQLiteLedger(path) if path.exists() else None
+def _preflight(input: Path, options: RunnerOptions, path: Path | None) -> None:
+    """Print what the requests not finished yet could cost (reading the ledger only if there is one)."""
+    store = _reached(existing_ledger, path)  # a dry run creates no ledger
     estimate = preflight(input, options, store)
     spent = spent_usd(store, job_id_for(input, options)) if store is not None else 0.0
     jobcli.show_preflight(console, "batch run", estimate, options.budget_usd, spent)
 
 
-def _summary(ledger: SQLiteLedger, job_id: str) -> None:
+def _summary(ledger: SQLLedger, job_id: str) -> None:
     counts = ledger.state_counts(job_id)
     console.print("  " + ", ".join(f"{state}: {count:,}" for state, count in sorted(counts.items())), soft_wrap=True)
     for row in cost_report(ledger, job_id):
@@ -99,8 +121,7 @@ def run(
         poll_max=poll_max,
         budget_usd=budget_usd,
     )
-    path = jobcli.ledger_path(ledger, LEDGER_FILE, create=False)
-    sdk = jobcli.start_job("batch run", anthropic.Anthropic, dry_run, lambda: _preflight(input, options, path))
+    sdk = jobcli.start_job("batch run", anthropic.Anthropic, dry_run, lambda: _preflight(input, options, ledger))
     if sdk is None:
         return
     rejects = rejects or out.with_name(out.stem + ".rejects.jsonl")
@@ -118,7 +139,7 @@ def run(
         runner = BatchRunner(client, store, options, on_progress=show)
         try:
             job_id = runner.run(input, out, rejects, failures)
-        except (AmbiguousSubmission, ForeignResults, CallFailed) as err:
+        except (AmbiguousSubmission, ForeignResults, CallFailed, StoreUnavailable) as err:
             console.print(f"[red]keel batch: {err}[/red]")
             raise typer.Exit(1) from None
         except BudgetExceeded as stopped:
@@ -135,7 +156,7 @@ def status(job: Annotated[str, typer.Argument(help="The job id.")], ledger: Ledg
     store = _ledger(ledger)
     found = store.job(job)
     if found is None:
-        console.print(f"[red]no job {job} in {store.path}[/red]")
+        console.print(f"[red]no job {job} in {store.where}[/red]")
         raise typer.Exit(2)
     console.print(f"job {job}: {found.status}, input {found.input_path}")
     console.print(_progress_table(Progress(job, store.shards(job), time.monotonic())))
@@ -158,7 +179,7 @@ def cancel(job: Annotated[str, typer.Argument(help="The job id.")], ledger: Ledg
     """Cancel a job's batches in flight; `keel batch run` then collects what finished and stops."""
     store = _ledger(ledger)
     if store.job(job) is None:
-        console.print(f"[red]no job {job} in {store.path}[/red]")
+        console.print(f"[red]no job {job} in {store.where}[/red]")
         raise typer.Exit(2)
     store.set_job_status(job, "canceling")
     with Client(policy="background") as client:
@@ -178,7 +199,7 @@ def results(
     """Write a job's results file again from the ledger (one line per input line, in input order)."""
     store = _ledger(ledger)
     if store.job(job) is None:
-        console.print(f"[red]no job {job} in {store.path}[/red]")
+        console.print(f"[red]no job {job} in {store.where}[/red]")
         raise typer.Exit(2)
     with Client(policy="background") as client:
         BatchRunner(client, store).write_outputs(job, out, None, None)

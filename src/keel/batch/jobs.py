@@ -1,40 +1,29 @@
-"""What every job ledger keeps: its jobs, their input items and rejected lines, in one SQLite file.
+"""What every job ledger keeps: its jobs, their input items and rejected lines, and the rows of its results file.
 
-The batch ledger (`keel.batch.SQLiteLedger`) and the bulk run ledger (`keel.bulk.RunLedger`) build on
-`SQLiteJobs`: each adds the columns and states of its own items (and the batch ledger its shards). A file
-says which kind of ledger it is (`PRAGMA application_id`) and which schema version (`PRAGMA user_version`);
-another kind or version is refused with a clear error. Opening is one transaction, so a process that opens
-the file while another creates it waits, and never sees the tables without their version.
+The batch ledger (`keel.batch.SQLLedger`) and the bulk run ledger (`keel.bulk.RunLedger`) build on `SQLJobs`:
+each adds the columns and states of its own items (and the batch ledger its shards). The logic is SQL that SQLite
+and PostgreSQL both run; a backend (`keel.batch.sqlite_ledger.SQLiteBackend`, `keel.batch.postgres`) only
+connects, runs transactions and streams rows in input order.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from .._budget import CostEstimate, estimate_cost
 from .._pricing import PriceTable
 from .inputs import Defaults, Item, Reject, accepted_items
 
-JOB_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY, input_path TEXT NOT NULL, options TEXT NOT NULL, status TEXT NOT NULL,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rejects (
-    job_id TEXT NOT NULL, line INTEGER NOT NULL, custom_id TEXT, reason TEXT NOT NULL, PRIMARY KEY (job_id, line)
-);
-"""
-"""The tables every kind of ledger has; each kind adds its `items` table (job_id, custom_id, line, params, size,
-state, attempts, then its own result columns)."""
+T = TypeVar("T")
 
-_PAGE = 500  # open items are read this many at a time
+JOB_COLUMNS = "job_id, input_path, options, status, created_at"
+_PAGE = 500  # open items read at a time
 
 
 @dataclass(frozen=True)
@@ -56,172 +45,171 @@ class Job:
     created_at: float
 
 
-class SQLiteJobs:
-    """A ledger in one SQLite file, WAL mode, each write its own committed transaction."""
+class Connection(Protocol):
+    """What the ledger's SQL runs on: `sqlite3.Connection`, or a PostgreSQL connection taking `?` placeholders."""
 
-    KIND: ClassVar[str]
-    """What the ledger is called in errors ("batch ledger")."""
-    APPLICATION_ID: ClassVar[int]
-    """`PRAGMA application_id` of its files: tells the kinds apart."""
-    SCHEMA_VERSION: ClassVar[int]
-    SCHEMA: ClassVar[str]
-    """Its own tables, beside `JOB_SCHEMA`."""
+    def execute(self, sql: str, params: Any = ..., /) -> Any: ...
+
+
+class SQLJobs:
+    """A ledger's jobs, input items and rejects, once for every SQL backend. A backend says how to run a transaction
+    (`_write`), a read (`_read`) and rows in input order (`_by_line`); a kind of ledger says what its items hold."""
+
     FINAL_STATES: ClassVar[tuple[str, ...]]
     """Item states that are the item's result; the others are work left."""
-    RESULT_COLUMNS: ClassVar[tuple[str, ...]]
+    ROW_COLUMNS: ClassVar[tuple[str, ...]]
     """The item columns `items_in_order` gives besides line, custom_id, state, status and attempts."""
     STATUS: ClassVar[str]
     """SQL: an item's status in the results file, from its state (and attempts); "unsent" for one never sent."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._create_schema()
-        self._lock = threading.RLock()
-        self._job_for_ids: str | None = None
+    where: str
+    """Where the ledger lives, safe to print: a file's path, or a URL without its password."""
 
-    def _create_schema(self) -> None:
-        """Create the tables on first use; a file of another kind or schema version is refused with a clear error."""
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            kind = conn.execute("PRAGMA application_id").fetchone()[0]
-            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'").fetchone() is not None
-            if exists and kind != self.APPLICATION_ID:
-                raise ValueError(f"{self.path}: not a {self.KIND} (it is a file of another kind); use another path")
-            if exists and version != self.SCHEMA_VERSION:
-                raise ValueError(
-                    f"{self.path}: a {self.KIND} of schema version {version}, written by another keel version "
-                    f"(this one uses version {self.SCHEMA_VERSION}); finish its jobs with that version, or use a new "
-                    "ledger"
-                )
-            for statement in (JOB_SCHEMA + self.SCHEMA).split(";"):  # executescript would commit first
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
-            conn.execute(f"PRAGMA application_id = {self.APPLICATION_ID}")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            conn.close()
-            raise
-        conn.execute("COMMIT")
+    _job_for_ids: str | None = None
+    _adding: Connection | None = None
+
+    # --- what a backend provides -------------------------------------------------------------------
+
+    def _write(self, body: Callable[[Connection], T], *, again: bool = True) -> T:
+        """`body(connection)` in one write transaction. `again=False`: the body consumes an iterator, so a backend
+        that retries lost connections must not run it a second time."""
+        raise NotImplementedError
+
+    def _read(self, body: Callable[[Connection], T]) -> T:
+        """`body(connection)`, reading."""
+        raise NotImplementedError
+
+    def _by_line(self, sql: str, params: Callable[[int], tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        """The rows of `sql`, ordered by its first column (an input line number), whose parameters for rows
+        after line N are `params(N)`; streamed, not loaded at once."""
+        raise NotImplementedError
 
     def close(self) -> None:
-        self._conn.close()
-
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._conn, self._lock)
+        raise NotImplementedError
 
     # --- jobs ------------------------------------------------------------------------------------
 
     def job(self, job_id: str) -> Job | None:
-        row = self._conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?"
+        row = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchone())
         if row is None:
             return None
-        return Job(row["job_id"], row["input_path"], json.loads(row["options"]), row["status"], row["created_at"])
+        return Job(row[0], row[1], json.loads(row[2]), row[3], row[4])
 
     def jobs(self) -> list[Job]:
-        ids = [row[0] for row in self._conn.execute("SELECT job_id FROM jobs ORDER BY created_at")]
-        return [job for job in (self.job(job_id) for job_id in ids) if job is not None]
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at"
+        rows = self._read(lambda conn: conn.execute(sql).fetchall())
+        return [Job(row[0], row[1], json.loads(row[2]), row[3], row[4]) for row in rows]
 
     def create_job(self, job_id: str, input_path: str, options: dict[str, Any]) -> Job:
         now = time.time()
-        with self._tx() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, 'new', ?, ?)",
+        self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO jobs VALUES (?, ?, ?, 'new', ?, ?) ON CONFLICT DO NOTHING",
                 (job_id, input_path, json.dumps(options, sort_keys=True), now, now),
             )
+        )
         job = self.job(job_id)
         assert job is not None
         return job
 
     def set_job_status(self, job_id: str, status: str) -> None:
-        with self._tx() as conn:
-            conn.execute("UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ?", (status, time.time(), job_id))
+        self._write(
+            lambda conn: conn.execute(
+                "UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ?", (status, time.time(), job_id)
+            )
+        )
 
     # --- inputs ----------------------------------------------------------------------------------
 
     def __contains__(self, key: object) -> bool:
-        """Whether the job being prepared already has this custom_id (`add_inputs` sets the job)."""
-        row = self._conn.execute(
-            "SELECT 1 FROM items WHERE job_id = ? AND custom_id = ?", (self._job_for_ids, key)
-        ).fetchone()
-        return row is not None
+        """Whether the job being prepared already has this custom_id (`add_inputs` sets the job). Asked in
+        `add_inputs`' own transaction, which sees the items it has added so far."""
+        sql, params = "SELECT 1 FROM items WHERE job_id = ? AND custom_id = ?", (self._job_for_ids, key)
+        if self._adding is not None:
+            return self._adding.execute(sql, params).fetchone() is not None
+        return self._read(lambda conn: conn.execute(sql, params).fetchone()) is not None
 
     def add_inputs(self, job_id: str, lines: Iterable[Item | Reject]) -> tuple[int, int]:
-        """Record every accepted item and reject of a job in one transaction; returns (accepted, rejected)."""
-        accepted = rejected = 0
+        """Record every accepted item and reject of a job in one transaction; returns (accepted, rejected).
+
+        A backend that retries a transaction can do so here only if `lines` can be iterated again (a list, or
+        an object whose `__iter__` reads the input afresh); from an iterator, a lost connection is raised."""
         self._job_for_ids = job_id
-        with self._tx() as conn:
-            for entry in lines:
-                if isinstance(entry, Item):
-                    conn.execute(
-                        "INSERT INTO items (job_id, custom_id, line, params, size, state)"
-                        " VALUES (?, ?, ?, ?, ?, 'pending')",
-                        (job_id, entry.custom_id, entry.line, entry.params_json, entry.size),
-                    )
-                    accepted += 1
-                else:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO rejects VALUES (?, ?, ?, ?)",
-                        (job_id, entry.line, entry.custom_id, entry.reason),
-                    )
-                    rejected += 1
+
+        def body(conn: Connection) -> tuple[int, int]:
+            accepted = rejected = 0
+            self._adding = conn
+            try:
+                for entry in lines:
+                    if isinstance(entry, Item):
+                        conn.execute(
+                            "INSERT INTO items (job_id, custom_id, line, params, size, state)"
+                            " VALUES (?, ?, ?, ?, ?, 'pending')",
+                            (job_id, entry.custom_id, entry.line, entry.params_json, entry.size),
+                        )
+                        accepted += 1
+                    else:
+                        conn.execute(
+                            "INSERT INTO rejects VALUES (?, ?, ?, ?) ON CONFLICT (job_id, line)"
+                            " DO UPDATE SET custom_id = excluded.custom_id, reason = excluded.reason",
+                            (job_id, entry.line, entry.custom_id, entry.reason),
+                        )
+                        rejected += 1
+            finally:
+                self._adding = None
             conn.execute("UPDATE jobs SET status = 'prepared', updated_at = ? WHERE job_id = ?", (time.time(), job_id))
-        return accepted, rejected
+            return accepted, rejected
+
+        return self._write(body, again=iter(lines) is not lines)  # an iterator is consumed as it goes
 
     def open_items(self, job_id: str) -> Iterator[Item]:
-        """The job's items without a final state, in input order, read a page at a time (the caller may change
-        their states meanwhile)."""
+        """The job's items without a final state, in input order, read a page at a time: the caller may change their
+        states meanwhile (each page is a query of its own, after the last line read)."""
         finals = ", ".join("?" * len(self.FINAL_STATES))
-        line = 0
+        sql = (
+            "SELECT line, custom_id, params FROM items WHERE job_id = ? AND line > ?"
+            f" AND state NOT IN ({finals}) ORDER BY line LIMIT ?"
+        )
+        after = 0
         while True:
-            rows = self._conn.execute(
-                f"SELECT line, custom_id, params FROM items WHERE job_id = ? AND line > ? AND state NOT IN ({finals})"
-                " ORDER BY line LIMIT ?",
-                (job_id, line, *self.FINAL_STATES, _PAGE),
-            ).fetchall()
-            for row in rows:
-                yield Item(row[0], row[1], row[2])
+            rows = self._read(partial(_fetch_all, sql, (job_id, after, *self.FINAL_STATES, _PAGE)))
+            for line, custom_id, item_params in rows:
+                yield Item(line, custom_id, item_params)
             if len(rows) < _PAGE:
                 return
-            line = rows[-1][0]
+            after = rows[-1][0]
 
     # --- reading back ----------------------------------------------------------------------------
 
     def items_in_order(self, job_id: str) -> Iterator[dict[str, Any]]:
         """Every input line of the job, accepted or rejected, in input order, one row at a time: its line, custom_id,
-        state, status, attempts, `RESULT_COLUMNS` and (for a rejected line) reason."""
-        cursor = self._conn.cursor()
-        cursor.row_factory = None  # plain tuples, zipped with the names below: faster than dict(sqlite3.Row)
-        columns = ", ".join(self.RESULT_COLUMNS)
-        nulls = ", ".join("NULL" for _ in self.RESULT_COLUMNS)
-        cursor.execute(
+        state, status, attempts, `ROW_COLUMNS` and (for a rejected line) reason."""
+        columns = ", ".join(self.ROW_COLUMNS)
+        nulls = ", ".join("NULL" for _ in self.ROW_COLUMNS)
+        sql = (
             f"SELECT line, custom_id, state, {self.STATUS} AS status, attempts, {columns}, NULL AS reason FROM items"
-            f" WHERE job_id = ? UNION ALL SELECT line, custom_id, 'rejected', 'rejected', 0, {nulls}, reason"
-            " FROM rejects WHERE job_id = ?"
-            " ORDER BY line",
-            (job_id, job_id),
+            f" WHERE job_id = ? AND line > ? UNION ALL SELECT line, custom_id, 'rejected', 'rejected', 0, {nulls},"
+            " reason FROM rejects WHERE job_id = ? AND line > ? ORDER BY line"
         )
-        names = [column[0] for column in cursor.description]
-        for row in cursor:
+        names = ("line", "custom_id", "state", "status", "attempts", *self.ROW_COLUMNS, "reason")
+        for row in self._by_line(sql, lambda after: (job_id, after, job_id, after)):
             yield dict(zip(names, row, strict=True))
 
     def state_counts(self, job_id: str) -> dict[str, int]:
-        counts = {
-            row[0]: row[1]
-            for row in self._conn.execute(
-                "SELECT state, COUNT(*) FROM items WHERE job_id = ? GROUP BY state", (job_id,)
-            )
-        }
-        rejected = self._conn.execute("SELECT COUNT(*) FROM rejects WHERE job_id = ?", (job_id,)).fetchone()[0]
-        if rejected:
-            counts["rejected"] = rejected
-        return counts
+        def body(conn: Connection) -> dict[str, int]:
+            rows = conn.execute("SELECT state, COUNT(*) FROM items WHERE job_id = ? GROUP BY state", (job_id,))
+            counts = {row[0]: row[1] for row in rows}
+            rejected = conn.execute("SELECT COUNT(*) FROM rejects WHERE job_id = ?", (job_id,)).fetchone()[0]
+            if rejected:
+                counts["rejected"] = rejected
+            return counts
+
+        return self._read(body)
+
+
+def _fetch_all(sql: str, params: tuple[Any, ...], conn: Connection) -> list[Any]:
+    return list(conn.execute(sql, params).fetchall())
 
 
 class JobItems(Protocol):
@@ -247,22 +235,3 @@ def estimate_left(
     else:
         items = accepted_items(path, defaults, max_request_bytes)
     return estimate_cost((item.params_json for item in items), prices, batch=batch)
-
-
-class _Transaction:
-    """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on error), serialised within the process."""
-
-    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock) -> None:
-        self._conn = conn
-        self._lock = lock
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._lock.acquire()
-        self._conn.execute("BEGIN IMMEDIATE")
-        return self._conn
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        try:
-            self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        finally:
-            self._lock.release()

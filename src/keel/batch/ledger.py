@@ -1,14 +1,19 @@
 """The batch ledger: every job, shard, batch id and item state, written before and after every API call.
 
 Running the same job again reads it back and carries on; nothing is submitted twice. The runner talks to
-the small `Ledger` protocol; `SQLiteLedger` is the embedded default (a file under `.keel/`). A shared
-backend (PostgreSQL) implements the same protocol.
+the small `Ledger` protocol. `SQLLedger` holds the ledger's logic once (its jobs, items and rejects as every
+job ledger keeps them, `keel.batch.jobs.SQLJobs`, and its shards), in SQL that SQLite and PostgreSQL both run;
+`SQLiteLedger` (`keel.batch.sqlite_ledger`, a file under `.keel/`) is the embedded default and `PostgresLedger`
+(`keel.batch.postgres`, `KEEL_DATABASE_URL`) the shared one. Each only connects, runs transactions and stages
+results its own way.
+
+Every write is one transaction, and safe to run again (a shared backend retries one whose connection was lost,
+and its first try may have committed): `mark_submitted` counts an attempt only for items still queued.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -17,7 +22,7 @@ from typing import Any, Protocol
 
 from .._usage import USAGE_FIELDS, Usage
 from .inputs import Item, Reject
-from .jobs import Job, SQLiteJobs
+from .jobs import Connection, Job, SQLJobs
 
 # Item states. "pending": waiting for a batch (new, or to be resubmitted); "queued": in a planned shard;
 # "submitted": in a batch; final: "succeeded", "errored", "canceled", "expired".
@@ -97,82 +102,70 @@ class Ledger(Protocol):
 SCHEMA_VERSION = 2
 """Version 2: usage by cache-write duration (`keel.Usage`'s fields)."""
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    job_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, params TEXT NOT NULL,
-    size INTEGER NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, shard_id INTEGER,
-    result_type TEXT, error_type TEXT, error_message TEXT, stop_reason TEXT, model TEXT,
-    input_tokens INTEGER, output_tokens INTEGER, cache_write_5m_tokens INTEGER, cache_write_1h_tokens INTEGER,
-    cache_read_tokens INTEGER,
-    cost_batch REAL, cost_standard REAL, message TEXT,
-    PRIMARY KEY (job_id, custom_id)
-);
-CREATE INDEX IF NOT EXISTS items_by_line ON items (job_id, line);
-CREATE INDEX IF NOT EXISTS items_by_shard ON items (shard_id);
-CREATE INDEX IF NOT EXISTS items_by_state ON items (job_id, state);
-CREATE TABLE IF NOT EXISTS shards (
-    shard_id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, round INTEGER NOT NULL,
-    state TEXT NOT NULL, batch_id TEXT UNIQUE, requests INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    submit_started_at REAL, submitted_at REAL, ended_at REAL, counts TEXT NOT NULL DEFAULT '{}'
-);
-"""
-
-
-# What a result sets on its item, in `ItemResult` order; `record_results` stages results in a temporary table first.
-_RESULT_COLUMNS = (
-    f"state, result_type, error_type, error_message, stop_reason, model, {', '.join(USAGE_FIELDS)},"
-    " cost_batch, cost_standard, message"
+# What a result sets on its item, in `ItemResult` order; `record_results` stages results in a temporary table first,
+# each with its arrival number (`seq`: a custom_id given twice keeps its last result).
+RESULT_COLUMNS = (
+    "state",
+    "result_type",
+    "error_type",
+    "error_message",
+    "stop_reason",
+    "model",
+    *USAGE_FIELDS,
+    "cost_batch",
+    "cost_standard",
+    "message",
 )
+STAGE = "keel_staged_results"
+_RESULTS = ", ".join(RESULT_COLUMNS)
 _NO_USAGE = (None,) * len(USAGE_FIELDS)
 _usage_values = attrgetter(*USAGE_FIELDS)
-_USAGE_SUMS = ", ".join(f"SUM({name}) AS {name}" for name in USAGE_FIELDS)
-_STAGE = "keel_staged_results"
-_STAGE_PLACES = ", ".join("?" * (1 + len(_RESULT_COLUMNS.split(","))))  # custom_id, then the result columns
+_USAGE_SUMS = ", ".join(f"CAST(SUM({name}) AS BIGINT) AS {name}" for name in USAGE_FIELDS)
+_SHARD_COLUMNS = "shard_id, job_id, round, state, batch_id, requests, bytes, submit_started_at, counts"
 
 
-def _shard(row: sqlite3.Row) -> Shard:
-    return Shard(
-        shard_id=row["shard_id"],
-        job_id=row["job_id"],
-        round=row["round"],
-        state=row["state"],
-        batch_id=row["batch_id"],
-        requests=row["requests"],
-        bytes=row["bytes"],
-        submit_started_at=row["submit_started_at"],
-        counts=json.loads(row["counts"]),
-    )
+def _shard(row: tuple[Any, ...]) -> Shard:
+    shard_id, job_id, round_number, state, batch_id, requests, size, submit_started_at, counts = row
+    return Shard(shard_id, job_id, round_number, state, batch_id, requests, size, submit_started_at, json.loads(counts))
 
 
-class SQLiteLedger(SQLiteJobs):
-    """The embedded ledger: one SQLite file, WAL mode, each write its own committed transaction."""
+class SQLLedger(SQLJobs):
+    """The batch ledger's logic, once for every SQL backend. A subclass says how to run a transaction (`_write`), a
+    read (`_read`) and rows in input order (`_by_line`), and how to stage and apply results (`_stage_results`,
+    `APPLY_RESULTS`)."""
 
-    KIND = "batch ledger"
-    APPLICATION_ID = 0  # as the files of keel versions before the kinds were told apart
-    SCHEMA_VERSION = SCHEMA_VERSION
-    SCHEMA = SCHEMA
     FINAL_STATES = FINAL_STATES
-    RESULT_COLUMNS = ("result_type", "error_type", "error_message", "stop_reason", "message")
+    ROW_COLUMNS = ("result_type", "error_type", "error_message", "stop_reason", "message")
     # still pending at the end: out of attempts (its last result expired); never in a batch: unsent
     STATUS = (
         "CASE WHEN state = 'pending' AND attempts > 0 THEN 'expired' WHEN state IN ('pending', 'queued') THEN 'unsent'"
         " ELSE state END"
     )
 
+    APPLY_RESULTS: str
+    """UPDATE items from the staged results of shard `?` (the last result of each custom_id); its row count is
+    the number of items updated."""
+
+    def _stage_results(self, conn: Connection, rows: Iterator[tuple[Any, ...]]) -> None:
+        """Load `rows` (seq, custom_id, then `RESULT_COLUMNS`) into a temporary table `STAGE` of this transaction."""
+        raise NotImplementedError
+
     # --- shards ----------------------------------------------------------------------------------
 
     def exhaust(self, job_id: str, max_attempts: int) -> None:
         """Pending items out of attempts get their final state: expired ones stay expired, others errored."""
-        with self._tx() as conn:
-            conn.execute(
+        self._write(
+            lambda conn: conn.execute(
                 "UPDATE items SET state = CASE result_type WHEN 'expired' THEN 'expired' ELSE 'errored' END "
                 "WHERE job_id = ? AND state = 'pending' AND attempts >= ?",
                 (job_id, max_attempts),
             )
+        )
 
     def cancel_unsent(self, job_id: str) -> None:
         """A canceled job: items not in a batch yet are canceled, and planned shards dropped."""
-        with self._tx() as conn:
+
+        def body(conn: Connection) -> None:
             conn.execute(
                 "UPDATE items SET state = 'canceled', result_type = 'canceled' "
                 "WHERE job_id = ? AND (state = 'pending' OR (state = 'queued' AND shard_id IN "
@@ -181,9 +174,12 @@ class SQLiteLedger(SQLiteJobs):
             )
             conn.execute("DELETE FROM shards WHERE job_id = ? AND state = 'planned'", (job_id,))
 
+        self._write(body)
+
     def plan_shards(self, job_id: str, max_requests: int, max_bytes: int) -> list[Shard]:
         """Group the pending items, in input order, into new shards under both limits."""
-        with self._tx() as conn:
+
+        def body(conn: Connection) -> None:
             round_row = conn.execute("SELECT COALESCE(MAX(round), 0) + 1 FROM shards WHERE job_id = ?", (job_id,))
             round_number = int(round_row.fetchone()[0])
             # first pass, read-only: the line ranges of the shards; second: assign them
@@ -191,7 +187,7 @@ class SQLiteLedger(SQLiteJobs):
             first = last = count = size = 0
             pending = conn.execute(
                 "SELECT line, size FROM items WHERE job_id = ? AND state = 'pending' ORDER BY line", (job_id,)
-            )
+            ).fetchall()
             for line, item_size in pending:
                 if count and (count >= max_requests or size + item_size > max_bytes):
                     ranges.append((first, last, count, size))
@@ -202,56 +198,69 @@ class SQLiteLedger(SQLiteJobs):
             if count:
                 ranges.append((first, last, count, size))
             for first, last, count, size in ranges:
-                cursor = conn.execute(
-                    "INSERT INTO shards (job_id, round, state, requests, bytes) VALUES (?, ?, 'planned', ?, ?)",
+                (shard_id,) = conn.execute(
+                    "INSERT INTO shards (job_id, round, state, requests, bytes) VALUES (?, ?, 'planned', ?, ?)"
+                    " RETURNING shard_id",
                     (job_id, round_number, count, size),
-                )
+                ).fetchone()
                 conn.execute(
                     "UPDATE items SET state = 'queued', shard_id = ? "
                     "WHERE job_id = ? AND state = 'pending' AND line BETWEEN ? AND ?",
-                    (cursor.lastrowid, job_id, first, last),
+                    (shard_id, job_id, first, last),
                 )
+
+        self._write(body)
         return self.shards(job_id, ("planned",))
 
     def shards(self, job_id: str, states: tuple[str, ...] | None = None) -> list[Shard]:
-        rows = self._conn.execute("SELECT * FROM shards WHERE job_id = ? ORDER BY shard_id", (job_id,)).fetchall()
-        return [_shard(row) for row in rows if states is None or row["state"] in states]
+        sql = f"SELECT {_SHARD_COLUMNS} FROM shards WHERE job_id = ? ORDER BY shard_id"
+        rows = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchall())
+        return [_shard(row) for row in rows if states is None or row[3] in states]
 
     def mark_submitting(self, shard_id: int) -> None:
-        with self._tx() as conn:
-            conn.execute(
+        self._write(
+            lambda conn: conn.execute(
                 "UPDATE shards SET state = 'submitting', submit_started_at = ? WHERE shard_id = ?",
                 (time.time(), shard_id),
             )
+        )
 
     def mark_submitted(self, shard_id: int, batch_id: str) -> None:
-        with self._tx() as conn:
+        def body(conn: Connection) -> None:
             conn.execute(
                 "UPDATE shards SET state = 'submitted', batch_id = ?, submitted_at = ? WHERE shard_id = ?",
                 (batch_id, time.time(), shard_id),
             )
             conn.execute(
-                "UPDATE items SET state = 'submitted', attempts = attempts + 1 WHERE shard_id = ?", (shard_id,)
+                "UPDATE items SET state = 'submitted', attempts = attempts + 1 WHERE shard_id = ? AND state = 'queued'",
+                (shard_id,),
             )
 
+        self._write(body)
+
     def update_counts(self, shard_id: int, counts: dict[str, int], ended: bool) -> None:
-        with self._tx() as conn:
-            conn.execute(
+        self._write(
+            lambda conn: conn.execute(
                 "UPDATE shards SET counts = ?, state = CASE WHEN ? THEN 'ended' ELSE state END, "
                 "ended_at = CASE WHEN ? THEN ? ELSE ended_at END WHERE shard_id = ?",
                 (json.dumps(counts), ended, ended, time.time(), shard_id),
             )
+        )
 
     def known_batch_ids(self) -> set[str]:
-        return {row[0] for row in self._conn.execute("SELECT batch_id FROM shards WHERE batch_id IS NOT NULL")}
+        sql = "SELECT batch_id FROM shards WHERE batch_id IS NOT NULL"
+        return {row[0] for row in self._read(lambda conn: conn.execute(sql).fetchall())}
 
     def shard_body(self, shard_id: int) -> Iterator[bytes]:
         """The create request's JSON body for a shard, in chunks, read from the ledger as it is sent."""
         yield b'{"requests":['
         first = True
         chunk: list[bytes] = []
-        cursor = self._conn.execute("SELECT custom_id, params FROM items WHERE shard_id = ? ORDER BY line", (shard_id,))
-        for custom_id, params in cursor:
+        rows = self._by_line(
+            "SELECT line, custom_id, params FROM items WHERE shard_id = ? AND line > ? ORDER BY line",
+            lambda after: (shard_id, after),
+        )
+        for _, custom_id, params in rows:
             piece = f'{"" if first else ","}{{"custom_id":{json.dumps(custom_id)},"params":{params}}}'
             chunk.append(piece.encode())
             first = False
@@ -263,18 +272,18 @@ class SQLiteLedger(SQLiteJobs):
         yield b"]}"
 
     def shard_custom_ids(self, shard_id: int) -> set[str]:
-        return {row[0] for row in self._conn.execute("SELECT custom_id FROM items WHERE shard_id = ?", (shard_id,))}
+        sql = "SELECT custom_id FROM items WHERE shard_id = ?"
+        return {row[0] for row in self._read(lambda conn: conn.execute(sql, (shard_id,)).fetchall())}
 
     def shard_params(self, shard_id: int) -> Iterator[str]:
-        """The params JSON of each of a shard's requests."""
-        return (row[0] for row in self._conn.execute("SELECT params FROM items WHERE shard_id = ?", (shard_id,)))
+        """The params JSON of each of a shard's requests, streamed."""
+        sql = "SELECT line, params FROM items WHERE shard_id = ? AND line > ? ORDER BY line"
+        return (params for _, params in self._by_line(sql, lambda after: (shard_id, after)))
 
     def shard_cost(self, shard_id: int) -> float:
         """What a shard's succeeded requests cost at batch prices."""
-        row = self._conn.execute(
-            "SELECT COALESCE(SUM(cost_batch), 0) FROM items WHERE shard_id = ? AND state = 'succeeded'", (shard_id,)
-        ).fetchone()
-        return float(row[0])
+        sql = "SELECT COALESCE(SUM(cost_batch), 0) FROM items WHERE shard_id = ? AND state = 'succeeded'"
+        return float(self._read(lambda conn: conn.execute(sql, (shard_id,)).fetchone())[0])
 
     def record_results(self, shard_id: int, outcomes: Iterable[ItemResult]) -> int:
         """Store a shard's results in one transaction (a kill mid-download leaves the shard to download again);
@@ -284,59 +293,56 @@ class SQLiteLedger(SQLiteJobs):
         table (a random page per result, far more pages than the cache holds, so each goes to the WAL again and
         again); instead they are appended to a temporary table, then applied in one pass over the shard's items
         in table order. A custom_id given twice keeps its last result; one that is not in the shard raises
-        `LookupError` (the first such, in arrival order) and nothing is stored.
+        `LookupError` (the first such, in arrival order) and nothing is stored. `outcomes` is read once: a connection
+        lost while storing raises `StoreUnavailable` at once (the runner then downloads the shard again).
         """
-        with self._tx() as conn:
-            conn.execute(f"DROP TABLE IF EXISTS temp.{_STAGE}")  # rolled back with a failed call; to be sure
-            conn.execute(f"CREATE TABLE temp.{_STAGE} (custom_id TEXT NOT NULL, {_RESULT_COLUMNS})")
-            stored = 0
+        stored = 0
 
-            def staged() -> Iterator[tuple[Any, ...]]:
-                nonlocal stored
-                for o in outcomes:
-                    yield (
-                        o.custom_id,
-                        o.state,
-                        o.result_type,
-                        o.error_type,
-                        o.error_message,
-                        o.stop_reason,
-                        o.model,
-                        *(_NO_USAGE if o.usage is None else _usage_values(o.usage)),
-                        o.cost_batch,
-                        o.cost_standard,
-                        o.message_json,
-                    )
-                    stored += 1
+        def staged() -> Iterator[tuple[Any, ...]]:
+            nonlocal stored
+            for o in outcomes:
+                stored += 1
+                yield (
+                    stored,
+                    o.custom_id,
+                    o.state,
+                    o.result_type,
+                    o.error_type,
+                    o.error_message,
+                    o.stop_reason,
+                    o.model,
+                    *(_NO_USAGE if o.usage is None else _usage_values(o.usage)),
+                    o.cost_batch,
+                    o.cost_standard,
+                    o.message_json,
+                )
 
-            conn.executemany(f"INSERT INTO temp.{_STAGE} VALUES ({_STAGE_PLACES})", staged())
-            conn.execute(f"CREATE INDEX temp.{_STAGE}_ids ON {_STAGE} (custom_id)")
-            updated = conn.execute(
-                f"UPDATE items SET ({_RESULT_COLUMNS}) = (SELECT {_RESULT_COLUMNS} FROM temp.{_STAGE} AS staged"
-                " WHERE staged.custom_id = items.custom_id ORDER BY staged.rowid DESC LIMIT 1)"
-                f" WHERE shard_id = ? AND custom_id IN (SELECT custom_id FROM temp.{_STAGE})",
-                (shard_id,),
-            ).rowcount
-            distinct = conn.execute(f"SELECT COUNT(DISTINCT custom_id) FROM temp.{_STAGE}").fetchone()[0]
+        def body(conn: Connection) -> None:
+            self._stage_results(conn, staged())
+            updated = conn.execute(self.APPLY_RESULTS, (shard_id,)).rowcount
+            distinct = conn.execute(f"SELECT COUNT(DISTINCT custom_id) FROM {STAGE}").fetchone()[0]
             if updated != distinct:
                 foreign = conn.execute(
-                    f"SELECT custom_id FROM temp.{_STAGE} AS staged WHERE NOT EXISTS (SELECT 1 FROM items"
+                    f"SELECT custom_id FROM {STAGE} AS staged WHERE NOT EXISTS (SELECT 1 FROM items"
                     " WHERE items.job_id = (SELECT job_id FROM shards WHERE shard_id = ?)"
-                    " AND items.custom_id = staged.custom_id AND items.shard_id = ?) ORDER BY staged.rowid LIMIT 1",
+                    " AND items.custom_id = staged.custom_id AND items.shard_id = ?) ORDER BY staged.seq LIMIT 1",
                     (shard_id, shard_id),
                 ).fetchone()
                 raise LookupError(f"result for custom_id {foreign[0]!r} does not belong to shard {shard_id}")
-            conn.execute(f"DROP TABLE temp.{_STAGE}")
+            conn.execute(f"DROP TABLE {STAGE}")
             conn.execute("UPDATE shards SET state = 'collected' WHERE shard_id = ?", (shard_id,))
+
+        self._write(body, again=False)
         return stored
 
     # --- reading back ----------------------------------------------------------------------------
 
     def usage_by_model(self, job_id: str) -> list[dict[str, Any]]:
-        rows = self._conn.execute(
+        names = ("model", "requests", *USAGE_FIELDS, "cost_batch", "cost_standard", "priced")
+        sql = (
             f"SELECT model, COUNT(*) AS requests, {_USAGE_SUMS}, SUM(cost_batch) AS cost_batch,"
             " SUM(cost_standard) AS cost_standard, COUNT(cost_batch) AS priced"
-            " FROM items WHERE job_id = ? AND state = 'succeeded' GROUP BY model ORDER BY model",
-            (job_id,),
+            " FROM items WHERE job_id = ? AND state = 'succeeded' GROUP BY model ORDER BY model"
         )
-        return [dict(row) for row in rows]
+        rows = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchall())
+        return [dict(zip(names, row, strict=True)) for row in rows]

@@ -10,6 +10,7 @@ with the candidates and the command that settles it.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,15 +24,18 @@ from anthropic.types.messages import MessageBatch
 from .._budget import Budget, CostEstimate, Hold
 from .._client import Client
 from .._error_map import classify
-from .._exceptions import AmbiguousSubmission, BudgetExceeded, ForeignResults
+from .._exceptions import AmbiguousSubmission, BudgetExceeded, ForeignResults, StoreUnavailable
 from .._pricing import PriceTable, load_prices
 from .._usage import Usage
-from .inputs import Defaults, input_digest, read_items
+from .inputs import Defaults, Item, Reject, input_digest, read_items
 from .jobs import estimate_left
 from .ledger import ItemResult, Ledger, Shard
 from .outputs import write_results
 
+logger = logging.getLogger("keel.batch")
+
 MAX_BATCH_REQUESTS = 100_000
+COLLECT_TRIES = 3  # downloads of one shard's results when the ledger is lost while storing them
 MAX_BATCH_BYTES = 256 * 1024 * 1024
 RECONCILE_SKEW_SECONDS = 300.0
 _PRICED_USAGES = 4096  # distinct (model, usage) pairs whose costs are kept while collecting results
@@ -158,8 +162,7 @@ class BatchRunner:
             job_id, str(input_path.resolve()), self.options.fingerprint()
         )
         if job.status == "new":
-            lines = read_items(input_path, self.options.defaults, self.options.shard_bytes, self.ledger)
-            self.ledger.add_inputs(job_id, lines)
+            self.ledger.add_inputs(job_id, _Inputs(input_path, self.options.defaults, self.options.shard_bytes, self))
         if job.status in ("new", "stopped"):
             self.ledger.set_job_status(job_id, "running")
         try:
@@ -304,7 +307,18 @@ class BatchRunner:
     # --- results ---------------------------------------------------------------------------------------
 
     def collect(self, shard: Shard) -> None:
-        """Download a shard's results (streamed), classify each, store them in one transaction."""
+        """Download a shard's results (streamed), classify each, store them in one transaction. A shared ledger
+        lost while storing them (nothing stored: the transaction rolled back) gets them downloaded again, up to
+        `COLLECT_TRIES` times in all."""
+        for tries_left in range(COLLECT_TRIES - 1, -1, -1):
+            try:
+                return self._collect(shard)
+            except StoreUnavailable as lost:
+                if not tries_left:
+                    raise
+                logger.warning("%s; shard %d's results were not stored: downloading them again", lost, shard.shard_id)
+
+    def _collect(self, shard: Shard) -> None:
         assert shard.batch_id is not None
         batch_id = shard.batch_id
         ids = {custom_id: n for n, custom_id in enumerate(self.ledger.shard_custom_ids(shard.shard_id))}
@@ -445,6 +459,17 @@ class _ShardIds:
     def unseen(self) -> Iterator[str]:
         """The ids not seen."""
         return (custom_id for custom_id, number in self.ids.items() if not self.seen[number])
+
+
+class _Inputs:
+    """A job's input lines, read afresh from the file each time they are iterated: a shared ledger that lost its
+    connection while recording them can then record them all again."""
+
+    def __init__(self, path: Path, defaults: Defaults, max_bytes: int, runner: BatchRunner) -> None:
+        self.path, self.defaults, self.max_bytes, self.runner = path, defaults, max_bytes, runner
+
+    def __iter__(self) -> Iterator[Item | Reject]:
+        return read_items(self.path, self.defaults, self.max_bytes, self.runner.ledger)
 
 
 class _Body:

@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from operator import attrgetter
+from typing import Any
 
 import anthropic
 
@@ -18,9 +19,12 @@ from .._call import Reply
 from .._exceptions import CallFailed
 from .._usage import USAGE_FIELDS, Usage
 from ..batch.inputs import Item
-from ..batch.jobs import SQLiteJobs
+from ..batch.jobs import Connection, SQLJobs
+from ..batch.sqlite_ledger import JOB_TABLES, SQLiteBackend
 
-SCHEMA = """
+SCHEMA = (
+    JOB_TABLES
+    + """
 CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, params TEXT NOT NULL,
     size INTEGER NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, request_id TEXT,
@@ -33,6 +37,7 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_by_line ON items (job_id, line);
 CREATE INDEX IF NOT EXISTS items_by_state ON items (job_id, state);
 """
+)
 
 _USAGE_SETS = ", ".join(f"{name} = ?" for name in USAGE_FIELDS)
 _DONE = (
@@ -41,6 +46,10 @@ _DONE = (
 )
 _usage_values = attrgetter(*USAGE_FIELDS)
 _USAGE_SUMS = ", ".join(f"COALESCE(SUM({name}), 0)" for name in USAGE_FIELDS)
+_TOTALS = (
+    "SELECT COUNT(*), COALESCE(SUM(state IN ('succeeded', 'errored')), 0), COALESCE(SUM(state = 'errored'), 0),"
+    f" {_USAGE_SUMS}, COALESCE(SUM(cost), 0) + COALESCE(SUM(unseen_cost), 0) FROM items WHERE job_id = ?"
+)
 # how a reply's message is stored: compact ASCII JSON, as the batch ledger stores a result's
 _COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
@@ -65,7 +74,7 @@ class RunTotals:
     cost_usd: float
 
 
-class RunLedger(SQLiteJobs):
+class RunLedger(SQLiteBackend, SQLJobs):
     """The ledger of `keel run` jobs: one SQLite file (`runs.sqlite3` under `.keel/` or `$KEEL_HOME`)."""
 
     KIND = "run ledger"
@@ -73,17 +82,18 @@ class RunLedger(SQLiteJobs):
     SCHEMA_VERSION = 1
     SCHEMA = SCHEMA
     FINAL_STATES = ("succeeded", "errored")  # the others: pending, sending
-    RESULT_COLUMNS = ("request_id", "error_type", "error_message", "stop_reason", "message")
+    ROW_COLUMNS = ("request_id", "error_type", "error_message", "stop_reason", "message")
     STATUS = "CASE WHEN state IN ('pending', 'sending') THEN 'unsent' ELSE state END"
 
     def mark_sending(self, job_id: str, custom_id: str) -> None:
         """Recorded before the request is sent."""
-        with self._tx() as conn:
-            conn.execute(
+        self._write(
+            lambda conn: conn.execute(
                 "UPDATE items SET state = 'sending', attempts = attempts + 1, sent_at = ? "
                 "WHERE job_id = ? AND custom_id = ?",
                 (time.time(), job_id, custom_id),
             )
+        )
 
     def record_reply(self, job_id: str, custom_id: str, reply: Reply) -> None:
         message = reply.message
@@ -134,34 +144,32 @@ class RunLedger(SQLiteJobs):
         message: str | None,
     ) -> None:
         values = (state, request_id, error_type, error_message, stop_reason, model, *_usage_values(usage), cost)
-        with self._tx() as conn:
-            conn.execute(
+        self._write(
+            lambda conn: conn.execute(
                 f"UPDATE items SET {_DONE} WHERE job_id = ? AND custom_id = ?",
                 (*values, message, time.time(), job_id, custom_id),
             )
+        )
 
     def interrupted(self, job_id: str) -> list[Item]:
         """The items left "sending": a run was killed with their requests in flight."""
-        rows = self._conn.execute(
-            "SELECT line, custom_id, params FROM items WHERE job_id = ? AND state = 'sending' ORDER BY line",
-            (job_id,),
-        )
+        sql = "SELECT line, custom_id, params FROM items WHERE job_id = ? AND state = 'sending' ORDER BY line"
+        rows = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchall())
         return [Item(row[0], row[1], row[2]) for row in rows]
 
     def requeue(self, job_id: str, custom_id: str, unseen_usd: float) -> None:
         """An interrupted item goes back to pending, what its lost request may have cost counted as spent."""
-        with self._tx() as conn:
-            conn.execute(
+        self._write(
+            lambda conn: conn.execute(
                 "UPDATE items SET state = 'pending', unseen_cost = unseen_cost + ? "
                 "WHERE job_id = ? AND custom_id = ? AND state = 'sending'",
                 (unseen_usd, job_id, custom_id),
             )
+        )
 
     def totals(self, job_id: str) -> RunTotals:
-        row = self._conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(state IN ('succeeded', 'errored')), 0), COALESCE(SUM(state = 'errored'), 0),"
-            f" {_USAGE_SUMS}, COALESCE(SUM(cost), 0) + COALESCE(SUM(unseen_cost), 0) FROM items WHERE job_id = ?",
-            (job_id,),
-        ).fetchone()
-        requests, done, errored, *usage, cost = row
+        def body(conn: Connection) -> tuple[Any, ...]:
+            return tuple(conn.execute(_TOTALS, (job_id,)).fetchone())
+
+        requests, done, errored, *usage, cost = self._read(body)
         return RunTotals(requests, done, errored, Usage(*usage), cost)

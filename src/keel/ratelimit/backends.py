@@ -8,7 +8,6 @@ rest (deciding what to ask, and waiting). Everything a backend stores per bucket
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Literal, Protocol
@@ -72,15 +71,18 @@ class LocalBackend:
 def connect_backend(
     url: str | None = None, *, fallback: Literal["local"] | None = None, prefix: str | None = None
 ) -> Backend:
-    """The backend for `url`, else `$KEEL_REDIS_URL`: a `RedisBackend` when either is set (every process
-    connecting with the same URL and limiter name then shares one budget), a `LocalBackend` when neither is.
+    """The backend for `url`, else the configured Redis (`$KEEL_REDIS_URL`, or `redis_url` in keel.toml: see
+    `keel.config`): a `RedisBackend` when either is set (every process connecting with the same URL and limiter
+    name then shares one budget), a `LocalBackend` when neither is.
 
     Redis unreachable: `LimiterUnavailable` naming the URL without its password, unless `fallback="local"`, which
     logs a warning and returns a `LocalBackend` (per-process limits: N processes may then send N times the
     budget). That choice is made here, at start, only: a Redis lost mid-run makes the limiter wait, never fall
     back. `prefix` is the Redis key prefix (default `keel:ratelimit`).
     """
-    url = url or os.environ.get(REDIS_URL_ENV)
+    from ..config import load_settings
+
+    url = url or load_settings().redis_url
     if not url:
         return LocalBackend()
     from .redis_backend import DEFAULT_PREFIX, RedisBackend  # the optional `redis` extra

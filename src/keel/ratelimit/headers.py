@@ -9,11 +9,10 @@ The combined `anthropic-ratelimit-tokens-*` headers are not read either: the inp
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+
+from .._retrying import retry_after_seconds
 
 __all__ = ["ServerReport", "read_headers"]
 
@@ -34,7 +33,7 @@ class ServerReport:
 def read_headers(headers: Mapping[str, str]) -> ServerReport:
     """Read a response's headers (any mapping; names in any case, as `httpx.Headers` or a plain dict)."""
     named = {name.lower(): value for name, value in headers.items()}
-    return ServerReport(_per_bucket(named, "limit"), _per_bucket(named, "remaining"), _retry_after(named))
+    return ServerReport(_per_bucket(named, "limit"), _per_bucket(named, "remaining"), retry_after_seconds(named))
 
 
 def _per_bucket(headers: Mapping[str, str], field: str) -> _Triple:
@@ -48,21 +47,3 @@ def _count(headers: Mapping[str, str], name: str) -> int | None:
     except (KeyError, ValueError):
         return None
     return value if value >= 0 else None
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to hold off, as the SDK reads them: `retry-after-ms`, else `retry-after` as seconds or a date."""
-    try:
-        seconds = float(headers["retry-after-ms"]) / 1000
-    except (KeyError, ValueError):
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            seconds = float(value)
-        except ValueError:
-            try:
-                seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
-            except (TypeError, ValueError):
-                return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None

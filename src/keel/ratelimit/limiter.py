@@ -83,7 +83,8 @@ class RateLimiter:
     `KEEL_REDIS_URL` is set. `name` keys the budget in the backend: give every limiter drawing on one API key's
     limits the same name (a label such as a workspace's; never the key itself, which would then sit in Redis).
     While a reservation does not fit, `acquire` sleeps until it should, but at most `poll_interval` seconds at a
-    time, to notice refunds made meanwhile by other limiters.
+    time, to notice refunds made meanwhile by other limiters. `window` is the period of the limits the server's
+    headers state: a minute for the API (a test against an emulator whose clock runs faster shortens it).
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class RateLimiter:
         adaptation: Adaptation | None = None,
         classify: Callable[[str], str] = model_class,
         poll_interval: float = 0.5,
+        window: float = API_WINDOW,
     ) -> None:
         if name.startswith("sk-ant-"):
             raise ValueError("the limiter's name is stored in the backend in clear: use a label, not the API key")
@@ -103,6 +105,7 @@ class RateLimiter:
         self.name = name
         self.adaptation = adaptation or Adaptation()
         self.poll_interval = poll_interval
+        self.window = window
         self._classify = classify
         self._default = limits.spec()
         self._specs = {klass: class_limits.spec() for klass, class_limits in (per_class or {}).items()}
@@ -224,7 +227,7 @@ class RateLimiter:
         klass = self._classify(model)
         report = read_headers(headers)
         with self._lock:
-            spec = self._specs[klass] = self._spec(klass).learned(report.limits, API_WINDOW)
+            spec = self._specs[klass] = self._spec(klass).learned(report.limits, self.window)
         adaptation = self.adaptation
         throttled = status in adaptation.throttle_statuses
         op = BucketOp(
