@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from typer.testing import CliRunner, Result
 
 from keel import Client
 from keel.batch import BatchRunner, Ledger, RunnerOptions, SQLLedger
@@ -41,3 +44,23 @@ def runner(emu: Emulator, ledger: Ledger, **options: Any) -> BatchRunner:
     opts = RunnerOptions(defaults=defaults, poll_min=0.0, poll_max=0.0, **options)
     keel = Client(client(emu, _strict_response_validation=True), policy="background")
     return BatchRunner(keel, ledger, opts, sleep=lambda _: emu.batches.advance(3600))
+
+
+def invoke(*args: str, clock: Emulator | None = None) -> Result:
+    """The `keel` command, in-process; with `clock`, the emulator's batch clock moves an hour every few milliseconds
+    meanwhile."""
+    from keel.cli import app
+
+    stop = threading.Event()
+
+    def tick() -> None:
+        while clock is not None and not stop.wait(0.005):
+            clock.batches.advance(3600)
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        return CliRunner().invoke(app, list(args))
+    finally:
+        stop.set()
+        ticker.join()

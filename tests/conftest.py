@@ -11,7 +11,8 @@ import pytest
 from pg_helpers import schema_url
 
 from keel.batch import SQLiteLedger, SQLLedger
-from keel.emulator import Emulator, client
+from keel.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig, client
+from keel.emulator.server import BackgroundServer
 
 
 @pytest.fixture(params=["in-process", "loopback"])
@@ -52,3 +53,16 @@ def ledgers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable
         yield open_ledger
         for ledger in opened:
             ledger.close()
+
+
+@pytest.fixture
+def served_emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    """An emulator over loopback (its batch clock still: tests move it), and the environment a user's shell gives the
+    `keel` command: ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY, and KEEL_HOME under the test's folder."""
+    emulator = Emulator(EmulatorConfig(batch_speed=0))
+    with BackgroundServer(emulator) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", DEFAULT_API_KEY)
+        monkeypatch.setenv("KEEL_HOME", str(tmp_path / "home"))
+        monkeypatch.delenv("KEEL_DATABASE_URL", raising=False)
+        yield emulator

@@ -3,52 +3,36 @@ environment, as a user's shell would), with the default SQLite ledger and with `
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from batch_helpers import prompts, read_jsonl, write_lines
+from batch_helpers import invoke, prompts, read_jsonl, write_lines
 from pg_helpers import schema_url
 from typer.testing import CliRunner
 
 from keel.batch import open_ledger
 from keel.cli import app
-from keel.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig
-from keel.emulator.server import BackgroundServer
+from keel.emulator import Emulator
 
 runner = CliRunner()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def emulator(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    emu = Emulator(EmulatorConfig(batch_speed=0))  # time moves only when a test advances it
-    with ExitStack() as stack, BackgroundServer(emu) as server:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", DEFAULT_API_KEY)
-        monkeypatch.setenv("KEEL_HOME", str(tmp_path / "home"))
-        monkeypatch.delenv("KEEL_DATABASE_URL", raising=False)
+def emulator(
+    request: pytest.FixtureRequest, served_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Emulator]:
+    """The served emulator, with the default SQLite ledger or with `KEEL_DATABASE_URL`'s PostgreSQL."""
+    with ExitStack() as stack:
         if request.param == "postgres":
             monkeypatch.setenv("KEEL_DATABASE_URL", stack.enter_context(schema_url()))
-        yield emu
+        yield served_emulator
 
 
 def run(*args: str, clock: Emulator | None = None) -> str:
-    """Invoke the CLI; with `clock`, the batch clock moves an hour every few milliseconds meanwhile."""
-    stop = threading.Event()
-
-    def tick() -> None:
-        while clock is not None and not stop.wait(0.005):
-            clock.batches.advance(3600)
-
-    ticker = threading.Thread(target=tick, daemon=True)
-    ticker.start()
-    try:
-        result = runner.invoke(app, list(args))
-    finally:
-        stop.set()
-        ticker.join()
+    """Invoke the CLI, which must succeed; with `clock`, the batch clock moves meanwhile."""
+    result = invoke(*args, clock=clock)
     assert result.exit_code == 0, result.output
     return result.output
 

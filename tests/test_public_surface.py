@@ -14,6 +14,7 @@ import pytest
 
 import keel
 import keel.batch
+import keel.bulk
 import keel.ratelimit
 import keel.tools
 
@@ -59,7 +60,7 @@ def test_sync_and_async_twins_have_the_same_methods_and_signatures(sync: type, a
 
 EXPORTS = [
     getattr(module, name)
-    for module in (keel, keel.tools, keel.batch, keel.ratelimit)
+    for module in (keel, keel.tools, keel.batch, keel.bulk, keel.ratelimit)
     for name in module.__all__
     if name != "__version__"
 ]

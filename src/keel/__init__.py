@@ -10,17 +10,21 @@ This module is keel's public surface, by concept:
 - exceptions, all under `KeelError`: `CallFailed`, `Refused`, `StreamInterrupted`, `DeadlineExceeded`,
   `PriceDataError`, the at-most-once tool errors (`AtMostOnceError` ...), the batch runner's
   (`AmbiguousSubmission`, `ForeignResults`), the shared stores' (`StoreUnavailable`, `ConfigError`), the rate
-  limiter's (`LimiterError`: `LimitExceedsCapacity`, `AcquireTimeout`, `LimiterUnavailable`);
+  limiter's (`LimiterError`: `LimitExceedsCapacity`, `AcquireTimeout`, `LimiterUnavailable`), budgets'
+  (`BudgetExceeded`, `UnpricedModel`);
 - records: `AttemptRecord`, `CallRecord`, `Usage`, `Recorder`, `JsonlSink`, `DeferredCallRecord`, `JsonFormatter`,
   `read_records`;
-- prices: `PriceTable`, `ModelPrice`, `CostBreakdown`, `load_prices`.
+- prices: `PriceTable`, `ModelPrice`, `CostBreakdown`, `load_prices`;
+- budgets: `Budget`, `Hold`, `CostEstimate`, `estimate_cost`.
 
-Beside it: `keel.tools` (at-most-once tools), `keel.batch` (the Message Batches runner), `keel.ratelimit`
-(the client-side rate limiter), `keel.emulator`
-(the local emulator of the API, not imported by `import keel`) and `keel.testing` (its pytest plugin).
+Beside it: `keel.tools` (at-most-once tools), `keel.batch` (the Message Batches runner), `keel.bulk` (bulk
+real-time runs: `keel run`; `AsyncClient.map` is on the client), `keel.ratelimit` (the client-side rate limiter),
+`keel.emulator` (the local emulator of the API, not imported by `import keel`) and `keel.testing` (its pytest
+plugin).
 Modules whose names start with `_` are internal and may change.
 """
 
+from keel._budget import Budget, CostEstimate, Hold, estimate_cost
 from keel._call import Reply
 from keel._client import AsyncClient, Client
 from keel._error_map import ERROR_TABLE, Action, ErrorClass, classify, classify_exception
@@ -28,6 +32,7 @@ from keel._exceptions import (
     AcquireTimeout,
     AmbiguousSubmission,
     AtMostOnceError,
+    BudgetExceeded,
     CallFailed,
     ConfigError,
     DeadlineExceeded,
@@ -44,6 +49,7 @@ from keel._exceptions import (
     ToolReplayedError,
     ToolResultNotSerializable,
     ToolWaitTimeout,
+    UnpricedModel,
 )
 from keel._modes import Mode, ModeChoice, choose_mode
 from keel._pricing import CostBreakdown, ModelPrice, PriceTable, load_prices
@@ -86,17 +92,21 @@ __all__ = [
     "AsyncResilientStream",
     "AtMostOnceError",
     "AttemptRecord",
+    "Budget",
+    "BudgetExceeded",
     "CallFailed",
     "CallRecord",
     "Client",
     "ConfigError",
     "ContextWindowExceeded",
     "CostBreakdown",
+    "CostEstimate",
     "DeadlineExceeded",
     "DeferredCallRecord",
     "EndTurn",
     "ErrorClass",
     "ForeignResults",
+    "Hold",
     "Interrupted",
     "JsonFormatter",
     "JsonlSink",
@@ -127,11 +137,13 @@ __all__ = [
     "ToolUse",
     "ToolWaitTimeout",
     "UnknownStop",
+    "UnpricedModel",
     "Usage",
     "__version__",
     "choose_mode",
     "classify",
     "classify_exception",
+    "estimate_cost",
     "load_prices",
     "outcome_of",
     "read_records",

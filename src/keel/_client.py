@@ -14,10 +14,10 @@ own retry loop makes the HTTP attempts, each seen by keel's middleware; the call
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 import anthropic
 from anthropic.types import Message
@@ -32,6 +32,10 @@ from ._records import Recorder
 from ._retrying import INTERACTIVE, RetryPolicy, background_rounds
 from ._streaming import AsyncResilientStream, OnInterrupt, ResilientStream
 from .ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from ._budget import Budget
+    from .bulk import Result
 
 T = TypeVar("T")
 SDK = TypeVar("SDK", anthropic.Anthropic, anthropic.AsyncAnthropic)
@@ -129,6 +133,20 @@ class Client(_ClientBase[anthropic.Anthropic]):
             result = fn(sdk) if rounds is None else Retrying(**rounds)(fn, sdk)
         call.finished()
         return result
+
+    def map(
+        self,
+        requests: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+        policy: str | RetryPolicy = "background",
+        budget: Budget | float | None = None,
+    ) -> Iterator[Result[Mapping[str, Any]]]:
+        """Each request as `messages.create(**params)`, `concurrency` at a time, within `budget` (USD or a `Budget`);
+        a `keel.bulk.Result` each, in input order. See `keel.bulk`."""
+        from .bulk.engine import map_sync
+
+        return map_sync(self, requests, concurrency=concurrency, policy=policy, budget=budget)
 
     def close(self) -> None:
         self.sdk.close()
@@ -234,6 +252,20 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
             result: T = await fn(sdk) if rounds is None else await AsyncRetrying(**rounds)(fn, sdk)
         call.finished()
         return result
+
+    def map(
+        self,
+        requests: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+        policy: str | RetryPolicy = "background",
+        budget: Budget | float | None = None,
+    ) -> AsyncIterator[Result[Mapping[str, Any]]]:
+        """Each request as `messages.create(**params)`, `concurrency` at a time, within `budget` (USD or a `Budget`);
+        a `keel.bulk.Result` each, in input order. See `keel.bulk`."""
+        from .bulk.engine import map_async
+
+        return map_async(self, requests, concurrency=concurrency, policy=policy, budget=budget)
 
     async def close(self) -> None:
         await self.sdk.close()

@@ -15,10 +15,12 @@
     ├── ConfigError (ValueError)             keel.toml or a store URL that cannot be used
     ├── AmbiguousSubmission (RuntimeError)   keel.batch: a lost create response matches several batches
     ├── ForeignResults (RuntimeError)        keel.batch: an adopted batch holds other custom_ids
-    └── LimiterError               keel.ratelimit: the request was not sent
-        ├── LimitExceedsCapacity (ValueError)    a reservation no bucket could ever hold
-        ├── AcquireTimeout (TimeoutError)        no room in the buckets within the timeout
-        └── LimiterUnavailable (ConnectionError) the shared store cannot be reached
+    ├── LimiterError               keel.ratelimit: the request was not sent
+    │   ├── LimitExceedsCapacity (ValueError)    a reservation no bucket could ever hold
+    │   ├── AcquireTimeout (TimeoutError)        no room in the buckets within the timeout
+    │   └── LimiterUnavailable (ConnectionError) the shared store cannot be reached
+    ├── BudgetExceeded             a job stopped: its next request could pass its budget
+    └── UnpricedModel (LookupError)          a budget cannot bound the cost of a model without a price
 
 Errors of the emulator (`keel.emulator`), which depends on nothing else in keel, are its own.
 
@@ -357,6 +359,46 @@ class LimiterUnavailable(LimiterError, ConnectionError):
 LimitExceedsCapacity.error_class = OVER_RATE_LIMIT
 AcquireTimeout.error_class = PACING_TIMEOUT
 LimiterUnavailable.error_class = LIMITER_UNAVAILABLE
+
+
+class BudgetExceeded(KeelError):
+    """A job stopped because its next request could pass its budget: the cost so far plus that request's worst
+    case (estimated input + `max_tokens`) is over the ceiling. The calls in flight finished first; run the job
+    again with a higher budget to carry on where it stopped.
+
+    Attributes:
+        limit_usd: the budget.
+        spent_usd: what the job has spent (earlier runs of it included).
+        left_usd: the budget less what was spent.
+        next_usd: the worst case of the request that was not sent.
+    """
+
+    def __init__(self, limit_usd: float, spent_usd: float, next_usd: float) -> None:
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.left_usd = limit_usd - spent_usd
+        self.next_usd = next_usd
+        super().__init__(
+            f"stopped at the budget of ${limit_usd:,.6f}: ${spent_usd:,.6f} spent, ${self.left_usd:,.6f} left, and the "
+            f"next request could cost up to ${next_usd:,.6f}; run again with a higher budget to carry on"
+        )
+
+
+class UnpricedModel(KeelError, LookupError):
+    """A budget (or a cost estimate) met a model that keel's price table does not know, so it cannot bound what
+    the request costs. Add the model's prices (`KEEL_PRICES_FILE`, `load_prices(overrides=...)`), or run without
+    a budget.
+
+    Attributes:
+        model: the model id.
+    """
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"no price for model {model!r}, so a budget cannot bound its cost: add its prices (KEEL_PRICES_FILE or "
+            "load_prices(overrides=...)) or run without a budget"
+        )
 
 
 class BrokeBeforeContent(Exception):

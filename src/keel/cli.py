@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from keel.batch.cli import batch_app
+from keel.bulk.cli import run as run_command
 from keel.emulator import (
     DEFAULT_API_KEY,
     Emulator,
@@ -30,6 +31,7 @@ app = typer.Typer(help="keel: production habits for the Claude Messages API.", n
 emulator_app = typer.Typer(help="The local emulator of the Claude API.", no_args_is_help=True)
 app.add_typer(emulator_app, name="emulator")
 app.add_typer(batch_app, name="batch")
+app.command("run")(run_command)
 
 
 @app.command()

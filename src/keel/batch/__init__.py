@@ -8,8 +8,9 @@ from .._exceptions import AmbiguousSubmission, ForeignResults
 from .backends import open_ledger
 from .costs import ModelCost, cost_line, cost_report
 from .inputs import Defaults, Item, Reject, read_items
-from .ledger import Job, Ledger, Shard, SQLLedger
-from .runner import BatchRunner, Progress, RunnerOptions, job_id_for
+from .jobs import Job
+from .ledger import Ledger, Shard, SQLLedger
+from .runner import BatchRunner, Progress, RunnerOptions, job_id_for, preflight, spent_usd
 from .sqlite_ledger import SQLiteLedger
 
 __all__ = [
@@ -31,5 +32,7 @@ __all__ = [
     "cost_report",
     "job_id_for",
     "open_ledger",
+    "preflight",
     "read_items",
+    "spent_usd",
 ]

@@ -9,7 +9,7 @@ from ..stores.home import ensure_home, keel_home
 from .ledger import SQLLedger
 from .sqlite_ledger import SQLiteLedger
 
-__all__ = ["DEFAULT_FILENAME", "open_ledger"]
+__all__ = ["DEFAULT_FILENAME", "existing_ledger", "open_ledger"]
 
 DEFAULT_FILENAME = "batches.sqlite3"
 
@@ -28,3 +28,13 @@ def open_ledger(path: Path | None = None) -> SQLLedger:
     home = keel_home()
     ensure_home(home)
     return SQLiteLedger(home / DEFAULT_FILENAME)
+
+
+def existing_ledger(path: Path | None = None) -> SQLLedger | None:
+    """The ledger `open_ledger(path)` would open, if there is one already: a SQLite file is not created (a dry run
+    writes nothing), None when it does not exist; a configured PostgreSQL is opened."""
+    if path is None and not load_settings().database_url:
+        path = keel_home() / DEFAULT_FILENAME
+    if path is not None and not path.exists():
+        return None
+    return open_ledger(path)

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
+import anthropic
 import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .. import _jobcli as jobcli
 from .._client import Client
-from .._exceptions import AmbiguousSubmission, CallFailed, ConfigError, ForeignResults, StoreUnavailable
-from .backends import open_ledger
+from .._exceptions import (
+    AmbiguousSubmission,
+    BudgetExceeded,
+    CallFailed,
+    ConfigError,
+    ForeignResults,
+    StoreUnavailable,
+)
+from .backends import existing_ledger, open_ledger
 from .costs import cost_line, cost_report
 from .inputs import Defaults
 from .ledger import SQLLedger
-from .runner import BatchRunner, Progress, RunnerOptions
+from .runner import BatchRunner, Progress, RunnerOptions, job_id_for, preflight, spent_usd
 
 batch_app = typer.Typer(help="Durable, resumable Message Batches.", no_args_is_help=True)
 console = Console()
+L = TypeVar("L")
 LedgerOption = Annotated[
     Path | None,
     typer.Option(
@@ -31,8 +42,13 @@ LedgerOption = Annotated[
 
 
 def _ledger(path: Path | None) -> SQLLedger:
+    return _reached(open_ledger, path)
+
+
+def _reached(opener: Callable[[Path | None], L], path: Path | None) -> L:
+    """`opener(path)`; a ledger that cannot be reached (or configured) is one line and exit 2."""
     try:
-        return open_ledger(path)
+        return opener(path)
     except (StoreUnavailable, ConfigError) as err:
         console.print(f"[red]keel batch: {err}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -58,6 +74,14 @@ def _progress_table(progress: Progress) -> Table:
     return table
 
 
+def _preflight(input: Path, options: RunnerOptions, path: Path | None) -> None:
+    """Print what the requests not finished yet could cost (reading the ledger only if there is one)."""
+    store = _reached(existing_ledger, path)  # a dry run creates no ledger
+    estimate = preflight(input, options, store)
+    spent = spent_usd(store, job_id_for(input, options)) if store is not None else 0.0
+    jobcli.show_preflight(console, "batch run", estimate, options.budget_usd, spent)
+
+
 def _summary(ledger: SQLLedger, job_id: str) -> None:
     counts = ledger.state_counts(job_id)
     console.print("  " + ", ".join(f"{state}: {count:,}" for state, count in sorted(counts.items())), soft_wrap=True)
@@ -67,12 +91,12 @@ def _summary(ledger: SQLLedger, job_id: str) -> None:
 
 @batch_app.command("run")
 def run(
-    input: Annotated[Path, typer.Argument(help="JSONL requests: batch form or short form (prompt/messages).")],
-    out: Annotated[Path, typer.Option(help="Results file: one line per input line, in input order.")],
-    model: Annotated[str | None, typer.Option(help="Default model for short-form lines.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Default max_tokens for short-form lines.")] = None,
-    system: Annotated[str | None, typer.Option(help="Default system prompt for short-form lines.")] = None,
-    rejects: Annotated[Path | None, typer.Option(help="Where bad input lines go (default: OUT.rejects.jsonl).")] = None,
+    input: jobcli.InputArgument,
+    out: jobcli.OutOption,
+    model: jobcli.ModelOption = None,
+    max_tokens: jobcli.MaxTokensOption = None,
+    system: jobcli.SystemOption = None,
+    rejects: jobcli.RejectsOption = None,
     failures: Annotated[Path | None, typer.Option(help="What did not succeed (default: OUT.failures.jsonl).")] = None,
     max_attempts: Annotated[int, typer.Option(help="Submissions per request before a retryable failure is final.")] = 3,
     shard_requests: Annotated[int, typer.Option(help="Requests per batch at most.")] = 100_000,
@@ -80,9 +104,12 @@ def run(
     poll_min: Annotated[float, typer.Option(help="Shortest wait between polls, seconds.")] = 1.0,
     poll_max: Annotated[float, typer.Option(help="Longest wait between polls, seconds.")] = 60.0,
     quiet: Annotated[bool, typer.Option(help="Log lines instead of a live display.")] = False,
+    budget_usd: jobcli.BudgetOption = None,
+    dry_run: jobcli.DryRunOption = False,
     ledger: LedgerOption = None,
 ) -> None:
-    """Run a batch job, or resume it: the same input and defaults are the same job."""
+    """Run a batch job, or resume it: the same input and defaults are the same job. Exit status 3: stopped at the
+    budget."""
     if not input.is_file():
         raise typer.BadParameter(f"no such file: {input}", param_hint="INPUT")
     options = RunnerOptions(
@@ -92,11 +119,15 @@ def run(
         shard_bytes=shard_bytes,
         poll_min=poll_min,
         poll_max=poll_max,
+        budget_usd=budget_usd,
     )
+    sdk = jobcli.start_job("batch run", anthropic.Anthropic, dry_run, lambda: _preflight(input, options, ledger))
+    if sdk is None:
+        return
     rejects = rejects or out.with_name(out.stem + ".rejects.jsonl")
     failures = failures or out.with_name(out.stem + ".failures.jsonl")
     store = _ledger(ledger)
-    with Client(policy="background") as client, Live(console=console, auto_refresh=False) as live:
+    with Client(sdk, policy="background") as client, Live(console=console, auto_refresh=False) as live:
 
         def show(progress: Progress) -> None:
             if quiet:
@@ -111,6 +142,10 @@ def run(
         except (AmbiguousSubmission, ForeignResults, CallFailed, StoreUnavailable) as err:
             console.print(f"[red]keel batch: {err}[/red]")
             raise typer.Exit(1) from None
+        except BudgetExceeded as stopped:
+            live.stop()
+            _summary(store, job_id_for(input, options))
+            jobcli.stop_at_budget(console, "batch run", stopped)
     console.print(f"job {job_id}: results in {out}, rejects in {rejects}, failures in {failures}", soft_wrap=True)
     _summary(store, job_id)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -176,3 +176,22 @@ def read_items(path: Path, defaults: Defaults, max_request_bytes: int, seen: IdS
                 yield Reject(number, str(err), custom_id if isinstance(custom_id, str) else None)
                 continue
             yield item
+
+
+def accepted_items(path: Path, defaults: Defaults, max_request_bytes: int) -> Iterator[Item]:
+    """The accepted lines of `path`, in order, recording nothing (a dry run's estimate)."""
+    seen: set[str] = set()
+    for entry in read_items(path, defaults, max_request_bytes, seen):
+        if isinstance(entry, Item):
+            seen.add(entry.custom_id)
+            yield entry
+
+
+def input_digest(path: Path, fingerprint: Mapping[str, Any]) -> str:
+    """A digest of the input file and what else decides its requests (the defaults): the same digest is the same
+    job, so running it again resumes it."""
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode())
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

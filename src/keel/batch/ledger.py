@@ -1,10 +1,11 @@
 """The batch ledger: every job, shard, batch id and item state, written before and after every API call.
 
 Running the same job again reads it back and carries on; nothing is submitted twice. The runner talks to
-the small `Ledger` protocol. `SQLLedger` holds the ledger's logic once, in SQL that SQLite and PostgreSQL both
-run; `SQLiteLedger` (`keel.batch.sqlite_ledger`, a file under `.keel/`) is the embedded default and
-`PostgresLedger` (`keel.batch.postgres`, `KEEL_DATABASE_URL`) the shared one. Each only connects, runs
-transactions and stages results its own way.
+the small `Ledger` protocol. `SQLLedger` holds the ledger's logic once (its jobs, items and rejects as every
+job ledger keeps them, `keel.batch.jobs.SQLJobs`, and its shards), in SQL that SQLite and PostgreSQL both run;
+`SQLiteLedger` (`keel.batch.sqlite_ledger`, a file under `.keel/`) is the embedded default and `PostgresLedger`
+(`keel.batch.postgres`, `KEEL_DATABASE_URL`) the shared one. Each only connects, runs transactions and stages
+results its own way.
 
 Every write is one transaction, and safe to run again (a shared backend retries one whose connection was lost,
 and its first try may have committed): `mark_submitted` counts an attempt only for items still queued.
@@ -14,36 +15,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from .._usage import USAGE_FIELDS, Usage
 from .inputs import Item, Reject
+from .jobs import Connection, Job, SQLJobs
 
 # Item states. "pending": waiting for a batch (new, or to be resubmitted); "queued": in a planned shard;
 # "submitted": in a batch; final: "succeeded", "errored", "canceled", "expired".
 FINAL_STATES = ("succeeded", "errored", "canceled", "expired")
-
-
-@dataclass(frozen=True)
-class Job:
-    """A batch job as the ledger holds it.
-
-    Attributes:
-        job_id: derived from the input file and the defaults (`job_id_for`): the same run resumes the same job.
-        input_path: the input file.
-        options: the defaults the job was made with.
-        status: new / prepared / running / canceling / done / canceled.
-        created_at: when it was made (Unix time).
-    """
-
-    job_id: str
-    input_path: str
-    options: dict[str, Any]
-    status: str
-    created_at: float
 
 
 @dataclass(frozen=True)
@@ -97,6 +80,7 @@ class Ledger(Protocol):
     def jobs(self) -> list[Job]: ...
     def __contains__(self, key: object) -> bool: ...
     def add_inputs(self, job_id: str, lines: Iterable[Item | Reject]) -> tuple[int, int]: ...
+    def open_items(self, job_id: str) -> Iterator[Item]: ...
     def exhaust(self, job_id: str, max_attempts: int) -> None: ...
     def cancel_unsent(self, job_id: str) -> None: ...
     def plan_shards(self, job_id: str, max_requests: int, max_bytes: int) -> list[Shard]: ...
@@ -107,6 +91,8 @@ class Ledger(Protocol):
     def known_batch_ids(self) -> set[str]: ...
     def shard_body(self, shard_id: int) -> Iterator[bytes]: ...
     def shard_custom_ids(self, shard_id: int) -> set[str]: ...
+    def shard_params(self, shard_id: int) -> Iterator[str]: ...
+    def shard_cost(self, shard_id: int) -> float: ...
     def record_results(self, shard_id: int, outcomes: Iterable[ItemResult]) -> int: ...
     def items_in_order(self, job_id: str) -> Iterator[dict[str, Any]]: ...
     def state_counts(self, job_id: str) -> dict[str, int]: ...
@@ -115,8 +101,6 @@ class Ledger(Protocol):
 
 SCHEMA_VERSION = 2
 """Version 2: usage by cache-write duration (`keel.Usage`'s fields)."""
-
-T = TypeVar("T")
 
 # What a result sets on its item, in `ItemResult` order; `record_results` stages results in a temporary table first,
 # each with its arrival number (`seq`: a custom_id given twice keeps its last result).
@@ -138,31 +122,6 @@ _NO_USAGE = (None,) * len(USAGE_FIELDS)
 _usage_values = attrgetter(*USAGE_FIELDS)
 _USAGE_SUMS = ", ".join(f"CAST(SUM({name}) AS BIGINT) AS {name}" for name in USAGE_FIELDS)
 _SHARD_COLUMNS = "shard_id, job_id, round, state, batch_id, requests, bytes, submit_started_at, counts"
-_JOB_COLUMNS = "job_id, input_path, options, status, created_at"
-_ORDERED_ROWS = (
-    "SELECT line, custom_id, state, attempts, result_type, error_type, error_message, stop_reason, message,"
-    " NULL AS reason FROM items WHERE job_id = ? AND line > ?"
-    " UNION ALL SELECT line, custom_id, 'rejected', 0, NULL, NULL, NULL, NULL, NULL, reason"
-    " FROM rejects WHERE job_id = ? AND line > ? ORDER BY line"
-)
-_ORDERED_NAMES = (
-    "line",
-    "custom_id",
-    "state",
-    "attempts",
-    "result_type",
-    "error_type",
-    "error_message",
-    "stop_reason",
-    "message",
-    "reason",
-)
-
-
-class Connection(Protocol):
-    """What the ledger's SQL runs on: `sqlite3.Connection`, or a PostgreSQL connection taking `?` placeholders."""
-
-    def execute(self, sql: str, params: Any = ..., /) -> Any: ...
 
 
 def _shard(row: tuple[Any, ...]) -> Shard:
@@ -170,119 +129,26 @@ def _shard(row: tuple[Any, ...]) -> Shard:
     return Shard(shard_id, job_id, round_number, state, batch_id, requests, size, submit_started_at, json.loads(counts))
 
 
-class SQLLedger:
-    """The ledger's logic, once for every SQL backend. A subclass says how to run a transaction (`_write`), a
+class SQLLedger(SQLJobs):
+    """The batch ledger's logic, once for every SQL backend. A subclass says how to run a transaction (`_write`), a
     read (`_read`) and rows in input order (`_by_line`), and how to stage and apply results (`_stage_results`,
     `APPLY_RESULTS`)."""
+
+    FINAL_STATES = FINAL_STATES
+    ROW_COLUMNS = ("result_type", "error_type", "error_message", "stop_reason", "message")
+    # still pending at the end: out of attempts (its last result expired); never in a batch: unsent
+    STATUS = (
+        "CASE WHEN state = 'pending' AND attempts > 0 THEN 'expired' WHEN state IN ('pending', 'queued') THEN 'unsent'"
+        " ELSE state END"
+    )
 
     APPLY_RESULTS: str
     """UPDATE items from the staged results of shard `?` (the last result of each custom_id); its row count is
     the number of items updated."""
 
-    where: str
-    """Where the ledger lives, safe to print: a file's path, or a URL without its password."""
-
-    _job_for_ids: str | None = None
-    _adding: Connection | None = None
-
-    # --- what a backend provides -------------------------------------------------------------------
-
-    def _write(self, body: Callable[[Connection], T], *, again: bool = True) -> T:
-        """`body(connection)` in one write transaction. `again=False`: the body consumes an iterator, so a backend
-        that retries lost connections must not run it a second time."""
-        raise NotImplementedError
-
-    def _read(self, body: Callable[[Connection], T]) -> T:
-        """`body(connection)`, reading."""
-        raise NotImplementedError
-
-    def _by_line(self, sql: str, params: Callable[[int], tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
-        """The rows of `sql`, ordered by its first column (an input line number), whose parameters for rows
-        after line N are `params(N)`; streamed, not loaded at once."""
-        raise NotImplementedError
-
     def _stage_results(self, conn: Connection, rows: Iterator[tuple[Any, ...]]) -> None:
         """Load `rows` (seq, custom_id, then `RESULT_COLUMNS`) into a temporary table `STAGE` of this transaction."""
         raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    # --- jobs ------------------------------------------------------------------------------------
-
-    def job(self, job_id: str) -> Job | None:
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?"
-        row = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchone())
-        if row is None:
-            return None
-        return Job(row[0], row[1], json.loads(row[2]), row[3], row[4])
-
-    def jobs(self) -> list[Job]:
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY created_at"
-        rows = self._read(lambda conn: conn.execute(sql).fetchall())
-        return [Job(row[0], row[1], json.loads(row[2]), row[3], row[4]) for row in rows]
-
-    def create_job(self, job_id: str, input_path: str, options: dict[str, Any]) -> Job:
-        now = time.time()
-        self._write(
-            lambda conn: conn.execute(
-                "INSERT INTO jobs VALUES (?, ?, ?, 'new', ?, ?) ON CONFLICT DO NOTHING",
-                (job_id, input_path, json.dumps(options, sort_keys=True), now, now),
-            )
-        )
-        job = self.job(job_id)
-        assert job is not None
-        return job
-
-    def set_job_status(self, job_id: str, status: str) -> None:
-        self._write(
-            lambda conn: conn.execute(
-                "UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ?", (status, time.time(), job_id)
-            )
-        )
-
-    # --- inputs ----------------------------------------------------------------------------------
-
-    def __contains__(self, key: object) -> bool:
-        """Whether the job being prepared already has this custom_id (`add_inputs` sets the job). Asked in
-        `add_inputs`' own transaction, which sees the items it has added so far."""
-        sql, params = "SELECT 1 FROM items WHERE job_id = ? AND custom_id = ?", (self._job_for_ids, key)
-        if self._adding is not None:
-            return self._adding.execute(sql, params).fetchone() is not None
-        return self._read(lambda conn: conn.execute(sql, params).fetchone()) is not None
-
-    def add_inputs(self, job_id: str, lines: Iterable[Item | Reject]) -> tuple[int, int]:
-        """Record every accepted item and reject of a job in one transaction; returns (accepted, rejected).
-
-        A backend that retries a transaction can do so here only if `lines` can be iterated again (a list, or
-        an object whose `__iter__` reads the input afresh); from an iterator, a lost connection is raised."""
-        self._job_for_ids = job_id
-
-        def body(conn: Connection) -> tuple[int, int]:
-            accepted = rejected = 0
-            self._adding = conn
-            try:
-                for entry in lines:
-                    if isinstance(entry, Item):
-                        conn.execute(
-                            "INSERT INTO items (job_id, custom_id, line, params, size, state)"
-                            " VALUES (?, ?, ?, ?, ?, 'pending')",
-                            (job_id, entry.custom_id, entry.line, entry.params_json, entry.size),
-                        )
-                        accepted += 1
-                    else:
-                        conn.execute(
-                            "INSERT INTO rejects VALUES (?, ?, ?, ?) ON CONFLICT (job_id, line)"
-                            " DO UPDATE SET custom_id = excluded.custom_id, reason = excluded.reason",
-                            (job_id, entry.line, entry.custom_id, entry.reason),
-                        )
-                        rejected += 1
-            finally:
-                self._adding = None
-            conn.execute("UPDATE jobs SET status = 'prepared', updated_at = ? WHERE job_id = ?", (time.time(), job_id))
-            return accepted, rejected
-
-        return self._write(body, again=iter(lines) is not lines)  # an iterator is consumed as it goes
 
     # --- shards ----------------------------------------------------------------------------------
 
@@ -409,6 +275,16 @@ class SQLLedger:
         sql = "SELECT custom_id FROM items WHERE shard_id = ?"
         return {row[0] for row in self._read(lambda conn: conn.execute(sql, (shard_id,)).fetchall())}
 
+    def shard_params(self, shard_id: int) -> Iterator[str]:
+        """The params JSON of each of a shard's requests, streamed."""
+        sql = "SELECT line, params FROM items WHERE shard_id = ? AND line > ? ORDER BY line"
+        return (params for _, params in self._by_line(sql, lambda after: (shard_id, after)))
+
+    def shard_cost(self, shard_id: int) -> float:
+        """What a shard's succeeded requests cost at batch prices."""
+        sql = "SELECT COALESCE(SUM(cost_batch), 0) FROM items WHERE shard_id = ? AND state = 'succeeded'"
+        return float(self._read(lambda conn: conn.execute(sql, (shard_id,)).fetchone())[0])
+
     def record_results(self, shard_id: int, outcomes: Iterable[ItemResult]) -> int:
         """Store a shard's results in one transaction (a kill mid-download leaves the shard to download again);
         the shard becomes `collected`. Returns the number of results stored.
@@ -460,22 +336,6 @@ class SQLLedger:
         return stored
 
     # --- reading back ----------------------------------------------------------------------------
-
-    def items_in_order(self, job_id: str) -> Iterator[dict[str, Any]]:
-        """Every input line of the job, accepted or rejected, in input order, one row at a time."""
-        for row in self._by_line(_ORDERED_ROWS, lambda after: (job_id, after, job_id, after)):
-            yield dict(zip(_ORDERED_NAMES, row, strict=True))
-
-    def state_counts(self, job_id: str) -> dict[str, int]:
-        def body(conn: Connection) -> dict[str, int]:
-            rows = conn.execute("SELECT state, COUNT(*) FROM items WHERE job_id = ? GROUP BY state", (job_id,))
-            counts = {row[0]: row[1] for row in rows}
-            rejected = conn.execute("SELECT COUNT(*) FROM rejects WHERE job_id = ?", (job_id,)).fetchone()[0]
-            if rejected:
-                counts["rejected"] = rejected
-            return counts
-
-        return self._read(body)
 
     def usage_by_model(self, job_id: str) -> list[dict[str, Any]]:
         names = ("model", "requests", *USAGE_FIELDS, "cost_batch", "cost_standard", "priced")

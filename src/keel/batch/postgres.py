@@ -23,7 +23,8 @@ import psycopg
 
 from .._exceptions import ConfigError
 from ..stores.postgres import TRANSIENT, Postgres
-from .ledger import RESULT_COLUMNS, SCHEMA_VERSION, STAGE, Connection, SQLLedger, T
+from .jobs import Connection, T
+from .ledger import RESULT_COLUMNS, SCHEMA_VERSION, STAGE, SQLLedger
 
 __all__ = ["COMPONENT", "SCHEMA", "PostgresLedger"]
 

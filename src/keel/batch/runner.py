@@ -9,26 +9,28 @@ with the candidates and the command that settles it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anthropic
 from anthropic.types.messages import MessageBatch
 
+from .._budget import Budget, CostEstimate, Hold
 from .._client import Client
 from .._error_map import classify
-from .._exceptions import AmbiguousSubmission, ForeignResults, StoreUnavailable
+from .._exceptions import AmbiguousSubmission, BudgetExceeded, ForeignResults, StoreUnavailable
 from .._pricing import PriceTable, load_prices
 from .._usage import Usage
-from .inputs import Defaults, Item, Reject, read_items
+from .inputs import Defaults, Item, Reject, input_digest, read_items
+from .jobs import estimate_left
 from .ledger import ItemResult, Ledger, Shard
+from .outputs import write_results
 
 logger = logging.getLogger("keel.batch")
 
@@ -37,10 +39,9 @@ COLLECT_TRIES = 3  # downloads of one shard's results when the ledger is lost wh
 MAX_BATCH_BYTES = 256 * 1024 * 1024
 RECONCILE_SKEW_SECONDS = 300.0
 _PRICED_USAGES = 4096  # distinct (model, usage) pairs whose costs are kept while collecting results
-# `json.dumps(data, separators=…[, ensure_ascii=False])` builds an encoder on every call; these are built once.
-# Both write what `json.dumps` does: parsed JSON cannot be circular, so the check for it is left out.
+# `json.dumps(data, separators=…)` builds an encoder on every call; this one is built once.
+# It writes what `json.dumps` does: parsed JSON cannot be circular, so the check for it is left out.
 _COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False)  # how a result's message is stored
-_LINES = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)  # output lines
 
 
 @dataclass
@@ -54,6 +55,8 @@ class RunnerOptions:
         shard_bytes: bytes per batch body at most (the API's limit: 256 MB).
         poll_min: seconds between polls, at first.
         poll_max: seconds between polls, at most (the interval grows while nothing changes).
+        budget_usd: the most the job may spend at batch prices, earlier runs included: a shard is submitted only when
+            its worst case fits (None: no ceiling). Not part of the job's identity: a higher budget resumes the job.
     """
 
     defaults: Defaults = field(default_factory=Defaults)
@@ -62,6 +65,7 @@ class RunnerOptions:
     shard_bytes: int = MAX_BATCH_BYTES
     poll_min: float = 1.0
     poll_max: float = 60.0
+    budget_usd: float | None = None
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies a job besides its input (the defaults change the requests)."""
@@ -105,11 +109,21 @@ class Progress:
 
 def job_id_for(path: Path, options: RunnerOptions) -> str:
     """The same input file with the same defaults is the same job: running it again resumes it."""
-    digest = hashlib.sha256(json.dumps(options.fingerprint(), sort_keys=True).encode())
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return "job_" + digest.hexdigest()[:20]
+    return "job_" + input_digest(path, options.fingerprint())[:20]
+
+
+def preflight(
+    input_path: Path, options: RunnerOptions, ledger: Ledger | None, prices: PriceTable | None = None
+) -> CostEstimate:
+    """What the job's requests not finished yet could cost, at batch prices: those open in the ledger, or (for a job
+    not in it, or no ledger at all) every accepted line of the input. Reads only."""
+    job_id = job_id_for(input_path, options)
+    return estimate_left(ledger, job_id, input_path, options.defaults, options.shard_bytes, prices, batch=True)
+
+
+def spent_usd(ledger: Ledger, job_id: str) -> float:
+    """What a job's succeeded requests cost at batch prices (the others are not billed)."""
+    return sum(row["cost_batch"] or 0.0 for row in ledger.usage_by_model(job_id))
 
 
 class BatchRunner:
@@ -133,16 +147,30 @@ class BatchRunner:
 
     # --- the whole job -----------------------------------------------------------------------------
 
+    def preflight(self, input_path: Path) -> CostEstimate:
+        return preflight(input_path, self.options, self.ledger, self.prices)
+
     def run(self, input_path: Path, out: Path, rejects: Path | None = None, failures: Path | None = None) -> str:
-        """Run (or resume) the job for `input_path`; write the results file; return the job id."""
+        """Run (or resume) the job for `input_path`; write the results file; return the job id.
+
+        With a budget, when the next shard's worst case could pass it and no batch is in flight, the results file is
+        written (the requests not submitted as "unsent") and `BudgetExceeded` is raised: run again with a higher
+        budget to carry on.
+        """
         job_id = job_id_for(input_path, self.options)
         job = self.ledger.job(job_id) or self.ledger.create_job(
             job_id, str(input_path.resolve()), self.options.fingerprint()
         )
         if job.status == "new":
             self.ledger.add_inputs(job_id, _Inputs(input_path, self.options.defaults, self.options.shard_bytes, self))
+        if job.status in ("new", "stopped"):
             self.ledger.set_job_status(job_id, "running")
-        self.drive(job_id)
+        try:
+            self.drive(job_id)
+        except BudgetExceeded:
+            self.write_outputs(job_id, out, rejects, failures)
+            self.ledger.set_job_status(job_id, "stopped")
+            raise
         self.write_outputs(job_id, out, rejects, failures)
         canceled = self._status(job_id) in ("canceling", "canceled")
         self.ledger.set_job_status(job_id, "canceled" if canceled else "done")
@@ -153,8 +181,9 @@ class BatchRunner:
         return job.status if job else None
 
     def drive(self, job_id: str) -> None:
-        """Submit, poll and collect until no item is left to send."""
+        """Submit, poll and collect until no item is left to send (or the budget stops it: `BudgetExceeded`)."""
         started = time.monotonic()
+        budget = self._budget(job_id)
         while True:
             canceling = self._status(job_id) in ("canceling", "canceled")
             self.ledger.exhaust(job_id, self.options.max_attempts)
@@ -165,12 +194,27 @@ class BatchRunner:
             for shard in self.ledger.shards(job_id, ("planned", "submitting")):
                 if canceling:
                     continue
+                if budget is not None and not budget.admit(shard):
+                    break  # it waits for the batches in flight to settle
                 self.submit(job_id, shard)
             self.wait_for(job_id, started)
             for shard in self.ledger.shards(job_id, ("ended",)):
                 self.collect(shard)
-            if canceling or not self.ledger.state_counts(job_id).get("pending"):
+                if budget is not None:
+                    budget.settle(shard)
+            waiting = self.ledger.shards(job_id, ("planned",))
+            if canceling or not (waiting or self.ledger.state_counts(job_id).get("pending")):
                 return
+            if budget is not None and waiting and not budget.admit(waiting[0]):
+                raise budget.exceeded(waiting[0])  # nothing is in flight now: it will not fit
+
+    def _budget(self, job_id: str) -> _ShardBudget | None:
+        if self.options.budget_usd is None:
+            return None
+        spent = spent_usd(self.ledger, job_id)
+        return _ShardBudget(
+            self.ledger, job_id, Budget(self.options.budget_usd, self.prices, batch=True, spent_usd=spent)
+        )
 
     # --- submission ----------------------------------------------------------------------------------
 
@@ -355,72 +399,42 @@ class BatchRunner:
 
         Each is written to a temporary file and renamed, so a kill never leaves half a file behind.
         """
-        writers = {"out": _AtomicLines(out)}
-        if rejects is not None:
-            writers["rejects"] = _AtomicLines(rejects)
-        if failures is not None:
-            writers["failures"] = _AtomicLines(failures)
-        try:
-            for row in self.ledger.items_in_order(job_id):
-                line = _result_text(row)
-                writers["out"].write_text(line)
-                if row["state"] == "rejected" and "rejects" in writers:
-                    writers["rejects"].write(
-                        {"line": row["line"], "custom_id": row["custom_id"], "reason": row["reason"]}
-                    )
-                if row["state"] not in ("succeeded", "rejected") and "failures" in writers:
-                    writers["failures"].write_text(line)
-        except BaseException:
-            for writer in writers.values():
-                writer.abort()
-            raise
-        for writer in writers.values():
-            writer.commit()
+        write_results(self.ledger.items_in_order(job_id), out, rejects, failures)
 
 
-def _dumps(data: Any) -> str:
-    return _LINES.encode(data)
+class _ShardBudget:
+    """A batch job's budget, by shard: a shard's worst case (each request's estimated input and all of its
+    max_tokens, at batch prices) is held from before its submission until its results are collected, and then
+    settled to what its succeeded requests cost. Shards an earlier run sent are held from the start, whatever."""
 
+    def __init__(self, ledger: Ledger, job_id: str, budget: Budget) -> None:
+        self.ledger = ledger
+        self.budget = budget
+        self.holds: dict[int, Hold] = {}
+        for shard in ledger.shards(job_id, ("submitting", "submitted", "ended")):
+            hold = budget.reserve_usd(self.worst_case(shard), force=True)
+            assert hold is not None
+            self.holds[shard.shard_id] = hold
 
-def _result_text(row: dict[str, Any]) -> str:
-    """`_result_line(row)` as the results file writes it (compact JSON, no newline).
+    def worst_case(self, shard: Shard) -> Decimal:
+        return sum(
+            (self.budget.worst_case_for(params) for params in self.ledger.shard_params(shard.shard_id)), Decimal(0)
+        )
 
-    A succeeded row's message is stored as compact JSON (`json.dumps`, ASCII): unless it holds a `\\u` escape,
-    which `ensure_ascii=False` would write as the character itself, decoding and encoding it again gives back the
-    very same text, so it is spliced in as it is (the bulk of the line, and of the time, for a large job).
-    """
-    message = row["message"]
-    if row["state"] != "succeeded" or message is None or "\\u" in message:
-        return _dumps(_result_line(row))
-    return (
-        f'{{"line":{_scalar(row["line"])},"custom_id":{_scalar(row["custom_id"])},"status":"succeeded",'
-        f'"stop_reason":{_scalar(row["stop_reason"])},"message":{message},"attempts":{_scalar(row["attempts"])}}}'
-    )
+    def admit(self, shard: Shard) -> bool:
+        """Whether the shard may be submitted: its worst case is held (now, or already)."""
+        if shard.shard_id not in self.holds:
+            hold = self.budget.reserve_usd(self.worst_case(shard))
+            if hold is None:
+                return False
+            self.holds[shard.shard_id] = hold
+        return True
 
+    def settle(self, shard: Shard) -> None:
+        self.budget.settle_usd(self.holds.pop(shard.shard_id), self.ledger.shard_cost(shard.shard_id))
 
-def _scalar(value: Any) -> str:
-    """`_dumps(value)`, quicker for the ints and None of a ledger row."""
-    if value is None:
-        return "null"
-    if type(value) is int:
-        return str(value)
-    return _dumps(value)
-
-
-def _result_line(row: dict[str, Any]) -> dict[str, Any]:
-    state = row["state"]
-    status = {"pending": "expired"}.get(state, state)  # still pending at the end: out of attempts
-    line: dict[str, Any] = {"line": row["line"], "custom_id": row["custom_id"], "status": status}
-    if state == "succeeded":
-        line["stop_reason"] = row["stop_reason"]
-        line["message"] = json.loads(row["message"])
-    elif state == "rejected":
-        line["error"] = {"type": "rejected", "message": row["reason"]}
-    elif row["error_type"] or row["error_message"]:
-        line["error"] = {"type": row["error_type"] or row["result_type"], "message": row["error_message"]}
-    if state != "rejected":
-        line["attempts"] = row["attempts"]
-    return line
+    def exceeded(self, shard: Shard) -> BudgetExceeded:
+        return self.budget.exceeded(self.worst_case(shard))
 
 
 class _ShardIds:
@@ -467,25 +481,3 @@ class _Body:
 
     def __iter__(self) -> Iterator[bytes]:
         return self.ledger.shard_body(self.shard_id)
-
-
-class _AtomicLines:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self.file = self.tmp.open("w", encoding="utf-8")
-
-    def write(self, data: dict[str, Any]) -> None:
-        self.write_text(_dumps(data))
-
-    def write_text(self, line: str) -> None:
-        self.file.write(line + "\n")
-
-    def commit(self) -> None:
-        self.file.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)

@@ -1,4 +1,11 @@
-"""The embedded batch ledger: one SQLite file, WAL mode, each write its own committed transaction."""
+"""The embedded ledgers: one SQLite file each, WAL mode, each write its own committed transaction.
+
+`SQLiteBackend` is what a ledger on SQLite needs (connecting, the schema, transactions, reads); `SQLiteLedger`
+is the batch ledger on it, and `keel.bulk.RunLedger` the run ledger. A file says which kind of ledger it is
+(`PRAGMA application_id`) and which schema version (`PRAGMA user_version`): another kind or version is refused
+with a clear error. Opening is one transaction, so a process that opens the file while another creates it
+waits, and never sees the tables without their version.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,27 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from .ledger import RESULT_COLUMNS, SCHEMA_VERSION, STAGE, Connection, SQLLedger, T
+from .jobs import Connection, T
+from .ledger import RESULT_COLUMNS, SCHEMA_VERSION, STAGE, SQLLedger
 
-__all__ = ["SCHEMA", "SQLiteLedger"]
+__all__ = ["JOB_TABLES", "SCHEMA", "SQLiteBackend", "SQLiteLedger"]
 
-SCHEMA = """
+JOB_TABLES = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY, input_path TEXT NOT NULL, options TEXT NOT NULL, status TEXT NOT NULL,
     created_at REAL NOT NULL, updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rejects (
+    job_id TEXT NOT NULL, line INTEGER NOT NULL, custom_id TEXT, reason TEXT NOT NULL, PRIMARY KEY (job_id, line)
+);
+"""
+"""The tables of every job ledger on SQLite (`keel.batch.jobs.SQLJobs`); each kind adds its items table."""
+
+SCHEMA = (
+    JOB_TABLES
+    + """
 CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, params TEXT NOT NULL,
     size INTEGER NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, shard_id INTEGER,
@@ -29,28 +46,27 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_by_line ON items (job_id, line);
 CREATE INDEX IF NOT EXISTS items_by_shard ON items (shard_id);
 CREATE INDEX IF NOT EXISTS items_by_state ON items (job_id, state);
-CREATE TABLE IF NOT EXISTS rejects (
-    job_id TEXT NOT NULL, line INTEGER NOT NULL, custom_id TEXT, reason TEXT NOT NULL, PRIMARY KEY (job_id, line)
-);
 CREATE TABLE IF NOT EXISTS shards (
     shard_id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, round INTEGER NOT NULL,
     state TEXT NOT NULL, batch_id TEXT UNIQUE, requests INTEGER NOT NULL, bytes INTEGER NOT NULL,
     submit_started_at REAL, submitted_at REAL, ended_at REAL, counts TEXT NOT NULL DEFAULT '{}'
 );
 """
+)
 
 _RESULTS = ", ".join(RESULT_COLUMNS)
 _PLACES = ", ".join("?" * (2 + len(RESULT_COLUMNS)))  # seq, custom_id, then the result columns
 
 
-class SQLiteLedger(SQLLedger):
-    """The embedded ledger: one SQLite file, WAL mode, each write its own committed transaction."""
+class SQLiteBackend:
+    """A ledger in one SQLite file: the connection, the schema, transactions and reads."""
 
-    APPLY_RESULTS = (
-        f"UPDATE items SET ({_RESULTS}) = (SELECT {_RESULTS} FROM temp.{STAGE} AS staged"
-        " WHERE staged.custom_id = items.custom_id ORDER BY staged.seq DESC LIMIT 1)"
-        f" WHERE shard_id = ? AND custom_id IN (SELECT custom_id FROM temp.{STAGE})"
-    )
+    KIND: ClassVar[str]
+    """What the ledger is called in errors ("batch ledger")."""
+    APPLICATION_ID: ClassVar[int]
+    """`PRAGMA application_id` of its files: tells the kinds apart."""
+    SCHEMA_VERSION: ClassVar[int]
+    SCHEMA: ClassVar[str]
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -63,27 +79,28 @@ class SQLiteLedger(SQLLedger):
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
-        return f"SQLiteLedger({str(self.path)!r})"
+        return f"{type(self).__name__}({str(self.path)!r})"
 
     def _create_schema(self) -> None:
-        """Create the tables on first use, in one transaction with the version (another process opening the file
-        meanwhile waits, never sees tables without their version); a ledger of another schema version is refused
-        with a clear error."""
+        """Create the tables on first use; a file of another kind or schema version is refused with a clear error."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'items'").fetchone() is not None
-            if exists and version != SCHEMA_VERSION:
+            kind = conn.execute("PRAGMA application_id").fetchone()[0]
+            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'").fetchone() is not None
+            if exists and kind != self.APPLICATION_ID:
+                raise ValueError(f"{self.path}: not a {self.KIND} (it is a file of another kind); use another path")
+            if exists and version != self.SCHEMA_VERSION:
                 raise ValueError(
-                    f"{self.path}: a batch ledger of schema version {version}, written by another keel version "
-                    f"(this one uses version {SCHEMA_VERSION}); finish its jobs with that version, or use a new ledger"
+                    f"{self.path}: a {self.KIND} of schema version {version}, written by another keel version "
+                    f"(this one uses version {self.SCHEMA_VERSION}); finish its jobs with that version, or use a new "
+                    "ledger"
                 )
-            if not exists:
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            for statement in self.SCHEMA.split(";"):  # executescript would commit first
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA application_id = {self.APPLICATION_ID}")
         except BaseException:
             conn.execute("ROLLBACK")
             conn.close()
@@ -92,8 +109,6 @@ class SQLiteLedger(SQLLedger):
 
     def close(self) -> None:
         self._conn.close()
-
-    # --- SQLLedger ---------------------------------------------------------------------------------
 
     def _write(self, body: Callable[[Connection], T], *, again: bool = True) -> T:
         """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on error), serialised within the process."""
@@ -112,6 +127,20 @@ class SQLiteLedger(SQLLedger):
 
     def _by_line(self, sql: str, params: Callable[[int], tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
         yield from self._conn.execute(sql, params(0))  # one cursor, read as it goes
+
+
+class SQLiteLedger(SQLiteBackend, SQLLedger):
+    """The embedded batch ledger: one SQLite file (`batches.sqlite3` under `.keel/` or `$KEEL_HOME` by default)."""
+
+    KIND = "batch ledger"
+    APPLICATION_ID = 0  # as the files of keel versions before the kinds were told apart
+    SCHEMA_VERSION = SCHEMA_VERSION
+    SCHEMA = SCHEMA
+    APPLY_RESULTS = (
+        f"UPDATE items SET ({_RESULTS}) = (SELECT {_RESULTS} FROM temp.{STAGE} AS staged"
+        " WHERE staged.custom_id = items.custom_id ORDER BY staged.seq DESC LIMIT 1)"
+        f" WHERE shard_id = ? AND custom_id IN (SELECT custom_id FROM temp.{STAGE})"
+    )
 
     def _stage_results(self, conn: Connection, rows: Iterator[tuple[Any, ...]]) -> None:
         conn.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")  # rolled back with a failed call; to be sure

@@ -1,0 +1,106 @@
+"""What `keel run` and `keel batch run` share: the credentials check, where ledgers live, the pre-flight estimate
+and the budget's stop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import anthropic
+import typer
+from rich.console import Console
+
+from ._budget import CostEstimate, format_usd
+from ._exceptions import BudgetExceeded, UnpricedModel
+from .stores.home import ensure_home, keel_home
+
+SDK = TypeVar("SDK", anthropic.Anthropic, anthropic.AsyncAnthropic)
+
+BUDGET_EXIT = 3
+"""The exit status of a job stopped by its budget (2 is bad input, 1 a failure)."""
+
+# The options both commands take, as they take them.
+InputArgument = Annotated[Path, typer.Argument(help="JSONL requests: batch form or short form (prompt/messages).")]
+OutOption = Annotated[Path, typer.Option(help="Results file: one line per input line, in input order.")]
+ModelOption = Annotated[str | None, typer.Option(help="Default model for short-form lines.")]
+MaxTokensOption = Annotated[int | None, typer.Option(help="Default max_tokens for short-form lines.")]
+SystemOption = Annotated[str | None, typer.Option(help="Default system prompt for short-form lines.")]
+RejectsOption = Annotated[Path | None, typer.Option(help="Where bad input lines go (default: OUT.rejects.jsonl).")]
+BudgetOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0, help="The most the job may spend, in USD (batch jobs: at batch prices), earlier runs included."
+    ),
+]
+DryRunOption = Annotated[bool, typer.Option(help="Print the pre-flight estimate and stop: nothing is sent or written.")]
+
+
+def start_job(command: str, make_sdk: Callable[[], SDK], dry_run: bool, preflight: Callable[[], None]) -> SDK | None:
+    """The start both commands share: a dry run prints the pre-flight estimate and ends (None); a real run checks the
+    credentials first (`sdk_with_credentials`), then prints the estimate, and gets the SDK client."""
+    if dry_run:
+        preflight()
+        return None
+    sdk = sdk_with_credentials(make_sdk, command)
+    preflight()
+    return sdk
+
+
+def sdk_with_credentials(make: Callable[[], SDK], command: str) -> SDK:
+    """The SDK client `make` builds from the environment, checked for credentials the way the SDK looks for them
+    (`ANTHROPIC_API_KEY`, `ANTHROPIC_AUTH_TOKEN`, a profile): without any, one line and exit 2, before anything is
+    written, rather than a failure on the first request."""
+    try:
+        sdk = make()
+    except anthropic.AnthropicError as err:  # a profile named, or a config folder, that cannot be read
+        typer.echo(f"keel {command}: cannot load the API credentials: {err}", err=True)
+        raise typer.Exit(2) from None
+    if sdk.api_key is None and sdk.auth_token is None and sdk.credentials is None:
+        typer.echo(
+            f"keel {command}: no API credentials: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN), and "
+            "ANTHROPIC_BASE_URL for another endpoint such as `keel emulator serve`",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return sdk
+
+
+def ledger_path(given: Path | None, filename: str, *, create: bool) -> Path:
+    """The ledger file: the one given, else `filename` under $KEEL_HOME (or ./.keel), that folder made when `create`."""
+    if given is not None:
+        return given
+    home = keel_home()
+    if create:
+        ensure_home(home)
+    return home / filename
+
+
+def show_preflight(
+    console: Console, command: str, estimate: CostEstimate, budget_usd: float | None, spent_usd: float
+) -> None:
+    """The pre-flight estimate, and the budget with what the job already spent; a budget over a model without a
+    price cannot be kept: one line and exit 2, before anything is sent."""
+    console.print(f"pre-flight: {estimate.describe()}", highlight=False, soft_wrap=True)
+    if budget_usd is None:
+        return
+    left = budget_usd - spent_usd
+    console.print(
+        f"budget: {format_usd(budget_usd)}, {format_usd(spent_usd)} spent so far, {format_usd(left)} left",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if estimate.unpriced_models:
+        console.print(f"keel {command}: {UnpricedModel(estimate.unpriced_models[0])}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+
+
+def stop_at_budget(console: Console, command: str, stopped: BudgetExceeded) -> NoReturn:
+    console.print(
+        f"keel {command}: stopped at the budget: {format_usd(stopped.spent_usd)} spent, {format_usd(stopped.left_usd)} "
+        f"left of {format_usd(stopped.limit_usd)}; the next request could cost up to {format_usd(stopped.next_usd)}. "
+        "Run the same command with a higher --budget-usd to carry on.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(BUDGET_EXIT)
