@@ -83,6 +83,10 @@ def test_each_row_matches_and_decides_as_documented(name: str) -> None:
     assert row.note  # `keel explain` prints it
 
 
+def test_an_action_is_written_in_records_and_explain_as_its_name_in_lower_case() -> None:
+    assert all(action.value == action.name.lower() for action in Action)
+
+
 def test_only_the_usage_limit_row_is_matched_by_its_message() -> None:
     matched = {row.name: row.message_contains for row in keel.ERROR_TABLE if row.message_contains is not None}
     assert matched == {"usage_limit": "reached your specified api usage limits"}

@@ -271,6 +271,11 @@ def test_a_prices_file_gives_its_currency_sources_notes_and_long_context(tmp_pat
     assert plain.currency == "USD" and plain.sources == ""
 
 
+def test_a_price_built_in_code_has_no_long_context_tier_and_no_note() -> None:
+    price = ModelPrice(1, 2, 3, 4, 0.5)
+    assert (price.long_context_threshold, price.long_context_multiplier, price.note) == (None, 1.0, "")
+
+
 def test_the_packaged_file_names_itself(prices: PriceTable) -> None:
     assert prices.source == "keel/data/prices.json"
 
@@ -328,6 +333,10 @@ def test_a_prices_file_that_is_not_an_object_or_not_there_is_named(tmp_path: Pat
 
 
 # --- Usage.of ----------------------------------------------------------------------------------------------------
+
+
+def test_a_usage_built_without_counts_counts_nothing() -> None:
+    assert Usage() == Usage(0, 0, 0, 0, 0) and Usage().prompt_tokens == 0
 
 
 def test_a_usage_is_read_as_it_is() -> None:
