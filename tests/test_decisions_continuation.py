@@ -219,11 +219,12 @@ def test_resumed_pauses_are_appended_not_stitched() -> None:
 
 
 def test_the_rounds_usage_is_summed_on_the_first_rounds_usage() -> None:
-    first = usage(10, 5, cache_write=None, cache_read=3).model_copy(update={"service_tier": "priority"})
-    second = usage(20, 7, cache_write=4, cache_read=None).model_copy(update={"service_tier": "standard"})
-    total = sum_usage([message(tokens=first), message(tokens=second)])
-    assert (total.input_tokens, total.output_tokens) == (30, 12)
-    assert (total.cache_creation_input_tokens, total.cache_read_input_tokens) == (4, 3)
+    first = usage(10, 5, cache_write=None, cache_read=2).model_copy(update={"service_tier": "priority"})
+    second = usage(20, 7, cache_write=4, cache_read=3).model_copy(update={"service_tier": "standard"})
+    third = usage(1, 1, cache_write=None, cache_read=None)
+    total = sum_usage([message(tokens=first), message(tokens=second), message(tokens=third)])
+    assert (total.input_tokens, total.output_tokens) == (31, 13)
+    assert (total.cache_creation_input_tokens, total.cache_read_input_tokens) == (4, 5)
     assert total.service_tier == "priority"
     assert sum_usage([message(tokens=first)]) is first
 
@@ -299,6 +300,17 @@ def test_a_resumed_streams_text_block_holds_exactly_what_the_caller_saw_and_othe
     assert combined.content == [thinking("plan"), text("The fox ran to the river."), thinking("more"), call]
     assert (combined.stop_reason, combined.id) == ("tool_use", "msg_2")
     assert (combined.usage.input_tokens, combined.usage.output_tokens) == (22, 10)
+
+
+def test_a_stream_resumed_twice_ends_as_its_last_part_with_every_parts_usage() -> None:
+    parts = [
+        message(text("One"), stop_reason=None, tokens=usage(1, 1), id="msg_1"),
+        message(text(" two"), stop_reason=None, tokens=usage(2, 2), id="msg_2"),
+        message(text(" three."), stop_reason="end_turn", tokens=usage(3, 3), id="msg_3"),
+    ]
+    combined = combine_stream(parts, "One two three.")
+    assert (combined.id, combined.stop_reason, combined.content) == ("msg_3", "end_turn", [text("One two three.")])
+    assert (combined.usage.input_tokens, combined.usage.output_tokens) == (6, 6)
 
 
 def test_a_resumed_stream_whose_first_part_had_no_text_still_holds_the_text_seen() -> None:

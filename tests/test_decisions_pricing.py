@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -194,8 +195,9 @@ def test_the_warning_for_an_unknown_model_says_where_the_prices_came_from_and_ho
         assert _table().cost("claude-unknown-9", {"input_tokens": 1}) is None
     (record,) = [r for r in caplog.records if r.name == "keel"]
     message = record.getMessage()
-    assert "'claude-unknown-9'" in message and "prices as of 2027-01-15 from code" in message
-    assert "load_prices(overrides={'claude-unknown-9': {...}})" in message and "reported as None" in message
+    assert message.startswith("keel has no price for model 'claude-unknown-9' (prices as of 2027-01-15 from code)")
+    assert "its cost is reported as None" in message
+    assert message.endswith("Add it with load_prices(overrides={'claude-unknown-9': {...}}) or a prices file.")
 
 
 def test_an_alias_must_point_to_a_priced_model() -> None:
@@ -284,6 +286,7 @@ def test_the_packaged_file_names_itself(prices: PriceTable) -> None:
     ("model", "top", "field", "reason"),
     [
         ("not an object", {}, "models.claude-test-1", "expected an object, got 'not an object'"),
+        ({"input": 1}, {}, "models.claude-test-1.output", "missing"),
         (_model(note=3), {}, "models.claude-test-1.note", "expected a string, got 3"),
         (_model(aliases="c"), {}, "models.claude-test-1.aliases", "expected a list of model ids, got 'c'"),
         (_model(aliases=[""]), {}, "models.claude-test-1.aliases", "expected a list of model ids"),
@@ -345,12 +348,34 @@ def test_a_usage_is_read_as_it_is() -> None:
 
 
 def test_counts_are_whole_numbers_whatever_form_they_came_in() -> None:
-    read = Usage.of({"input_tokens": 3.0, "output_tokens": 4.0, "cache_creation_input_tokens": 0,
+    read = Usage.of({"input_tokens": 3.0, "output_tokens": 4.0, "cache_creation_input_tokens": 3.0,
                      "cache_read_input_tokens": 0, "cache_creation": {"ephemeral_5m_input_tokens": 1.0,
                                                                      "ephemeral_1h_input_tokens": 2.0}})  # fmt: skip
     assert read == Usage(3, 4, 1, 2, 0)
     assert {type(value) for value in (read.input_tokens, read.output_tokens, read.cache_write_5m_tokens,
                                       read.cache_write_1h_tokens, read.cache_read_tokens)} == {int}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Breakdown:
+    ephemeral_5m_input_tokens: int
+    ephemeral_1h_input_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    """A usage-like object of another library: attributes, no `__dict__`."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    cache_creation: _Breakdown | None
+
+
+def test_any_object_with_the_usage_fields_is_read_by_its_attributes() -> None:
+    assert Usage.of(_Counts(5, 6, 10, 7, _Breakdown(2, 3))) == Usage(5, 6, 7, 3, 7)
+    assert Usage.of(_Counts(5, 6, 10, 7, None)) == Usage(5, 6, 10, 0, 7)
 
 
 def test_a_bad_count_names_its_field() -> None:
