@@ -373,9 +373,15 @@ class _Counts:
     cache_creation: _Breakdown | None
 
 
+@dataclass(frozen=True, slots=True)
+class _OutputOnly:
+    output_tokens: int
+
+
 def test_any_object_with_the_usage_fields_is_read_by_its_attributes() -> None:
     assert Usage.of(_Counts(5, 6, 10, 7, _Breakdown(2, 3))) == Usage(5, 6, 7, 3, 7)
     assert Usage.of(_Counts(5, 6, 10, 7, None)) == Usage(5, 6, 10, 0, 7)
+    assert Usage.of(_OutputOnly(7)) == Usage(0, 7, 0, 0, 0)  # the fields it lacks count 0
 
 
 def test_a_bad_count_names_its_field() -> None:

@@ -110,3 +110,12 @@ def test_no_stop_reason_is_an_interrupted_stream_keeping_the_partial_text() -> N
 def test_a_stop_reason_newer_than_keel_passes_through_with_its_text() -> None:
     outcome = keel.outcome_of(message(text("so far"), stop_reason="compaction_needed"))
     assert outcome == UnknownStop("compaction_needed", "so far")
+
+
+def test_outcomes_built_by_hand_default_to_the_plain_case() -> None:
+    """As a test of the caller's own code builds them: not empty, no incomplete tool call, no details."""
+    assert EndTurn("end_turn", "Hi").empty is False
+    assert MaxTokens("max_tokens", "Hi").incomplete_tool_call is False
+    assert StopSequence("stop_sequence", "Hi").sequence is None
+    assert ToolUse("tool_use", "").calls == ()
+    assert (Refusal("refusal", "").category, Refusal("refusal", "").explanation) == (None, None)
