@@ -18,9 +18,11 @@ module is under `--target` percent (90 by default).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,10 +30,10 @@ import time
 import tomllib
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from table_mutator import Mutant, mutants
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,23 +97,48 @@ def run_mutmut(paths: Iterable[str]) -> list[Result]:
     return results
 
 
+# imported once by this process, before any mutant: each mutant's tests run in a fork of it, which then imports
+# only keel (from the mutant's copy of src/) and the tests, instead of a whole interpreter's worth of packages
+PRELOADED = ("pytest", "pytest_asyncio", "hypothesis", "anthropic", "httpx2", "pydantic", "starlette.applications",
+             "tenacity", "typer", "rich")  # fmt: skip
+
+
+@dataclass
+class _Job:
+    mutant: Mutant
+    where: Path
+    stage: list[str]  # the test files this fork runs
+    started: float
+
+
 def run_table_mutants(paths: Iterable[str], tests: list[str], jobs: int) -> list[Result]:
     made = [mutant for path in paths for mutant in mutants(module_of(path), (ROOT / path).read_text("utf-8"))]
-    baseline = time.monotonic()
-    if _pytest(ROOT / "src", tests, timeout=600) != 0:
+    for name in PRELOADED:
+        importlib.import_module(name)
+    started = time.monotonic()
+    if _wait(_fork_pytest(ROOT / "src", tests), timeout=600) != 0:
         sys.exit("the tests fail without any mutant: fix them first")
-    timeout = 10 * (time.monotonic() - baseline) + 30
-    done = Counter[str]()
-
-    def test(number: int, mutant: Mutant) -> Result:
-        result = _test_table_mutant(mutant, Path(scratch) / str(number), tests, timeout)
-        done["all"] += 1
-        if done["all"] % 25 == 0:
-            print(f"  table mutator: {done['all']}/{len(made)}", flush=True)
-        return result
-
-    with tempfile.TemporaryDirectory(prefix="keel-mutants-") as scratch, ThreadPoolExecutor(jobs) as pool:
-        return list(pool.map(test, range(len(made)), made))
+    timeout = 10 * (time.monotonic() - started) + 30
+    results: list[Result] = []
+    running: dict[int, _Job] = {}
+    waiting = list(enumerate(made))
+    with tempfile.TemporaryDirectory(prefix="keel-mutants-") as scratch:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                number, mutant = waiting.pop(0)
+                job = _start(mutant, Path(scratch) / str(number), tests)
+                running[_fork_pytest(job.where, job.stage)] = job
+            pid, code = _reap(running, timeout)
+            job = running.pop(pid)
+            if code == 0 and job.stage != tests:  # its own tests passed: now all of them
+                running[_fork_pytest(job.where, tests)] = _Job(job.mutant, job.where, tests, time.monotonic())
+                continue
+            shutil.rmtree(job.where)
+            results.append(Result(job.mutant.module, job.mutant.name, code != 0))
+            if len(results) % 25 == 0:
+                print(f"  table mutator: {len(results)}/{len(made)}", flush=True)
+    order = {mutant.name: number for number, mutant in enumerate(made)}
+    return sorted(results, key=lambda result: order[result.name])
 
 
 def _own_tests(module: str, tests: list[str]) -> list[str]:
@@ -120,27 +147,48 @@ def _own_tests(module: str, tests: list[str]) -> list[str]:
     return [test for test in tests if any(word in Path(test).stem for word in words)]
 
 
-def _test_table_mutant(mutant: Mutant, where: Path, tests: list[str], timeout: float) -> Result:
-    """Killed when a test fails: the module's own tests first (quick, and most mutants fail there), then all."""
-    shutil.copytree(ROOT / "src", where / "src")
-    (where / "src" / Path(*mutant.module.split("."))).with_suffix(".py").write_text(mutant.source, "utf-8")
-    own = _own_tests(mutant.module, tests)
-    code = _pytest(where / "src", own, timeout) if own else 0
-    if code == 0:
-        code = _pytest(where / "src", tests, timeout)
-    shutil.rmtree(where)
-    return Result(mutant.module, mutant.name, code != 0)
+def _start(mutant: Mutant, where: Path, tests: list[str]) -> _Job:
+    """A copy of src/ with the mutant in it; its first run is the module's own tests (quick, and most mutants
+    fail there), when it has some."""
+    shutil.copytree(ROOT / "src", where)
+    (where / Path(*mutant.module.split("."))).with_suffix(".py").write_text(mutant.source, "utf-8")
+    return _Job(mutant, where, _own_tests(mutant.module, tests) or tests, time.monotonic())
 
 
-def _pytest(src: Path, tests: list[str], timeout: float) -> int | None:
-    """pytest's exit code over `tests` with keel imported from `src`, or None when it ran past `timeout`."""
-    env = {**os.environ, "PYTHONPATH": str(src), "PYTHONDONTWRITEBYTECODE": "1"}
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
-    try:
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None
-    return done.returncode
+def _fork_pytest(src: Path, tests: list[str]) -> int:
+    """The pid of a fork running pytest over `tests`, with keel imported from `src`; its exit code is pytest's."""
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 3
+        try:
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+            sys.dont_write_bytecode = True
+            sys.path.insert(0, str(src))
+            os.chdir(ROOT)
+            code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", *tests]))
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _reap(running: dict[int, _Job], timeout: float) -> tuple[int, int | None]:
+    """The next fork to end, and its exit code (None: it ran past `timeout` and was killed)."""
+    while True:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid:
+            return pid, os.waitstatus_to_exitcode(status)
+        for pid, job in running.items():
+            if time.monotonic() - job.started > timeout:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return pid, None
+        time.sleep(0.02)
+
+
+def _wait(pid: int, timeout: float) -> int | None:
+    return _reap({pid: _Job(Mutant("", "", ""), ROOT, [], time.monotonic())}, timeout)[1]
 
 
 def read_equivalents(path: Path) -> dict[str, str]:
