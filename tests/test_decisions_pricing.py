@@ -352,6 +352,8 @@ def test_counts_are_whole_numbers_whatever_form_they_came_in() -> None:
                      "cache_read_input_tokens": 0, "cache_creation": {"ephemeral_5m_input_tokens": 1.0,
                                                                      "ephemeral_1h_input_tokens": 2.0}})  # fmt: skip
     assert read == Usage(3, 4, 1, 2, 0)
+    assert Usage.of({"input_tokens": 3.0, "output_tokens": 4.0, "cache_creation_input_tokens": 0,
+                     "cache_read_input_tokens": 0}).input_tokens.__class__ is int  # fmt: skip
     assert {type(value) for value in (read.input_tokens, read.output_tokens, read.cache_write_5m_tokens,
                                       read.cache_write_1h_tokens, read.cache_read_tokens)} == {int}  # fmt: skip
 
