@@ -10,6 +10,8 @@ emulator answers an HTTP request, so its start-up is never part of a measurement
 
 from __future__ import annotations
 
+import math
+import os
 import subprocess
 import sys
 import time
@@ -56,6 +58,14 @@ class EmulatorProcess:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.1)
         raise SystemExit(f"the emulator did not answer within {timeout:g} s")
+
+    def cpu_seconds(self) -> float:
+        """The CPU time the emulator has used so far (user and system; Linux only, else NaN)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return math.nan
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
     def close(self) -> None:
         if self.process.poll() is None:
