@@ -40,10 +40,12 @@ async def alternate_async(
     concurrency: int,
     warmup: int,
     probe: Callable[[], float] | None = None,
+    after_warmup: Callable[[], object] | None = None,
 ) -> dict[str, list[Drive]]:
     """`alternate` for asyncio calls made `concurrency` at a time (`load.drive`): one `Drive` per block of `calls`
     calls for each side; the sides take turns in ABBA order (the first side leads even blocks, the last odd ones).
-    With `probe` (say, a server's CPU seconds so far), each block's `probed` is its increase over the block.
+    With `probe` (say, a server's CPU seconds so far), each block's `probed` is its increase over the block;
+    `after_warmup` is called once, between the warm-up and the first block.
     A failed call raises."""
 
     async def block(call: Callable[[], Awaitable[object]], count: int) -> Drive:
@@ -57,6 +59,8 @@ async def alternate_async(
 
     for call in sides.values():
         await block(call, warmup)
+    if after_warmup is not None:
+        after_warmup()
     timings: dict[str, list[Drive]] = {name: [] for name in sides}
     names = list(sides)
     for number in range(blocks):

@@ -8,6 +8,10 @@ median block in calls/s; the ratio is the median over the block pairs of keel's 
 Target: keel/raw at most 1.05x with 64 in flight. The same with one call at a time is printed for comparison
 (`--sequential-blocks 0` skips it).
 
+Each side's client CPU per call, the garbage collector's share of it (timed through `gc.callbacks`) and the
+emulator's CPU per call (from /proc) are printed too: with 64 calls in flight the collector's share grows many
+times over, which is what makes keel's ratio larger there than one call at a time (see docs/benchmarks.md).
+`--gc-freeze` calls `gc.freeze()` after the warm-up, so that full collections no longer walk the start-up heap.
 `--profile` runs keel's side once more under cProfile instead (`--profile-out FILE` keeps the stats).
 
 Run: `.venv/bin/python bench/client_concurrency.py` (`--help` for the knobs, `--strict` to exit 1 on FAIL).
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import pstats
 import statistics
@@ -63,7 +68,13 @@ async def measure(emulator: EmulatorProcess, records: Path, args: argparse.Names
         probe = emulator.cpu_seconds
         found = {
             args.concurrency: await alternating.alternate_async(
-                sides, args.blocks, args.calls, args.concurrency, args.warmup, probe
+                sides,
+                args.blocks,
+                args.calls,
+                args.concurrency,
+                args.warmup,
+                probe,
+                gc.freeze if args.gc_freeze else None,
             )
         }
         if args.sequential_blocks:
@@ -74,23 +85,38 @@ async def measure(emulator: EmulatorProcess, records: Path, args: argparse.Names
     return found
 
 
+# per side, the median over its blocks of: (heading, width, format, figure of one block)
+COLUMNS: tuple[tuple[str, int, str, Callable[[Drive], float]], ...] = (
+    ("calls/s", 9, ",.0f", lambda d: d.per_second),
+    ("client µs/call", 16, ",.0f", lambda d: d.cpu_seconds / d.calls * 1e6),
+    ("busy", 6, ".0%", lambda d: d.cpu_seconds / d.seconds),
+    ("GC µs/call", 12, ",.0f", lambda d: d.gc_seconds / d.calls * 1e6),
+    ("full GCs", 10, ".1f", lambda d: d.gc_full / d.calls * 1000),
+    ("emulator µs/call", 18, ",.0f", lambda d: d.probed / d.calls * 1e6),
+    ("busy", 6, ".0%", lambda d: d.probed / d.seconds),
+)
+
+
 def report(concurrency: int, timings: Timings) -> float:
     """Print one concurrency's figures; the median pair ratio."""
     blocks = timings["raw"]
     print(f"{concurrency} in flight: {len(blocks)} blocks of {blocks[0].calls:,} calls per side, alternating (ABBA)")
-    print(f"{'side':<8}{'calls/s':>9}{'client CPU µs/call':>20}{'client busy':>13}{'emulator CPU µs/call':>22}"
-          f"{'emulator busy':>15}")  # fmt: skip
+    print(f"{'side':<6}" + "".join(f"{heading:>{width}}" for heading, width, _, _ in COLUMNS))
     for side, drives in timings.items():
-        best = statistics.median(d.per_second for d in drives)
-        cpu = statistics.median(d.cpu_seconds / d.calls * 1e6 for d in drives)
-        busy = statistics.median(d.cpu_seconds / d.seconds for d in drives)
-        server = statistics.median(d.probed / d.calls * 1e6 for d in drives)
-        server_busy = statistics.median(d.probed / d.seconds for d in drives)
-        print(f"{side:<8}{best:>9,.0f}{cpu:>20,.0f}{busy:>13.0%}{server:>22,.0f}{server_busy:>15.0%}")
+        figures = (f"{statistics.median(map(figure, drives)):>{width}{spec}}" for _, width, spec, figure in COLUMNS)
+        print(f"{side:<6}" + "".join(figures))
     pairs = pair_ratios(timings)
     ratio = statistics.median(pairs)
-    print(f"keel/raw time: median of the pairs {ratio:.3f}; pairs " + " ".join(f"{r:.3f}" for r in pairs) + "\n")
+    print(f"keel/raw time: median of the pairs {ratio:.3f}; pairs " + " ".join(f"{r:.3f}" for r in pairs))
+    print(f"keel/raw client CPU per call: median of the pairs {cpu_ratio(timings):.3f}\n")
     return ratio
+
+
+def cpu_ratio(timings: Timings) -> float:
+    """keel's client CPU per call over raw's, the median over the block pairs: what the time ratio tends to when the
+    client's core is the bottleneck, and less shaken by other processes than the time itself."""
+    pairs = zip(timings["raw"], timings["keel"], strict=True)
+    return statistics.median((k.cpu_seconds / k.calls) / (r.cpu_seconds / r.calls) for r, k in pairs)
 
 
 async def profile_keel(base_url: str, records: Path, args: argparse.Namespace) -> None:
@@ -115,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="calls in flight (default 64)")
     parser.add_argument("--sequential-blocks", type=int, default=10, help="blocks one call at a time (default 10)")
     parser.add_argument("--sequential-calls", type=int, default=100, help="calls per such block (default 100)")
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() after the warm-up: full collections skip the start-up heap",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile keel's side instead of measuring")
     parser.add_argument("--profile-out", type=Path, help="with --profile: also write the stats to this file")
     add_arguments(parser)
@@ -136,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         ratio = report(concurrency, timings)
         if concurrency == args.concurrency:
             results.append(at_most(f"keel/raw time, {concurrency} in flight", ratio, TARGET))
+            results.append(info(f"keel/raw client CPU per call, {concurrency} in flight", cpu_ratio(timings)))
+            gc_added = statistics.median(d.gc_seconds / d.calls * 1e6 for d in timings["keel"]) - statistics.median(
+                d.gc_seconds / d.calls * 1e6 for d in timings["raw"]
+            )
+            results.append(info(f"GC time keel adds per call, {concurrency} in flight", gc_added, "µs", 0))
         else:
             results.append(info("keel/raw time, one at a time", ratio))
     print_verdicts(results)

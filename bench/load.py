@@ -14,6 +14,7 @@ benchmarks of many calls at once (goodput.py, shared_budget.py, client_concurren
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections import Counter
@@ -40,6 +41,8 @@ class Drive:
     calls: int
     seconds: float
     cpu_seconds: float  # this process's CPU time meanwhile (all its threads)
+    gc_seconds: float  # of which the cyclic garbage collector took this much
+    gc_full: int  # full (generation 2) collections meanwhile
     failures: Counter[str] = field(default_factory=Counter)  # exception type name -> count
     probed: float = 0.0  # what else was measured over the same time, if anything (alternating.alternate_async)
 
@@ -55,6 +58,29 @@ class Drive:
         return ", ".join(f"{count} {name}" for name, count in self.failures.most_common()) or "none"
 
 
+class GcClock:
+    """The time the cyclic garbage collector takes while installed (`gc.callbacks`), and its full collections."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
+            self.full += info["generation"] == 2
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
 async def drive(call: Callable[[int], Awaitable[object]], calls: int, concurrency: int) -> Drive:
     """`call(0)` … `call(calls - 1)` under an `asyncio.Semaphore(concurrency)`, gathered; an exception is a failure."""
     gate = asyncio.Semaphore(concurrency)
@@ -63,11 +89,12 @@ async def drive(call: Callable[[int], Awaitable[object]], calls: int, concurrenc
         async with gate:
             return await call(n)
 
-    started, cpu = time.perf_counter(), time.process_time()
-    results = await asyncio.gather(*(one(n) for n in range(calls)), return_exceptions=True)
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    with GcClock() as collector:
+        started, cpu = time.perf_counter(), time.process_time()
+        results = await asyncio.gather(*(one(n) for n in range(calls)), return_exceptions=True)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     failures = Counter(type(r).__name__ for r in results if isinstance(r, BaseException))
-    return Drive(calls, seconds, cpu_seconds, failures)
+    return Drive(calls, seconds, cpu_seconds, collector.seconds, collector.full, failures)
 
 
 # --- the request -----------------------------------------------------------------------------------------------------
