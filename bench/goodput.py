@@ -34,7 +34,7 @@ from load import UNLIMITED_BUDGET, Budget, Drive, Tally, Workload, drive, read_a
 from targets import Result, add_arguments, at_most, check, finish, info, print_verdicts
 
 import keel
-from keel.ratelimit import RateLimiter
+from keel.ratelimit import Limits, RateLimiter
 
 TIME_TARGET = 1.10  # keel's time over the ideal, at most
 THROTTLED_TARGET = 0.02  # keel's share of 429 responses, at most
@@ -51,8 +51,10 @@ async def raw_side(side: str, base_url: str, workload: Workload, calls: int, con
         return await drive(lambda n: sdk.messages.create(**workload.params(n)), calls, concurrency)
 
 
-async def keel_side(base_url: str, workload: Workload, budget: Budget, calls: int, concurrency: int) -> Drive:
-    limiter = RateLimiter(budget.limiter_limits(), window=budget.window)
+async def keel_side(
+    base_url: str, workload: Workload, limits: Limits, window: float, calls: int, concurrency: int
+) -> Drive:
+    limiter = RateLimiter(limits, window=window)
     async with keel.AsyncClient(sdk_for("keel", base_url), limiter=limiter, policy="background") as client:
         return await drive(lambda n: client.messages.create(**workload.params(n)), calls, concurrency)
 
@@ -66,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-words", type=int, default=580, help="prompt words (default 580: ~600 tokens)")
     parser.add_argument("--output-tokens", type=int, default=120, help="answer tokens (default 120)")
     parser.add_argument("--max-tokens", type=int, default=240, help="max_tokens (default 240)")
+    parser.add_argument(
+        "--configured",
+        metavar="RPM,ITPM,OTPM",
+        help="the per-minute limits keel's limiter is given (default: the emulator's); it learns the real ones from "
+        "the response headers",
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
 
@@ -74,11 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     budget = Budget.matching(args.rpm, per_call, args.clock_speed)
     demand = (args.requests, args.requests * per_call[0], args.requests * per_call[1])
     limited = budget.seconds_for(demand)
+    configured = budget.limiter_limits()
+    if args.configured:
+        rpm, itpm, otpm = (int(n) for n in args.configured.split(","))
+        configured = Limits(rpm, itpm, otpm, per=budget.window)
     print(
         f"goodput: {args.requests:,} requests per side, {args.concurrency} at a time, each {per_call[0]:,} input "
         f"tokens and {per_call[1]:,} output tokens (max_tokens {args.max_tokens:,}); load average "
         f"{os.getloadavg()[0]:.2f}\nlimits per key: {budget.describe()}"
     )
+    if args.configured:
+        print(f"keel's limiter is configured with {args.configured} per emulated minute instead")
 
     with tempfile.TemporaryDirectory(prefix="keel-goodput-") as tmp:
         scenario, access_log = Path(tmp) / "limits.toml", Path(tmp) / "access.jsonl"
@@ -89,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             url, calls, concurrency = emu.base_url, args.requests, args.concurrency
             runs = {  # one after the other, in this order
                 "unthrottled": asyncio.run(raw_side("unthrottled", url, workload, calls, concurrency)),
-                "keel": asyncio.run(keel_side(url, workload, budget, calls, concurrency)),
+                "keel": asyncio.run(keel_side(url, workload, configured, budget.window, calls, concurrency)),
                 "naive": asyncio.run(raw_side("naive", url, workload, calls, concurrency)),
             }
         entries = read_access_log(access_log)
