@@ -13,6 +13,7 @@ from keel.batch.cli import batch_app
 from keel.bulk.cli import run as run_command
 from keel.emulator import (
     DEFAULT_API_KEY,
+    Clock,
     Emulator,
     EmulatorConfig,
     FaultSpecError,
@@ -88,6 +89,14 @@ def serve(
     batch_speed: Annotated[
         float, typer.Option(min=0, help="Message Batches clock: simulated seconds per second (3600: an hour a second).")
     ] = 1.0,
+    clock_speed: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Clock of the rate limits and the prompt cache: simulated seconds per second (10: a minute's limits "
+            "refill in 6 s; retry-after stays in real seconds).",
+        ),
+    ] = 1.0,
 ) -> None:
     """Serve the emulator over HTTP until Ctrl-C."""
     from keel.emulator.server import serve as run_server
@@ -106,6 +115,7 @@ def serve(
         rate_limits=_rate_limits(rate_limit, scenario.limits) if rate_limit else None,
         batch_speed=batch_speed,
         access_log=access_log,
+        clock=Clock(speed=clock_speed),
     )
     try:
         emulator = Emulator(config)
