@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from .access_log import AccessLog
 from .batches import MAX_BATCH_BYTES, MAX_BATCH_REQUESTS, Batch, BatchStore
-from .catalog import ModelSpec, load_catalog
+from .catalog import ModelSpec, capabilities, load_catalog
 from .clock import Clock
 from .errors import ApiError, invalid
 from .faults import FAULT_HEADER, Fault, FaultSpecError, Rule, Scenario, parse_fault_header
@@ -279,7 +279,7 @@ class Emulator:
         gen = generate(valid, self.config.seed, new_id)
         message_id = new_id("msg_01")
         if call.stream:
-            events = sse_events(message_id, valid.model.id, gen, plan.usage)
+            events = sse_events(message_id, valid, gen, plan.usage)
             return StreamingResponse(
                 self._paced(events, call.fault, admission, gen.output_tokens),
                 media_type="text/event-stream; charset=utf-8",
@@ -287,7 +287,7 @@ class Emulator:
             )
         await self._delay(gen, call.fault)
         admission.settle(gen.output_tokens)
-        body = message_json(message_id, valid.model.id, gen, plan.usage)
+        body = message_json(message_id, valid, gen, plan.usage)
         return Response(_dumps(body), media_type=JSON_TYPE, headers=admission.headers)
 
     async def _count_tokens(self, request: Request, call: _Call) -> Response:
@@ -452,6 +452,7 @@ def _model_info(spec: ModelSpec) -> dict[str, Any]:
         "created_at": spec.created_at,
         "max_input_tokens": spec.context_window,
         "max_tokens": spec.max_output_tokens,
+        "capabilities": capabilities(spec),
         "lifecycle": "active",
     }
 
