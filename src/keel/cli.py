@@ -19,6 +19,8 @@ from keel.emulator import (
     Scenario,
     load_scenario,
 )
+from keel.emulator.cassette import CassetteError
+from keel.emulator.replay import DEFAULT_IGNORED, OnMiss
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -64,6 +66,19 @@ def serve(
     batch_speed: Annotated[
         float, typer.Option(min=0, help="Message Batches clock: simulated seconds per second (3600: an hour a second).")
     ] = 1.0,
+    replay: Annotated[
+        Path | None, typer.Option(help="Answer the requests this cassette holds with its recorded responses.")
+    ] = None,
+    replay_speed: Annotated[
+        float, typer.Option(help="Replay the recorded timing this many times as fast (inf: no waiting).")
+    ] = 1.0,
+    on_miss: Annotated[
+        OnMiss, typer.Option(help="A request the cassette does not hold: generate it, or answer a 404 (error).")
+    ] = "generate",
+    replay_ignore: Annotated[
+        list[str] | None,
+        typer.Option(help="A request field (dotted path) left out of matching; repeat it (default: metadata)."),
+    ] = None,
 ) -> None:
     """Serve the emulator over HTTP until Ctrl-C."""
     from keel.emulator.server import serve as run_server
@@ -82,14 +97,23 @@ def serve(
         rate_limits=_rate_limits(rate_limit, scenario.limits) if rate_limit else None,
         batch_speed=batch_speed,
         access_log=access_log,
+        replay=replay,
+        replay_speed=replay_speed,
+        on_miss=on_miss,
+        replay_ignore=tuple(replay_ignore) if replay_ignore is not None else DEFAULT_IGNORED,
     )
     try:
         emulator = Emulator(config)
+    except (CassetteError, ValueError) as err:
+        typer.echo(f"keel: {err}", err=True)
+        raise typer.Exit(2) from None
     except OSError as err:
         typer.echo(f"keel: cannot write the access log {access_log}: {err.strerror or err}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"keel emulator listening on http://{host}:{port}  (ANTHROPIC_BASE_URL=http://{host}:{port})")
-    typer.echo(f"{len(scenario.rules)} fault rule(s); Ctrl-C stops it.")
+    replayer = emulator.replayer
+    replaying = f"; replaying {replay} ({len(replayer.cassette.exchanges)} exchanges)" if replayer else ""
+    typer.echo(f"{len(scenario.rules)} fault rule(s){replaying}; Ctrl-C stops it.")
     try:
         run_server(emulator, host, port)
     finally:
