@@ -19,6 +19,7 @@ from keel.emulator.cassette import (
     kept_headers,
     read_cassette,
     scrub,
+    scrub_stream,
 )
 
 CANARY = "sk-ant-api03-CANARY0123456789abcdefghijklmnopqrstuvwxyz"
@@ -101,6 +102,21 @@ def test_secrets_never_reach_the_file(tmp_path: Path) -> None:
     assert recorded.request["metadata"] == {"user_id": "u1", "api_key": SCRUBBED}
     assert recorded.request["tools"][0]["input_schema"]["properties"]["password"] == SCRUBBED
     assert recorded.request["messages"][0]["content"] == f"my key is {SCRUBBED}, and {SCRUBBED}"
+
+
+def test_a_secret_split_across_stream_deltas_is_scrubbed_too() -> None:
+    pieces = ["Your key: sk", "-ant-api03", "-CANARY0123456789", "abc", " is safe", " with my-own-secret-42", "!"]
+    events = [
+        Event(n, "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
+        for n, piece in enumerate(pieces)
+    ]
+    events.append(Event(9, "message_stop", {"type": "message_stop"}))
+    scrubbed = scrub_stream(events, secrets=("my-own-secret-42",))
+    texts = [e.data["delta"]["text"] for e in scrubbed[:-1]]
+    assert "".join(texts) == f"Your key: {SCRUBBED} is safe with {SCRUBBED}!"
+    assert texts[:4] == ["Your key: " + SCRUBBED, "", "", ""] and scrubbed[-1] == events[-1]
+    untouched = [Event(0, "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "sk-ant"}})]
+    assert scrub_stream(untouched) == untouched  # too short to be a key
 
 
 def test_scrub_leaves_everything_else_alone() -> None:

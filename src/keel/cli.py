@@ -21,6 +21,7 @@ from keel.emulator import (
 )
 from keel.emulator.cassette import CassetteError
 from keel.emulator.replay import DEFAULT_IGNORED, OnMiss
+from keel.proxy.cli import proxy
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -32,6 +33,7 @@ app = typer.Typer(help="keel: production habits for the Claude Messages API.", n
 emulator_app = typer.Typer(help="The local emulator of the Claude API.", no_args_is_help=True)
 app.add_typer(emulator_app, name="emulator")
 app.add_typer(batch_app, name="batch")
+app.command()(proxy)
 
 
 @app.command()

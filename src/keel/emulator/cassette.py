@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
@@ -65,22 +65,91 @@ def kept_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     return kept
 
 
+def _scrub_text(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, SCRUBBED)
+    return KEY_PATTERN.sub(SCRUBBED, text)
+
+
 def scrub(value: Any, secrets: tuple[str, ...] = ()) -> Any:
-    """`value` (any JSON value) with every secret replaced by `[scrubbed]`: strings matching `KEY_PATTERN` or
-    containing one of `secrets`, and every value of a field whose name is a secret's (`SECRET_FIELD`)."""
+    """`value` (any JSON value) with every secret replaced by `[scrubbed]`: strings (object keys included) matching
+    `KEY_PATTERN` or containing one of `secrets`, and every value of a field whose name is a secret's
+    (`SECRET_FIELD`)."""
     if isinstance(value, str):
-        for secret in secrets:
-            if secret and secret in value:
-                value = value.replace(secret, SCRUBBED)
-        return KEY_PATTERN.sub(SCRUBBED, value)
+        return _scrub_text(value, secrets)
     if isinstance(value, dict):
         return {
-            key: SCRUBBED if SECRET_FIELD.search(key) and item is not None else scrub(item, secrets)
+            _scrub_text(key, secrets): SCRUBBED
+            if SECRET_FIELD.search(key) and item is not None
+            else scrub(item, secrets)
             for key, item in value.items()
         }
     if isinstance(value, list):
         return [scrub(item, secrets) for item in value]
     return value
+
+
+def _secret_spans(text: str, secrets: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Where secrets are in `text`, as merged (start, end) spans in order."""
+    spans = [match.span() for match in KEY_PATTERN.finditer(text)]
+    for secret in secrets:
+        start = text.find(secret) if secret else -1
+        while start >= 0:
+            spans.append((start, start + len(secret)))
+            start = text.find(secret, start + 1)
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _without_spans(text: str, offset: int, spans: list[tuple[int, int]]) -> str:
+    """One piece (at `offset` of the whole) without the parts the spans cover; `[scrubbed]` where a span starts."""
+    out, cursor = [], 0
+    for start, end in spans:
+        low, high = max(start - offset, 0), min(end - offset, len(text))
+        if low >= high:
+            continue
+        out.append(text[cursor:low])
+        if start >= offset:
+            out.append(SCRUBBED)
+        cursor = high
+    out.append(text[cursor:])
+    return "".join(out)
+
+
+def scrub_stream(events: list[Event], secrets: tuple[str, ...] = ()) -> list[Event]:
+    """A stream's events with secrets scrubbed where deltas split them: the pieces of each block's text (or tool
+    input, or thinking) are read together, and a secret spanning several is replaced by `[scrubbed]` in the first of
+    them and removed from the others. (Each event is scrubbed on its own as well, by `scrub`.)"""
+    pieces: dict[tuple[Any, str, str], list[int]] = {}  # (block index, delta type, field) -> event positions
+    for position, event in enumerate(events):
+        delta = event.data.get("delta") if isinstance(event.data, dict) else None
+        if event.name == "content_block_delta" and isinstance(delta, dict):
+            for field_name, value in delta.items():
+                if field_name != "type" and isinstance(value, str):
+                    pieces.setdefault((event.data.get("index"), str(delta.get("type")), field_name), []).append(
+                        position
+                    )
+    scrubbed = list(events)
+    for (_, _, field_name), positions in pieces.items():
+        texts = [events[p].data["delta"][field_name] for p in positions]
+        spans = _secret_spans("".join(texts), secrets)
+        if not spans:
+            continue
+        offset = 0
+        for position, text in zip(positions, texts, strict=True):
+            kept = _without_spans(text, offset, spans)
+            offset += len(text)
+            if kept != text:
+                event = events[position]
+                data = {**event.data, "delta": {**event.data["delta"], field_name: kept}}
+                scrubbed[position] = Event(event.at_ms, event.name, data, event.raw)
+    return scrubbed
 
 
 def canonical_body(value: Any) -> Any:
@@ -283,7 +352,10 @@ class CassetteWriter:
 
     def write(self, exchange: Exchange, secrets: tuple[str, ...] = ()) -> None:
         """Scrub `exchange` (the key pattern, secret fields, and every literal in `secrets`) and append it."""
-        record = scrub(exchange.to_json(), tuple(s for s in secrets if s))
+        secrets = tuple(s for s in secrets if s)
+        if exchange.events is not None:
+            exchange = replace(exchange, events=scrub_stream(exchange.events, secrets))
+        record = scrub(exchange.to_json(), secrets)
         with self._lock:
             if self._file is None:
                 raise ValueError(f"the cassette {self.path} is closed")
