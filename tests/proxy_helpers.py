@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ import anthropic
 
 from keel.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig
 from keel.emulator.server import BackgroundServer
-from keel.proxy import BackgroundProxy, Proxy, ProxyConfig
+from keel.proxy import BackgroundProxy, Proxy, ProxyConfig, ProxyEntry
 
 MODEL = "claude-haiku-5-5"
 IDS = re.compile(r"\b(req_011C|msg_01|toolu_01|srvtoolu_01|msgbatch_01)[0-9A-Za-z]{20,}")
@@ -48,6 +49,16 @@ def proxied(config: EmulatorConfig | None = None, **proxy_options: Any) -> Itera
         proxy = Proxy(ProxyConfig(upstream=upstream.base_url, **proxy_options))
         with BackgroundProxy(proxy) as server:
             yield Proxied(emulator, upstream, proxy, server)
+
+
+def settled(setup: Proxied, answered: str | Callable[[ProxyEntry], bool] | None) -> list[ProxyEntry]:
+    """The proxy's log once it holds the exchange that answered request-id `answered` (or one matching a predicate):
+    the client may hear an answer a moment before the proxy's thread logs it."""
+    found = answered if callable(answered) else lambda entry: entry.request_id == answered
+    deadline = time.monotonic() + 5
+    while not any(found(entry) for entry in setup.proxy.log.entries()) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return setup.proxy.log.entries()
 
 
 def ask(text: str) -> list[dict[str, Any]]:

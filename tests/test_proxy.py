@@ -16,7 +16,7 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
-from proxy_helpers import MODEL, Proxied, ask, proxied, sse_events, without_ids
+from proxy_helpers import MODEL, Proxied, ask, proxied, settled, sse_events, without_ids
 
 from keel import ProxyConfigError
 from keel.emulator import DEFAULT_API_KEY, EmulatorConfig, Scenario, parse_fault_header
@@ -43,7 +43,7 @@ def test_sdk_calls_come_back_as_from_the_upstream(through: Proxied) -> None:
         json.loads(direct_reply.http_response.text)
     )
     served = through.emulator.access_log.entries()[-2]
-    entry = through.proxy.log.entries()[-1]
+    entry = settled(through, proxied_reply.request_id)[-1]
     assert proxied_reply.request_id == served.request_id == entry.request_id  # the upstream's own request-id
     assert entry.status == 200 and entry.fault is None and not entry.stream and entry.model == MODEL
     assert 0 < entry.head_ms <= entry.total_ms
@@ -54,9 +54,9 @@ def test_sdk_calls_come_back_as_from_the_upstream(through: Proxied) -> None:
 def test_the_clients_own_key_is_forwarded_untouched_and_never_logged(through: Proxied) -> None:
     key = "sk-ant-api03-" + "k" * 40
     with through.sdk(api_key=key) as sdk:
-        sdk.messages.create(model=MODEL, max_tokens=20, messages=ask("hi"))
+        reply = sdk.messages.create(model=MODEL, max_tokens=20, messages=ask("hi"))
     assert through.emulator.access_log.entries()[-1].key_id == key_id(key)  # the upstream got this very key
-    entry = through.proxy.log.entries()[-1]
+    entry = settled(through, reply._request_id)[-1]
     assert entry.key_id == key_id(key) and key not in entry.to_json() and key not in entry.line()
     bearer = httpx2.post(
         f"{through.url}/v1/messages/count_tokens",
@@ -74,10 +74,11 @@ def test_streams_pass_through_event_by_event_as_they_arrive() -> None:
             for _ in stream.text_stream:
                 arrivals.append(time.perf_counter() - started)
             final = stream.get_final_message()
+            request_id = stream.request_id
     assert len(arrivals) == 30 and final.stop_reason == "end_turn"
     assert arrivals[0] < 0.2 < arrivals[-1]  # the first token long before the last: nothing held back
     assert arrivals[-1] - arrivals[15] > 0.08  # and the rest still trickling in at the upstream's pace
-    assert setup.proxy.log.entries()[-1].stream
+    assert settled(setup, request_id)[-1].stream
 
 
 def test_plain_httpx2_gets_the_same_events_in_the_same_order(through: Proxied) -> None:
@@ -113,7 +114,8 @@ def test_message_batches_through_the_proxy_results_included(through: Proxied) ->
         assert ended.results_url == f"{through.url}/v1/messages/batches/{batch.id}/results"  # back through the proxy
         results = list(sdk.messages.batches.results(batch.id))
     assert sorted(line.custom_id for line in results) == ["q0", "q1", "q2"]
-    assert through.proxy.log.entries()[-1].path == f"/v1/messages/batches/{batch.id}/results"
+    results_path = f"/v1/messages/batches/{batch.id}/results"
+    assert settled(through, lambda entry: entry.path == results_path)[-1].path == results_path
 
 
 # --- faults, applied by the proxy, seen as the API's own ------------------------------------------------------------
@@ -148,7 +150,7 @@ def test_status_faults_raise_what_the_api_would_and_retry_alike(through: Proxied
     with through.sdk(max_retries=2) as via, through.sdk(max_retries=2, direct=True) as direct:
         before = len(proxy_log.entries()), len(upstream_log.entries())
         proxied_error = _failure(via, fault)
-        proxied_attempts = proxy_log.entries()[before[0] :]
+        proxied_attempts = settled(through, proxied_error.request_id)[before[0] :]
         assert len(upstream_log.entries()) == before[1]  # an injected error never reaches the upstream
         direct_error = _failure(direct, fault)
         direct_attempts = upstream_log.entries()[before[1] :]
@@ -170,7 +172,7 @@ def test_the_sdk_retries_injected_529s_then_succeeds(through: Proxied) -> None:
             extra_headers={"x-keel-fault": "status=529; times=2; retry_after_ms=1"},
         )
     assert reply.content[0].type == "text" and reply.content[0].text == "made it"
-    entries = through.proxy.log.entries()[-3:]
+    entries = settled(through, reply._request_id)[-3:]
     assert [(e.status, e.retry_count, e.fault is not None) for e in entries] == [
         (529, 0, True),
         (529, 1, True),
@@ -226,8 +228,8 @@ def test_scenario_rules_apply_to_real_traffic() -> None:
         with pytest.raises(anthropic.InternalServerError):
             sdk.messages.count_tokens(model=MODEL, messages=ask("hi"))
         assert sdk.messages.count_tokens(model=MODEL, messages=ask("hi")).input_tokens > 0  # the rule's limit is spent
-        assert sdk.messages.create(model=MODEL, max_tokens=10, messages=ask("hi")).stop_reason
-    assert [e.status for e in setup.proxy.log.entries()] == [503, 200, 200]
+        last = sdk.messages.create(model=MODEL, max_tokens=10, messages=ask("hi"))
+    assert [e.status for e in settled(setup, last._request_id)] == [503, 200, 200]
 
 
 def test_a_bad_fault_header_is_the_apis_400(through: Proxied) -> None:
@@ -251,7 +253,7 @@ def test_an_unreachable_upstream_is_a_502_api_error_naming_it_without_credential
     error = caught.value
     assert error.status_code == 502 and error.type == "api_error"
     assert f"http://keel:***@127.0.0.1:{port}" in error.message and "hunter2" not in error.message
-    assert [e.status for e in proxy.log.entries()] == [502, 502]  # retried, as the SDK retries a 502
+    assert [e.status for e in proxy.log.entries()] == [502, 502]  # retried, as the SDK retries a 502 (logged: stopped)
     assert all(e.error and "hunter2" not in e.error for e in proxy.log.entries())
 
 

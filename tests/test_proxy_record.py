@@ -54,7 +54,7 @@ def test_record_then_replay_gives_the_same_answers_events_and_timing(tmp_path: P
             setup.emulator.batches.advance(3600)
             results = [line.to_dict() for line in sdk.messages.batches.results(batch.id)]
         recorded_events, recorded_arrivals = timed_events(setup.url)
-        assert all(entry.recorded for entry in setup.proxy.log.entries())
+    assert all(entry.recorded for entry in setup.proxy.log.entries())
     exchanges = read_cassette(cassette).exchanges
     assert [f"{e.method} {e.path}" for e in exchanges] == [
         "POST /v1/messages",

@@ -166,7 +166,7 @@ def test_a_stream_is_replayed_on_its_recorded_timing_scaled(tmp_path: Path) -> N
         got = arrivals(emulator)
         assert len(got) == len(recorded)
         for at, want in zip(got, recorded, strict=True):
-            assert want / speed - 5 <= at <= want / speed + 60, (speed, got)  # never early; late only by load
+            assert want / speed - 5 <= at <= want / speed + 75, (speed, got)  # never early; late only by load
     fast = arrivals(Emulator(EmulatorConfig(replay=path, replay_speed=math.inf)))
     assert fast[-1] < 40
 

@@ -41,7 +41,7 @@ from keel.emulator.render import new_id
 from keel.ratelimit.urls import redact_text, redact_url
 
 from .log import ProxyEntry, ProxyLog
-from .sse import EventSplitter, is_content, parse_event
+from .sse import EventSplitter, coalesced, is_content, parse_event
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -53,6 +53,7 @@ HOP_BY_HOP = frozenset(
 )
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"transfer-encoding", FAULT_HEADER.encode()}
 _NOT_RETURNED = HOP_BY_HOP | {b"content-length", b"content-encoding", b"transfer-encoding"}
+_URLS_KEPT = 1024  # parsed upstream URLs kept for reuse
 SHUTDOWN_MESSAGE = "keel proxy: shutting down; the stream was closed before the upstream finished it"
 
 
@@ -109,9 +110,20 @@ class Proxy:
         self.log = ProxyLog(config.access_log)
         self.cassette = CassetteWriter(config.record, upstream=self.shown_upstream) if config.record else None
         self._transport: httpx2.AsyncHTTPTransport | None = None
+        self._urls: dict[bytes, httpx2.URL] = {}
         timeout = httpx2.Timeout(config.read_timeout, connect=config.connect_timeout, pool=None)
         self.extensions = {"timeout": timeout.as_dict()}
         self._streams: set[_Relay] = set()
+
+    def url(self, path: bytes, query: bytes) -> httpx2.URL:
+        """The upstream URL of a request's path and query (parsed once per distinct target: most are the same)."""
+        target = path + b"?" + query if query else path
+        found = self._urls.get(target)
+        if found is None:
+            if len(self._urls) >= _URLS_KEPT:
+                self._urls.clear()
+            found = self._urls[target] = httpx2.URL(self.upstream + target.decode("latin-1"))
+        return found
 
     def transport(self) -> httpx2.AsyncHTTPTransport:
         """The connections to the upstream (made on first use, in the serving loop), through the environment's
@@ -264,10 +276,9 @@ class _Relay:
         proxy = self.proxy
         path = self.scope.get("raw_path") or self.scope["path"].encode()
         query = self.scope.get("query_string") or b""
-        url = proxy.upstream + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         headers = [(name, value) for name, value in self.headers if name not in _NOT_FORWARDED]
         upstream_request = httpx2.Request(
-            self.scope["method"], url, headers=headers, content=body, extensions=proxy.extensions
+            self.scope["method"], proxy.url(path, query), headers=headers, content=body, extensions=proxy.extensions
         )
         try:
             response = await proxy.transport().handle_async_request(upstream_request)
@@ -368,41 +379,39 @@ class _Relay:
         self.stop("the client went away")
 
     async def _stream_out(self, response: httpx2.Response, events: list[Event] | None) -> AsyncGenerator[bytes, None]:
-        """The upstream's body as it arrives: chunk by chunk, or event by event when a fault paces or cuts it."""
+        """The upstream's body as it arrives (what arrived together, sent together), or event by event when a fault
+        paces or cuts it."""
         fault = self.fault
-        chunks = self._upstream_chunks(response)
+        chunks = self._upstream_chunks(response, events)
         if fault is None:
-            splitter = EventSplitter()
-            async for chunk in chunks:
-                if events is not None:
-                    self._note(splitter.feed(chunk), events)
-                yield chunk
+            async with contextlib.aclosing(coalesced(chunks)) as arrived:
+                async for data in arrived:
+                    yield data
             return
-        async with contextlib.aclosing(paced(self._events(chunks, events), fault, 0.0, fault.tps)) as paced_events:
+        async with contextlib.aclosing(paced(self._events(chunks), fault, 0.0, fault.tps)) as paced_events:
             async for event in paced_events:
                 yield event
 
-    async def _upstream_chunks(self, response: httpx2.Response) -> AsyncIterator[bytes]:
+    async def _upstream_chunks(self, response: httpx2.Response, events: list[Event] | None) -> AsyncIterator[bytes]:
+        """The upstream's body; with `events`, each complete event noted there as it arrives."""
+        splitter = EventSplitter()
         try:
             async for chunk in response.aiter_bytes():
+                if events is not None:
+                    self._note(splitter.feed(chunk), events)
                 yield chunk
         except httpx2.HTTPError as exc:
             self.error = f"the upstream broke off the stream ({type(exc).__name__})"
             raise UpstreamBrokeOff(self.error) from exc
         self.upstream_done = True
 
-    async def _events(
-        self, chunks: AsyncIterator[bytes], events: list[Event] | None
-    ) -> AsyncIterator[tuple[bytes, bool]]:
+    async def _events(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bool]]:
         """The upstream's events one by one; a fault's ttft / latency hold back the first one."""
         fault = self.fault
         delay = ((fault.ttft_ms or 0) + (fault.latency_ms or 0)) / 1000 if fault else 0.0
         splitter = EventSplitter()
         async for chunk in chunks:
-            complete = splitter.feed(chunk)
-            if events is not None:
-                self._note(complete, events)
-            for event in complete:
+            for event in splitter.feed(chunk):
                 if delay:
                     await asyncio.sleep(delay)
                     delay = 0.0

@@ -1,14 +1,18 @@
-"""Server-sent events as they arrive: complete events cut out of a byte stream, and read for a cassette."""
+"""Server-sent events as they arrive: passed on as they come, cut into complete events, and read for a cassette."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from keel.emulator.cassette import Event
 
 _BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _CONTENT = b"event: content_block_delta"
+FLUSH_WITHIN = 0.0005  # seconds a chunk may wait for those read after it before it is sent
 
 
 class EventSplitter:
@@ -55,3 +59,46 @@ def parse_event(event: bytes, at_ms: float) -> Event | None:
         return Event(at_ms, name, json.loads(text))
     except json.JSONDecodeError:
         return Event(at_ms, name, text, raw=True)
+
+
+async def coalesced(chunks: AsyncIterator[bytes], within: float = FLUSH_WITHIN) -> AsyncGenerator[bytes, None]:
+    """The chunks as they arrive, those that arrived together joined into one.
+
+    A task reads the chunks; what it has read by the time the sender is ready again goes out in one piece, and no
+    chunk waits more than `within` seconds for the pieces read after it (a large buffer of events takes the reader a
+    while to go through). The first chunk goes out at once, and so does any that arrives alone: nothing waits for
+    company; a burst (a fast upstream, or one the client lags behind) goes out in a few writes rather than one per
+    event. An error while reading is raised here, after what came before it.
+    """
+    pending: list[bytes] = []
+    ready = asyncio.Event()
+
+    async def read() -> None:
+        since = 0.0  # when the oldest pending chunk was read
+        first = True
+        async for chunk in chunks:
+            now = time.perf_counter()
+            if not pending:
+                since = now
+            pending.append(chunk)
+            ready.set()
+            if first or now - since >= within:
+                first = False
+                await asyncio.sleep(0)  # let the sender take what there is
+
+    reader = asyncio.ensure_future(read())
+    reader.add_done_callback(lambda _: ready.set())
+    try:
+        while True:
+            await ready.wait()
+            ready.clear()
+            if pending:
+                data = b"".join(pending)
+                pending.clear()
+                yield data
+            if reader.done() and not pending:
+                reader.result()  # the reader's error, if it had one
+                return
+    finally:
+        reader.cancel()
+        await asyncio.wait({reader})
