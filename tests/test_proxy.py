@@ -76,8 +76,8 @@ def test_streams_pass_through_event_by_event_as_they_arrive() -> None:
             final = stream.get_final_message()
             request_id = stream.request_id
     assert len(arrivals) == 30 and final.stop_reason == "end_turn"
-    assert arrivals[0] < 0.2 < arrivals[-1]  # the first token long before the last: nothing held back
-    assert arrivals[-1] - arrivals[15] > 0.08  # and the rest still trickling in at the upstream's pace
+    # the tokens reach the client at the upstream's pace (290 ms from first to last), not held back and sent at once
+    assert arrivals[15] - arrivals[0] > 0.1 and arrivals[-1] - arrivals[15] > 0.1
     assert settled(setup, request_id)[-1].stream
 
 

@@ -1,5 +1,6 @@
 """The proxy's ASGI app: every request goes upstream untouched (the client's key included) and every response comes
-back, SSE event by event as it arrives, with the emulator's faults applied to real traffic on the way.
+back, SSE (and any other body that is not JSON, such as batch results) as it arrives, with the emulator's faults
+applied to real traffic on the way.
 
 - A fault (the `x-keel-fault` header, or a rule of the scenario) with a `status` answers that error in the API's shape
   without going upstream; `ttft_ms` / `latency_ms` / `tps` delay the answer (a stream: its first event, then each
@@ -10,8 +11,8 @@ back, SSE event by event as it arrives, with the emulator's faults applied to re
 - With a cassette, each exchange the upstream answered whole is written to it (scrubbed; see
   `keel.emulator.cassette`); injected errors and streams cut short by a fault, the client or a shutdown are not.
 - `results_url` in the upstream's Message Batches answers points back at the proxy, so the results come through it.
-- On shutdown (`close_streams`), every stream in flight ends with an `event: error` frame (`api_error`) and a proper
-  end of body, its upstream response closed.
+- On shutdown (`close_streams`), every stream of events in flight ends with an `event: error` frame (`api_error`) and
+  a proper end of body, its upstream response closed; other requests finish within the server's grace period.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class Proxy:
                 return
 
     def close_streams(self) -> None:
-        """End every stream in flight (each gets an `event: error` frame and a proper end); refuse none after."""
+        """End every stream of events in flight: each gets an `event: error` frame and a proper end of body."""
         for relay in list(self._streams):
             relay.stop(SHUTDOWN_MESSAGE)
 
@@ -201,6 +202,10 @@ class _Relay:
 
     async def run(self) -> None:
         body = await self._read_body()
+        if body is None:
+            self.error = "the client went away"
+            self._log()
+            return
         request = self._parse(body)
         try:
             attempt = self._header(b"x-stainless-retry-count") or ""
@@ -219,16 +224,19 @@ class _Relay:
         finally:
             self._log()
 
-    async def _read_body(self) -> bytes:
+    async def _read_body(self) -> bytes | None:
+        """The request body; None when the client went away before sending all of it."""
         chunks = []
         while True:
             message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return None
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
     def _parse(self, body: bytes) -> Any:
-        """The request's JSON body (None when it has none, or it is not JSON); notes the key, model and stream."""
+        """The request's JSON body (its text when it is not JSON, None without one); notes the key, model, stream."""
         key = self._header(b"x-api-key")
         if key is None:
             scheme, _, token = (self._header(b"authorization") or "").partition(" ")
@@ -289,12 +297,12 @@ class _Relay:
         self.head_ms = self._ms()
         self.status = response.status_code
         self.request_id = response.headers.get("request-id")
+        content_type = response.headers.get("content-type", "")
+        self.stream = content_type.startswith("text/event-stream")
         try:
-            if response.headers.get("content-type", "").startswith("text/event-stream"):
-                self.stream = True
-                await self._relay_stream(response, request)
+            if self.stream or not _is_json(content_type):
+                await self._relay_streamed(response, request)  # SSE, or a body that may be large (batch results)
             else:
-                self.stream = False
                 await self._relay_body(response, request)
         finally:
             await response.aclose()
@@ -331,16 +339,21 @@ class _Relay:
         here = f"{self.scope.get('scheme', 'http')}://{host}".encode()
         return self.proxy.upstream_url.sub(lambda _: here, content)
 
-    async def _relay_stream(self, response: httpx2.Response, request: Any) -> None:
+    async def _relay_streamed(self, response: httpx2.Response, request: Any) -> None:
+        """A body passed on as it arrives. A stream of events takes the fault's pacing and cuts, and a shutdown ends it
+        with an `event: error` frame; any other body (batch results) is a download, given the shutdown's grace."""
         await self.send(
             {"type": "http.response.start", "status": response.status_code, "headers": self._response_headers(response)}
         )
-        events: list[Event] | None = [] if self.proxy.cassette is not None else None
+        recording = self.proxy.cassette is not None
+        events: list[Event] | None = [] if recording and self.stream else None
+        raw: list[bytes] | None = [] if recording and not self.stream else None
         self.task = asyncio.current_task()
-        self.proxy._streams.add(self)
+        if self.stream:
+            self.proxy._streams.add(self)
         watcher = asyncio.ensure_future(self._watch_client())
         try:
-            async with contextlib.aclosing(self._stream_out(response, events)) as chunks:
+            async with contextlib.aclosing(self._stream_out(response, events, raw)) as chunks:
                 async for chunk in chunks:
                     await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
         except asyncio.CancelledError:
@@ -356,8 +369,12 @@ class _Relay:
             watcher.cancel()
             self.proxy._streams.discard(self)
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
-        if self.upstream_done and self.stopped is None and events is not None and not self._cut_by_fault(events):
+        if not self.upstream_done or self.stopped is not None:
+            return
+        if events is not None and not self._cut_by_fault(events):
             self._record(response, request, events=events)
+        elif raw is not None:
+            self._record(response, request, body=_body_value(b"".join(raw), response.headers.get("content-type", "")))
 
     def stop(self, reason: str) -> None:
         """End this stream now (the client went away, or the proxy is shutting down)."""
@@ -378,11 +395,13 @@ class _Relay:
             pass
         self.stop("the client went away")
 
-    async def _stream_out(self, response: httpx2.Response, events: list[Event] | None) -> AsyncGenerator[bytes, None]:
+    async def _stream_out(
+        self, response: httpx2.Response, events: list[Event] | None, raw: list[bytes] | None
+    ) -> AsyncGenerator[bytes, None]:
         """The upstream's body as it arrives (what arrived together, sent together), or event by event when a fault
-        paces or cuts it."""
-        fault = self.fault
-        chunks = self._upstream_chunks(response, events)
+        paces or cuts a stream of events."""
+        fault = self.fault if self.stream else None
+        chunks = self._upstream_chunks(response, events, raw)
         if fault is None:
             async with contextlib.aclosing(coalesced(chunks)) as arrived:
                 async for data in arrived:
@@ -392,13 +411,18 @@ class _Relay:
             async for event in paced_events:
                 yield event
 
-    async def _upstream_chunks(self, response: httpx2.Response, events: list[Event] | None) -> AsyncIterator[bytes]:
-        """The upstream's body; with `events`, each complete event noted there as it arrives."""
+    async def _upstream_chunks(
+        self, response: httpx2.Response, events: list[Event] | None, raw: list[bytes] | None
+    ) -> AsyncIterator[bytes]:
+        """The upstream's body; with `events`, each complete event noted there as it arrives; with `raw`, every
+        chunk kept there."""
         splitter = EventSplitter()
         try:
             async for chunk in response.aiter_bytes():
                 if events is not None:
                     self._note(splitter.feed(chunk), events)
+                elif raw is not None:
+                    raw.append(chunk)
                 yield chunk
         except httpx2.HTTPError as exc:
             self.error = f"the upstream broke off the stream ({type(exc).__name__})"
@@ -473,9 +497,13 @@ class UpstreamBrokeOff(Exception):
     """The upstream's stream broke off: the client's stream is broken off too (uvicorn closes the connection)."""
 
 
+def _is_json(content_type: str) -> bool:
+    return "json" in content_type and "jsonl" not in content_type
+
+
 def _body_value(content: bytes, content_type: str) -> Any:
-    """A non-streamed body as a cassette keeps it: parsed JSON, or the text."""
-    if "json" in content_type and "jsonl" not in content_type:
+    """A non-SSE body as a cassette keeps it: parsed JSON, or the text."""
+    if _is_json(content_type):
         with contextlib.suppress(ValueError):
             return from_json(content)
     return content.decode("utf-8", "replace")
