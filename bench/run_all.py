@@ -47,6 +47,10 @@ BENCHMARKS = (
     Benchmark("client_loopback.py", ("--blocks", "4", "--calls", "20", "--warmup", "20")),
     Benchmark("client_overhead.py", ("--blocks", "4", "--calls", "20", "--warmup", "20")),
     Benchmark("batch_bench.py", ("--small", "500", "--large", "2000", "--rounds", "1")),
+    Benchmark(
+        "proxy_bench.py",
+        ("--rounds", "1", "--calls", "40", "--warmup", "10", "--events", "500", "--streams", "2", "--firsts", "5"),
+    ),
 )
 
 
