@@ -123,20 +123,13 @@ def test_injected_faults_and_cut_streams_are_not_recorded_but_the_upstreams_own_
             messages=ask("hi"),
             extra_headers={"x-keel-fault": "status=500; times=1; retry_after_ms=1"},
         )
-        with sdk.messages.stream(
-            model=MODEL,
-            max_tokens=50,
-            messages=ask("[[keel:words=20]]"),
-            extra_headers={"x-keel-fault": "drop_after=4"},
-        ) as s:
-            assert s.get_final_message().stop_reason is None
-        with sdk.messages.stream(
-            model=MODEL,
-            max_tokens=50,
-            messages=ask("[[keel:words=5]]"),
-            extra_headers={"x-keel-fault": "stream_error_after=40"},
-        ) as s:
-            assert s.get_final_text()  # the stream ended before the fault's event 40: it went through whole
+        # a stream a fault cut short, then one that ended before the fault's event 40: it went through whole
+        for words, fault, stop_reason in ((20, "drop_after=4", None), (5, "stream_error_after=40", "end_turn")):
+            prompt = ask(f"[[keel:words={words}]]")
+            with sdk.messages.stream(
+                model=MODEL, max_tokens=50, messages=prompt, extra_headers={"x-keel-fault": fault}
+            ) as s:
+                assert s.get_final_message().stop_reason == stop_reason
     statuses = [(e.status, e.path) for e in read_cassette(cassette).exchanges]
     assert statuses == [(529, "/v1/messages"), (200, "/v1/messages"), (200, "/v1/messages"), (200, "/v1/messages")]
     assert [e.recorded for e in setup.proxy.log.entries()] == [True, True, False, True, False, True]

@@ -9,15 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from keel._cli_common import fail, scenario_from
 from keel.batch.cli import batch_app
 from keel.emulator import (
     DEFAULT_API_KEY,
     Emulator,
     EmulatorConfig,
-    FaultSpecError,
     RateLimits,
-    Scenario,
-    load_scenario,
 )
 from keel.emulator.cassette import CassetteError
 from keel.emulator.replay import DEFAULT_IGNORED, OnMiss
@@ -85,11 +83,7 @@ def serve(
     """Serve the emulator over HTTP until Ctrl-C."""
     from keel.emulator.server import serve as run_server
 
-    try:
-        scenario = load_scenario(faults, seed) if faults else Scenario(seed=seed or 0)
-    except (FaultSpecError, OSError) as err:
-        typer.echo(f"keel: bad scenario file: {err}", err=True)
-        raise typer.Exit(2) from None
+    scenario = scenario_from(faults, seed)
     config = EmulatorConfig(
         api_key=api_key,
         seed=seed or 0,
@@ -107,11 +101,9 @@ def serve(
     try:
         emulator = Emulator(config)
     except (CassetteError, ValueError) as err:
-        typer.echo(f"keel: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
     except OSError as err:
-        typer.echo(f"keel: cannot write the access log {access_log}: {err.strerror or err}", err=True)
-        raise typer.Exit(2) from None
+        fail(f"cannot write the access log {access_log}: {err.strerror or err}")
     typer.echo(f"keel emulator listening on http://{host}:{port}  (ANTHROPIC_BASE_URL=http://{host}:{port})")
     replayer = emulator.replayer
     replaying = f"; replaying {replay} ({len(replayer.cassette.exchanges)} exchanges)" if replayer else ""

@@ -83,16 +83,8 @@ def _block_start(block: Block) -> dict[str, Any]:
         return {"type": "text", "text": ""}
     if block.kind == "thinking":
         return {"type": "thinking", "thinking": "", "signature": ""}
-    if block.kind == "server_tool_use":
-        return {
-            "type": "server_tool_use",
-            "id": block.tool_id,
-            "name": block.tool_name,
-            "caller": {"type": "direct"},
-            "input": {},
-        }
-    return {
-        "type": "tool_use",
+    return {  # tool_use or server_tool_use
+        "type": block.kind,
         "id": block.tool_id,
         "name": block.tool_name,
         "caller": {"type": "direct"},

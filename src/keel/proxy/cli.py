@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from keel._cli_common import fail, scenario_from
 from keel._exceptions import ProxyConfigError
-from keel.emulator import FaultSpecError, Scenario, load_scenario
 from keel.emulator.cassette import CassetteError
 
 from .app import Proxy, ProxyConfig
@@ -34,20 +34,14 @@ def proxy(
     quiet: Annotated[bool, typer.Option(help="Do not print a line per exchange.")] = False,
 ) -> None:
     """Forward every request to the API untouched, with faults and recording: any client, any language."""
-    try:
-        scenario = load_scenario(faults, seed) if faults else Scenario(seed=seed or 0)
-    except (FaultSpecError, OSError) as err:
-        typer.echo(f"keel: bad scenario file: {err}", err=True)
-        raise typer.Exit(2) from None
+    scenario = scenario_from(faults, seed)
     config = ProxyConfig(upstream, scenario, record, access_log, echo=None if quiet else typer.echo)
     try:
         app = Proxy(config)
     except (ProxyConfigError, CassetteError) as err:
-        typer.echo(f"keel: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
     except OSError as err:
-        typer.echo(f"keel: cannot write {err.filename}: {err.strerror or err}", err=True)
-        raise typer.Exit(2) from None
+        fail(f"cannot write {err.filename}: {err.strerror or err}")
     base_url = f"http://{host}:{port}"
     typer.echo(f"keel proxy listening on {base_url} -> {app.shown_upstream}  (ANTHROPIC_BASE_URL={base_url})")
     recording = f"; recording to {record}" if record else ""
