@@ -15,6 +15,7 @@
     ├── ConfigError (ValueError)             keel.toml or a store URL that cannot be used
     ├── AmbiguousSubmission (RuntimeError)   keel.batch: a lost create response matches several batches
     ├── ForeignResults (RuntimeError)        keel.batch: an adopted batch holds other custom_ids
+    ├── ProxyConfigError (ValueError)        keel.proxy: a configuration the proxy cannot honour
     ├── LimiterError               keel.ratelimit: the request was not sent
     │   ├── LimitExceedsCapacity (ValueError)    a reservation no bucket could ever hold
     │   ├── AcquireTimeout (TimeoutError)        no room in the buckets within the timeout
@@ -290,6 +291,11 @@ class AmbiguousSubmission(KeelError, RuntimeError):
 
 class ForeignResults(KeelError, RuntimeError):
     """The results of an adopted batch do not hold the shard's custom_ids."""
+
+
+class ProxyConfigError(KeelError, ValueError):
+    """`keel proxy` was given what it cannot honour: an upstream that is not an http(s) URL, or a scenario whose
+    rate limits or batch shares only the emulator can apply. Raised when the proxy is built, before it listens."""
 
 
 class LimiterError(KeelError):

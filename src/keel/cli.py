@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from keel._cli_common import fail, scenario_from
 from keel.batch.cli import batch_app
 from keel.bulk.cli import run as run_command
 from keel.emulator import (
@@ -16,11 +17,11 @@ from keel.emulator import (
     Clock,
     Emulator,
     EmulatorConfig,
-    FaultSpecError,
     RateLimits,
-    Scenario,
-    load_scenario,
 )
+from keel.emulator.cassette import CassetteError
+from keel.emulator.replay import DEFAULT_IGNORED, OnMiss
+from keel.proxy.cli import proxy
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -33,6 +34,7 @@ emulator_app = typer.Typer(help="The local emulator of the Claude API.", no_args
 app.add_typer(emulator_app, name="emulator")
 app.add_typer(batch_app, name="batch")
 app.command("run")(run_command)
+app.command()(proxy)
 
 
 @app.command()
@@ -97,15 +99,24 @@ def serve(
             "refill in 6 s; retry-after stays in real seconds).",
         ),
     ] = 1.0,
+    replay: Annotated[
+        Path | None, typer.Option(help="Answer the requests this cassette holds with its recorded responses.")
+    ] = None,
+    replay_speed: Annotated[
+        float, typer.Option(help="Replay the recorded timing this many times as fast (inf: no waiting).")
+    ] = 1.0,
+    on_miss: Annotated[
+        OnMiss, typer.Option(help="A request the cassette does not hold: generate it, or answer a 404 (error).")
+    ] = "generate",
+    replay_ignore: Annotated[
+        list[str] | None,
+        typer.Option(help="A request field (dotted path) left out of matching; repeat it (default: metadata)."),
+    ] = None,
 ) -> None:
     """Serve the emulator over HTTP until Ctrl-C."""
     from keel.emulator.server import serve as run_server
 
-    try:
-        scenario = load_scenario(faults, seed) if faults else Scenario(seed=seed or 0)
-    except (FaultSpecError, OSError) as err:
-        typer.echo(f"keel: bad scenario file: {err}", err=True)
-        raise typer.Exit(2) from None
+    scenario = scenario_from(faults, seed)
     config = EmulatorConfig(
         api_key=api_key,
         seed=seed or 0,
@@ -116,14 +127,21 @@ def serve(
         batch_speed=batch_speed,
         access_log=access_log,
         clock=Clock(speed=clock_speed),
+        replay=replay,
+        replay_speed=replay_speed,
+        on_miss=on_miss,
+        replay_ignore=tuple(replay_ignore) if replay_ignore is not None else DEFAULT_IGNORED,
     )
     try:
         emulator = Emulator(config)
+    except (CassetteError, ValueError) as err:
+        fail(str(err))
     except OSError as err:
-        typer.echo(f"keel: cannot write the access log {access_log}: {err.strerror or err}", err=True)
-        raise typer.Exit(2) from None
+        fail(f"cannot write the access log {access_log}: {err.strerror or err}")
     typer.echo(f"keel emulator listening on http://{host}:{port}  (ANTHROPIC_BASE_URL=http://{host}:{port})")
-    typer.echo(f"{len(scenario.rules)} fault rule(s); Ctrl-C stops it.")
+    replayer = emulator.replayer
+    replaying = f"; replaying {replay} ({len(replayer.cassette.exchanges)} exchanges)" if replayer else ""
+    typer.echo(f"{len(scenario.rules)} fault rule(s){replaying}; Ctrl-C stops it.")
     try:
         run_server(emulator, host, port)
     finally:
