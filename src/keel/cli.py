@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -32,6 +33,32 @@ emulator_app = typer.Typer(help="The local emulator of the Claude API.", no_args
 app.add_typer(emulator_app, name="emulator")
 app.add_typer(batch_app, name="batch")
 app.command("run")(run_command)
+
+
+@dataclass
+class _Global:
+    debug: bool = False
+
+
+_GLOBAL = _Global()
+
+
+def _show_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        typer.echo(f"keel {version('claude-keel')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error instead of one line.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print keel's version and exit.")
+    ] = False,
+) -> None:
+    _GLOBAL.debug = debug
 
 
 @app.command()
@@ -373,5 +400,31 @@ def _rate_limits(text: str, scenario: RateLimits | None) -> RateLimits:
     )
 
 
+def failure_line(err: Exception) -> str:
+    """What went wrong, in one line, for an error no command reported itself."""
+    import anthropic
+
+    from keel._error_map import classify_exception
+    from keel._exceptions import KeelError
+
+    if isinstance(err, anthropic.APIConnectionError):
+        return f"cannot reach the API ({err}): check ANTHROPIC_BASE_URL and the network"
+    if isinstance(err, anthropic.APIError):
+        row = classify_exception(err)
+        return f"the API answered {row.label()}: {err.message} — {row.note}"
+    if isinstance(err, KeelError):
+        return str(err)
+    if isinstance(err, OSError):
+        return f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
+    return f"unexpected {type(err).__name__}: {err}"
+
+
 def main() -> None:
-    app()
+    """The `keel` command: an error no command reported is one line (the traceback with --debug)."""
+    try:
+        app()
+    except Exception as err:  # typer re-raises what a command raised
+        if _GLOBAL.debug:
+            raise
+        typer.echo(f"keel: {failure_line(err)}\nRun it again with --debug for the traceback.", err=True)
+        sys.exit(1)

@@ -127,7 +127,13 @@ def run(
     rejects = rejects or out.with_name(out.stem + ".rejects.jsonl")
     failures = failures or out.with_name(out.stem + ".failures.jsonl")
     store = _ledger(ledger)
-    with Client(sdk, policy="background") as client, Live(console=console, auto_refresh=False) as live:
+    named = {"model": model, "max_tokens": max_tokens, "system": system, "budget_usd": budget_usd, "ledger": ledger}
+    kept = f"What finished is kept in the ledger ({store.where}); batches in flight go on and are collected on resume."
+    with (
+        jobcli.resumable("batch run", kept, jobcli.resume_command("batch run", input, out, named)),
+        Client(sdk, policy="background") as client,
+        Live(console=console, auto_refresh=False) as live,
+    ):
 
         def show(progress: Progress) -> None:
             if quiet:

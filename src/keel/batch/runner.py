@@ -171,6 +171,10 @@ class BatchRunner:
             self.write_outputs(job_id, out, rejects, failures)
             self.ledger.set_job_status(job_id, "stopped")
             raise
+        except BaseException:  # Ctrl-C or a failure: no process runs the job any more
+            if self._status(job_id) == "running":
+                self.ledger.set_job_status(job_id, "stopped")
+            raise
         self.write_outputs(job_id, out, rejects, failures)
         canceled = self._status(job_id) in ("canceling", "canceled")
         self.ledger.set_job_status(job_id, "canceled" if canceled else "done")
