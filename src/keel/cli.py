@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from keel._error_map import ErrorClass
+    from keel._stop import StopRow
 
 app = typer.Typer(help="keel: production habits for the Claude Messages API.", no_args_is_help=True)
 emulator_app = typer.Typer(help="The local emulator of the Claude API.", no_args_is_help=True)
@@ -148,20 +149,28 @@ def serve(
     typer.echo("keel emulator stopped.")
 
 
+DEFAULT_RECORDS = Path(".keel") / "records.jsonl"
+"""Where `keel tour` writes its records, and where `keel explain REQUEST_ID` looks first."""
+
+
 @app.command()
 def explain(
     what: Annotated[
         str | None,
         typer.Argument(
-            metavar="NAME_OR_STATUS",
-            help="A row name (overloaded), a status (429), an error.type or error_code, or STATUS:TYPE:CODE.",
+            metavar="TERM",
+            help="An error row name (overloaded), a status (429), an error.type or error_code, STATUS:TYPE:CODE, a "
+            "stop_reason (refusal, max_tokens, pause_turn, ...) or a request id (req_...).",
         ),
     ] = None,
+    records: Annotated[Path, typer.Option(help="The records file a request id is looked up in.")] = DEFAULT_RECORDS,
 ) -> None:
-    """Explain keel's error map: the whole table, or what one error means and what to do about it."""
+    """Explain an error, a stop_reason or a recorded request: what it means, whether to retry, what to do. Without
+    TERM: keel's whole error map."""
     from rich.console import Console
 
     from keel._error_map import ERROR_TABLE
+    from keel._stop import STOP_TABLE, stop_row
 
     console = Console()
     if what is None:
@@ -170,13 +179,20 @@ def explain(
         else:
             _error_list(ERROR_TABLE, console)
         return
+    if what.startswith("req_"):
+        _explain_request(what.strip(), records, console)
+        return
+    stop = stop_row(what.strip().lower())
+    if stop is not None:
+        _explain_stop(stop, console)
+        return
     found = _error_rows(what)
     if found is None:
-        names = ", ".join(row.name for row in ERROR_TABLE)
         typer.echo(
-            f"keel: no error class matches {what!r}. Give a name, a status (e.g. 429), an error.type or "
-            f"error_code, or STATUS:TYPE:CODE (e.g. 429:rate_limit_error:enforced_spend_limit_reached).\n"
-            f"Names: {names}",
+            f"keel explain: {what!r} is not a term keel knows. Give an error name, a status (e.g. 429), an error.type "
+            "or error_code, STATUS:TYPE:CODE, a stop_reason, or a request id (req_...).\n"
+            f"Error names: {', '.join(row.name for row in ERROR_TABLE)}\n"
+            f"Stop reasons: {', '.join(row.kind for row in STOP_TABLE)}",
             err=True,
         )
         raise typer.Exit(2)
@@ -185,6 +201,51 @@ def explain(
         console.print(note)
     for row in rows:
         _explain_row(row, console)
+
+
+def _explain_request(request_id: str, records: Path, console: Console) -> None:
+    """The calls of a request id in the records, and what their error or stop means."""
+    from keel._error_map import by_name
+    from keel._report import find_calls
+    from keel._stop import stop_row
+
+    try:
+        traces = find_calls(records, request_id)
+    except OSError as err:
+        typer.echo(f"keel explain: cannot read the records file {records}: {err.strerror or err}", err=True)
+        typer.echo("Give the file keel.Client(records=PATH) writes with --records PATH.", err=True)
+        raise typer.Exit(2) from None
+    if not traces:
+        typer.echo(f"keel explain: no record in {records} has request_id {request_id} (--records PATH for another)")
+        raise typer.Exit(1)
+    for trace in traces:
+        call = trace.call or {}
+        tried = ", ".join(str(a.get("status") or a.get("error_class")) for a in trace.attempts)
+        console.print(
+            f"call {trace.call_id}: {call.get('mode', '?')} {call.get('model', '?')}, "
+            f"{len(trace.attempts)} attempt(s) [{tried}], "
+            f"stop_reason {call.get('stop_reason')}, error {call.get('error_class')}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if call.get("error_class"):
+            _explain_row(by_name(call["error_class"]), console)
+        elif (stop := stop_row(str(call.get("outcome")))) is not None:
+            _explain_stop(stop, console)
+
+
+def _explain_stop(row: StopRow, console: Console) -> None:
+    from rich.panel import Panel
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("means", row.meaning)
+    table.add_row("retry it", row.retry)
+    table.add_row("what to do", row.todo)
+    table.add_row("keel outcome", row.outcome.__name__)
+    console.print(Panel(table, title=f"stop_reason {row.kind}", title_align="left", expand=False))
 
 
 def _error_rows(what: str) -> tuple[list[ErrorClass], list[str]] | None:
