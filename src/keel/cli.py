@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from keel._callcli import call as call_command
+from keel._callcli import stream as stream_command
 from keel.batch.cli import batch_app
 from keel.bulk.cli import run as run_command
 from keel.emulator import (
@@ -34,6 +36,8 @@ emulator_app = typer.Typer(help="The local emulator of the Claude API.", no_args
 app.add_typer(emulator_app, name="emulator")
 app.add_typer(batch_app, name="batch")
 app.command("run")(run_command)
+app.command("call")(call_command)
+app.command("stream")(stream_command)
 
 
 @dataclass
