@@ -150,7 +150,7 @@ def read_items(path: Path, defaults: Defaults, max_request_bytes: int, seen: IdS
             custom_id: str | None = None
             try:
                 try:
-                    data = json.loads(raw)
+                    data = json.loads(raw.rstrip("\r\n"))  # a line cut short errs at its end, not on "line 2"
                 except json.JSONDecodeError as err:
                     raise _Invalid(f"not valid JSON: {err.msg} at column {err.colno}") from None
                 if not isinstance(data, dict):
