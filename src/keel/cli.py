@@ -122,6 +122,7 @@ def serve(
     ] = 1.0,
 ) -> None:
     """Serve the emulator over HTTP until Ctrl-C."""
+    from keel.emulator.server import listen
     from keel.emulator.server import serve as run_server
 
     try:
@@ -144,10 +145,19 @@ def serve(
     except OSError as err:
         typer.echo(f"keel: cannot write the access log {access_log}: {err.strerror or err}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"keel emulator listening on http://{host}:{port}  (ANTHROPIC_BASE_URL=http://{host}:{port})")
-    typer.echo(f"{len(scenario.rules)} fault rule(s); Ctrl-C stops it.")
     try:
-        run_server(emulator, host, port)
+        try:
+            sock = listen(host, port)
+        except OSError as err:
+            typer.echo(
+                f"keel emulator serve: cannot listen on {host}:{port}: {err.strerror or err}. Pick another --port, "
+                "or stop what uses it.",
+                err=True,
+            )
+            raise typer.Exit(2) from None
+        typer.echo(f"keel emulator listening on http://{host}:{port}  (ANTHROPIC_BASE_URL=http://{host}:{port})")
+        typer.echo(f"{len(scenario.rules)} fault rule(s); Ctrl-C stops it.")
+        run_server(emulator, sock)
     finally:
         emulator.access_log.close()
     typer.echo("keel emulator stopped.")
