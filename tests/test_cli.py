@@ -16,16 +16,20 @@ from typing import Any
 import anthropic
 from rich.console import Console
 
+from keel._report import summarize
 from keel._tour import run_tour
 from keel.emulator.server import free_port
 
 KEEL = [sys.executable, "-c", "from keel.cli import main; main()"]
 
 
-def test_tour_passes_every_step_offline() -> None:
+def test_tour_passes_every_step_offline(tmp_path: Path) -> None:
     out = io.StringIO()
-    assert run_tour(console=Console(file=out, width=120)) == 0
+    records = tmp_path / ".keel" / "records.jsonl"
+    assert run_tour(records, console=Console(file=out, width=120)) == 0
     text = out.getvalue()
+    assert text.rstrip().endswith(f"summarise them with: keel report {records}")
+    assert summarize(records).calls >= 5
     assert "keel's embedded emulator" in text
     assert "Every step behaved as expected." in text
     assert "authentication_error" in text and "invalid_request_error" in text

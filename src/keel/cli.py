@@ -40,6 +40,10 @@ app.command("call")(call_command)
 app.command("stream")(stream_command)
 
 
+DEFAULT_RECORDS = Path(".keel") / "records.jsonl"
+"""Where `keel tour` writes its records, and where `keel explain REQUEST_ID` looks first."""
+
+
 @dataclass
 class _Global:
     debug: bool = False
@@ -69,11 +73,12 @@ def _global_options(
 @app.command()
 def tour(
     live: Annotated[bool, typer.Option(help="Run against the real API with ANTHROPIC_API_KEY.")] = False,
+    records: Annotated[Path, typer.Option(help="Append the tour's call records to this file.")] = DEFAULT_RECORDS,
 ) -> None:
     """Walk through streaming, errors and retries against the embedded emulator (or the real API)."""
     from keel._tour import run_tour
 
-    raise typer.Exit(run_tour(live=live))
+    raise typer.Exit(run_tour(records, live=live))
 
 
 @app.command("config")
@@ -161,10 +166,6 @@ def serve(
     finally:
         emulator.access_log.close()
     typer.echo("keel emulator stopped.")
-
-
-DEFAULT_RECORDS = Path(".keel") / "records.jsonl"
-"""Where `keel tour` writes its records, and where `keel explain REQUEST_ID` looks first."""
 
 
 @app.command()
