@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import anthropic
 import typer
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from .. import _jobcli as jobcli
 from .._client import Client
@@ -25,7 +29,8 @@ from .._exceptions import (
 )
 from .backends import existing_ledger, open_ledger
 from .costs import cost_line, cost_report
-from .inputs import Defaults
+from .inputs import Defaults, count_rejects
+from .jobs import Job
 from .ledger import SQLLedger
 from .runner import BatchRunner, Progress, RunnerOptions, job_id_for, preflight, spent_usd
 
@@ -54,24 +59,41 @@ def _reached(opener: Callable[[Path | None], L], path: Path | None) -> L:
         raise typer.Exit(2) from None
 
 
-def _progress_table(progress: Progress) -> Table:
-    counts = progress.counts
-    elapsed = time.monotonic() - progress.started
-    eta = progress.eta_seconds()
-    title = f"job {progress.job_id} — {elapsed:,.0f} s elapsed" + (f", ETA {eta:,.0f} s" if eta is not None else "")
-    table = Table("shard", "batch", "status", "processing", "succeeded", "errored", "canceled", "expired", title=title)
-    for shard in progress.shards:
-        c = shard.counts
-        table.add_row(
-            str(shard.shard_id),
-            shard.batch_id or "-",
-            shard.state,
-            *(str(c.get(name, "-")) for name in ("processing", "succeeded", "errored", "canceled", "expired")),
-        )
-    table.add_row(
-        "all", "", "", *(str(counts.get(n, 0)) for n in ("processing", "succeeded", "errored", "canceled", "expired"))
+_COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
+
+
+def _running(job: Job) -> bool:
+    """Whether a run drives the job, as its status field says (a run stopped by Ctrl-C, a failure or its budget sets it
+    "stopped"). A killed process cannot: runner leases in the ledger, once it has them, belong here."""
+    return job.status == "running"
+
+
+def _progress_view(progress: Progress, *, live: bool) -> Group:
+    """A job's shards, numbered 1..n within the job, with each round's counts (a retry round's requests are counted
+    in that round, never added to the first's), then each shard's batch id whole on its own line (`adopt` takes it);
+    elapsed time and ETA only while a run drives the job."""
+    title = f"job {progress.job_id}"
+    if live:
+        eta = progress.eta_seconds()
+        elapsed = f"{time.monotonic() - progress.started:,.0f} s elapsed"
+        title += f" — {elapsed}" + (f", ETA {eta:,.0f} s" if eta is not None else "")
+    table = Table(
+        "shard", "round", "state", *_COUNTS, title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False
     )
-    return table
+    rounds: dict[int, dict[str, int]] = {}
+    for number, shard in enumerate(progress.shards, 1):
+        table.add_row(str(number), str(shard.round), shard.state, *(str(shard.counts.get(n, "-")) for n in _COUNTS))
+        total = rounds.setdefault(shard.round, {})
+        for name, value in shard.counts.items():
+            total[name] = total.get(name, 0) + value
+    for round_number, counts in sorted(rounds.items()):
+        table.add_row("total", str(round_number), "", *(str(counts.get(n, 0)) for n in _COUNTS), style="bold")
+    batches = [
+        Text(f"shard {number}: {shard.batch_id}", no_wrap=True, overflow="ignore")
+        for number, shard in enumerate(progress.shards, 1)
+        if shard.batch_id
+    ]
+    return Group(table, *batches)
 
 
 def _preflight(input: Path, options: RunnerOptions, path: Path | None) -> None:
@@ -80,11 +102,19 @@ def _preflight(input: Path, options: RunnerOptions, path: Path | None) -> None:
     estimate = preflight(input, options, store)
     spent = spent_usd(store, job_id_for(input, options)) if store is not None else 0.0
     jobcli.show_preflight(console, "batch run", estimate, options.budget_usd, spent)
+    job = store.job(job_id_for(input, options)) if store is not None else None
+    if store is not None and job is not None and job.status != "new":
+        rejected = store.state_counts(job.job_id).get("rejected", 0)
+    else:
+        rejected = count_rejects(input, options.defaults, options.shard_bytes)
+    if rejected:
+        console.print(f"rejects: {rejected:,} input line(s) are not sent (the rejects file says why)", highlight=False)
 
 
 def _summary(ledger: SQLLedger, job_id: str) -> None:
     counts = ledger.state_counts(job_id)
-    console.print("  " + ", ".join(f"{state}: {count:,}" for state, count in sorted(counts.items())), soft_wrap=True)
+    final = ", ".join(f"{state}: {count:,}" for state, count in sorted(counts.items()))
+    console.print(f"  final: {final}", soft_wrap=True)
     for row in cost_report(ledger, job_id):
         console.print(f"  {cost_line(row)}", soft_wrap=True, highlight=False)
 
@@ -140,7 +170,7 @@ def run(
                 counts = ", ".join(f"{k} {v}" for k, v in sorted(progress.counts.items()))
                 console.print(f"{progress.job_id}: {counts}", highlight=False, soft_wrap=True)
             else:
-                live.update(_progress_table(progress), refresh=True)
+                live.update(_progress_view(progress, live=True), refresh=True)
 
         runner = BatchRunner(client, store, options, on_progress=show)
         try:
@@ -156,27 +186,70 @@ def run(
     _summary(store, job_id)
 
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
 @batch_app.command("status")
-def status(job: Annotated[str, typer.Argument(help="The job id.")], ledger: LedgerOption = None) -> None:
-    """A job's shards, item states and cost so far."""
+def status(
+    job: Annotated[str, typer.Argument(help="The job id.")],
+    ledger: LedgerOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """A job's shards (with each round's counts), its items' final states and cost so far."""
     store = _ledger(ledger)
     found = store.job(job)
     if found is None:
         console.print(f"[red]no job {job} in {store.where}[/red]")
         raise typer.Exit(2)
-    console.print(f"job {job}: {found.status}, input {found.input_path}")
-    console.print(_progress_table(Progress(job, store.shards(job), time.monotonic())))
+    shards = store.shards(job)
+    if json_output:
+        typer.echo(
+            json.dumps(
+                {
+                    "job_id": job,
+                    "status": found.status,
+                    "running": _running(found),
+                    "input": found.input_path,
+                    "shards": [
+                        {"shard": n, "round": s.round, "batch_id": s.batch_id, "state": s.state, "counts": s.counts}
+                        for n, s in enumerate(shards, 1)
+                    ],
+                    "final": store.state_counts(job),
+                    "cost": [asdict(row) for row in cost_report(store, job)],
+                },
+                indent=2,
+            )
+        )
+        return
+    console.print(f"job {job}: {found.status}, input {found.input_path}", soft_wrap=True)
+    console.print(_progress_view(Progress(job, shards, time.monotonic()), live=False))
     _summary(store, job)
 
 
 @batch_app.command("list")
-def list_jobs(ledger: LedgerOption = None) -> None:
-    """The jobs in the ledger."""
+def list_jobs(ledger: LedgerOption = None, json_output: JsonOption = False) -> None:
+    """The jobs in the ledger, and whether a run drives each."""
     store = _ledger(ledger)
-    table = Table("job", "status", "input", "items")
-    for job in store.jobs():
-        counts = store.state_counts(job.job_id)
-        table.add_row(job.job_id, job.status, job.input_path, f"{sum(counts.values()):,}")
+    rows = [(job, sum(store.state_counts(job.job_id).values())) for job in store.jobs()]
+    if json_output:
+        listed = [
+            {
+                "job_id": j.job_id,
+                "status": j.status,
+                "running": _running(j),
+                "input": j.input_path,
+                "items": n,
+            }
+            for j, n in rows
+        ]
+        typer.echo(json.dumps(listed, indent=2))
+        return
+    table = Table()
+    table.add_column("job", overflow="fold")
+    for name in ("status", "input", "items"):
+        table.add_column(name)
+    for job, items in rows:
+        table.add_row(job.job_id, job.status, job.input_path, f"{items:,}")
     console.print(table)
 
 
@@ -189,10 +262,10 @@ def cancel(job: Annotated[str, typer.Argument(help="The job id.")], ledger: Ledg
         raise typer.Exit(2)
     store.set_job_status(job, "canceling")
     with Client(policy="background") as client:
-        for shard in store.shards(job, ("submitted",)):
-            assert shard.batch_id is not None
-            BatchRunner(client, store).cancel_batch(shard.batch_id)
-            console.print(f"canceling {shard.batch_id} (shard {shard.shard_id})")
+        for number, shard in enumerate(store.shards(job), 1):
+            if shard.state == "submitted" and shard.batch_id is not None:
+                BatchRunner(client, store).cancel_batch(shard.batch_id)
+                console.print(f"canceling {shard.batch_id} (shard {number})")
     store.set_job_status(job, "canceled")
 
 
@@ -215,14 +288,15 @@ def results(
 @batch_app.command("adopt")
 def adopt(
     job: Annotated[str, typer.Argument(help="The job id.")],
-    shard: Annotated[int, typer.Option(help="The shard whose create response was lost.")],
+    shard: Annotated[int, typer.Option(help="The shard whose create response was lost (its number in the job).")],
     batch_id: Annotated[str, typer.Option(help="The batch that holds it.")],
     ledger: LedgerOption = None,
 ) -> None:
     """Settle an ambiguous submission: this shard is that batch (its custom_ids are checked on download)."""
     store = _ledger(ledger)
-    if not any(s.shard_id == shard and s.state == "submitting" for s in store.shards(job)):
+    shards = store.shards(job)
+    if not 1 <= shard <= len(shards) or shards[shard - 1].state != "submitting":
         console.print(f"[red]job {job} has no shard {shard} waiting to be settled[/red]")
         raise typer.Exit(2)
-    store.mark_submitted(shard, batch_id)
+    store.mark_submitted(shards[shard - 1].shard_id, batch_id)
     console.print(f"shard {shard} of job {job} is batch {batch_id}; run keel batch run again to carry on")

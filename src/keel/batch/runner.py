@@ -262,7 +262,8 @@ class BatchRunner:
             if batch.id not in known and sum(batch.request_counts.model_dump().values()) == shard.requests
         ]
         if len(candidates) > 1:
-            raise AmbiguousSubmission(job_id, shard, candidates)
+            number = [s.shard_id for s in self.ledger.shards(job_id)].index(shard.shard_id) + 1
+            raise AmbiguousSubmission(job_id, shard, number, candidates)
         return candidates[0] if candidates else None
 
     def cancel_batch(self, batch_id: str) -> MessageBatch:
