@@ -109,6 +109,9 @@ def test_status_and_list_show_rounds_full_ids_per_job_shards_and_json(
     src = write_lines(tmp_path / "b.jsonl", [*prompts(6, "b"), "{oops", {"prompt": "x", "custom_id": "b0"}])
     text = run_job(src, tmp_path / "b.out.jsonl", clock=served_emulator)
     assert text.index("rejects: 2 input line(s) are not sent") < text.index("final:")
+    assert re.search(
+        r"round 1: canceled 0, errored 3, expired 0, processing 0, succeeded 3; round 2: .*succeeded 3", text
+    )
     job = text.split("job ", 1)[1].split(":", 1)[0]
     shown = json.loads(run("batch", "status", job, "--json"))
     assert shown["status"] == "done" and shown["running"] is False

@@ -80,13 +80,9 @@ def _progress_view(progress: Progress, *, live: bool) -> Group:
     table = Table(
         "shard", "round", "state", *_COUNTS, title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False
     )
-    rounds: dict[int, dict[str, int]] = {}
     for number, shard in enumerate(progress.shards, 1):
         table.add_row(str(number), str(shard.round), shard.state, *(str(shard.counts.get(n, "-")) for n in _COUNTS))
-        total = rounds.setdefault(shard.round, {})
-        for name, value in shard.counts.items():
-            total[name] = total.get(name, 0) + value
-    for round_number, counts in sorted(rounds.items()):
+    for round_number, counts in _round_counts(progress).items():
         table.add_row("total", str(round_number), "", *(str(counts.get(n, 0)) for n in _COUNTS), style="bold")
     batches = [
         Text(f"shard {number}: {shard.batch_id}", no_wrap=True, overflow="ignore")
@@ -94,6 +90,16 @@ def _progress_view(progress: Progress, *, live: bool) -> Group:
         if shard.batch_id
     ]
     return Group(table, *batches)
+
+
+def _round_counts(progress: Progress) -> dict[int, dict[str, int]]:
+    """Each round's request counts, its shards' summed (a retry round's requests are not added to the first's)."""
+    rounds: dict[int, dict[str, int]] = {}
+    for shard in sorted(progress.shards, key=lambda shard: shard.round):
+        total = rounds.setdefault(shard.round, {})
+        for name, value in shard.counts.items():
+            total[name] = total.get(name, 0) + value
+    return rounds
 
 
 def _preflight(input: Path, options: RunnerOptions, path: Path | None) -> None:
@@ -167,8 +173,11 @@ def run(
 
         def show(progress: Progress) -> None:
             if quiet:
-                counts = ", ".join(f"{k} {v}" for k, v in sorted(progress.counts.items()))
-                console.print(f"{progress.job_id}: {counts}", highlight=False, soft_wrap=True)
+                rounds = "; ".join(
+                    f"round {n}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                    for n, counts in _round_counts(progress).items()
+                )
+                console.print(f"{progress.job_id}: {rounds}", highlight=False, soft_wrap=True)
             else:
                 live.update(_progress_view(progress, live=True), refresh=True)
 
