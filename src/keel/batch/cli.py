@@ -36,7 +36,7 @@ from .runner import BatchRunner, Progress, RunnerOptions, job_id_for, preflight,
 
 batch_app = typer.Typer(help="Durable, resumable Message Batches.", no_args_is_help=True)
 console = Console()
-L = TypeVar("L")
+L = TypeVar("L", bound=SQLLedger | None)
 LedgerOption = Annotated[
     Path | None,
     typer.Option(
@@ -46,17 +46,21 @@ LedgerOption = Annotated[
 ]
 
 
-def _ledger(path: Path | None) -> SQLLedger:
-    return _reached(open_ledger, path)
+def _ledger(ctx: typer.Context, path: Path | None) -> SQLLedger:
+    return _reached(ctx, open_ledger, path)
 
 
-def _reached(opener: Callable[[Path | None], L], path: Path | None) -> L:
-    """`opener(path)`; a ledger that cannot be reached (or configured) is one line and exit 2."""
+def _reached(ctx: typer.Context, opener: Callable[[Path | None], L], path: Path | None) -> L:
+    """`opener(path)`, closed when the command ends (a PostgreSQL pool left to the garbage collector may be stopped
+    from one of its own workers); a ledger that cannot be reached (or configured) is one line and exit 2."""
     try:
-        return opener(path)
+        store = opener(path)
     except (StoreUnavailable, ConfigError) as err:
         console.print(f"[red]keel batch: {err}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    if store is not None:
+        ctx.call_on_close(store.close)
+    return store
 
 
 _COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
@@ -102,9 +106,9 @@ def _round_counts(progress: Progress) -> dict[int, dict[str, int]]:
     return rounds
 
 
-def _preflight(input: Path, options: RunnerOptions, path: Path | None) -> None:
+def _preflight(ctx: typer.Context, input: Path, options: RunnerOptions, path: Path | None) -> None:
     """Print what the requests not finished yet could cost (reading the ledger only if there is one)."""
-    store = _reached(existing_ledger, path)  # a dry run creates no ledger
+    store = _reached(ctx, existing_ledger, path)  # a dry run creates no ledger
     estimate = preflight(input, options, store)
     spent = spent_usd(store, job_id_for(input, options)) if store is not None else 0.0
     jobcli.show_preflight(console, "batch run", estimate, options.budget_usd, spent)
@@ -127,6 +131,7 @@ def _summary(ledger: SQLLedger, job_id: str) -> None:
 
 @batch_app.command("run")
 def run(
+    ctx: typer.Context,
     input: jobcli.InputArgument,
     out: jobcli.OutOption,
     model: jobcli.ModelOption = None,
@@ -157,12 +162,12 @@ def run(
         poll_max=poll_max,
         budget_usd=budget_usd,
     )
-    sdk = jobcli.start_job("batch run", anthropic.Anthropic, dry_run, lambda: _preflight(input, options, ledger))
+    sdk = jobcli.start_job("batch run", anthropic.Anthropic, dry_run, lambda: _preflight(ctx, input, options, ledger))
     if sdk is None:
         return
     rejects = rejects or out.with_name(out.stem + ".rejects.jsonl")
     failures = failures or out.with_name(out.stem + ".failures.jsonl")
-    store = _ledger(ledger)
+    store = _ledger(ctx, ledger)
     named = {"model": model, "max_tokens": max_tokens, "system": system, "budget_usd": budget_usd, "ledger": ledger}
     kept = f"What finished is kept in the ledger ({store.where}); batches in flight go on and are collected on resume."
     with (
@@ -200,12 +205,13 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 @batch_app.command("status")
 def status(
+    ctx: typer.Context,
     job: Annotated[str, typer.Argument(help="The job id.")],
     ledger: LedgerOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """A job's shards (with each round's counts), its items' final states and cost so far."""
-    store = _ledger(ledger)
+    store = _ledger(ctx, ledger)
     found = store.job(job)
     if found is None:
         console.print(f"[red]no job {job} in {store.where}[/red]")
@@ -236,9 +242,9 @@ def status(
 
 
 @batch_app.command("list")
-def list_jobs(ledger: LedgerOption = None, json_output: JsonOption = False) -> None:
+def list_jobs(ctx: typer.Context, ledger: LedgerOption = None, json_output: JsonOption = False) -> None:
     """The jobs in the ledger, and whether a run drives each."""
-    store = _ledger(ledger)
+    store = _ledger(ctx, ledger)
     rows = [(job, sum(store.state_counts(job.job_id).values())) for job in store.jobs()]
     if json_output:
         listed = [
@@ -263,9 +269,11 @@ def list_jobs(ledger: LedgerOption = None, json_output: JsonOption = False) -> N
 
 
 @batch_app.command("cancel")
-def cancel(job: Annotated[str, typer.Argument(help="The job id.")], ledger: LedgerOption = None) -> None:
+def cancel(
+    ctx: typer.Context, job: Annotated[str, typer.Argument(help="The job id.")], ledger: LedgerOption = None
+) -> None:
     """Cancel a job's batches in flight; `keel batch run` then collects what finished and stops."""
-    store = _ledger(ledger)
+    store = _ledger(ctx, ledger)
     if store.job(job) is None:
         console.print(f"[red]no job {job} in {store.where}[/red]")
         raise typer.Exit(2)
@@ -280,12 +288,13 @@ def cancel(job: Annotated[str, typer.Argument(help="The job id.")], ledger: Ledg
 
 @batch_app.command("results")
 def results(
+    ctx: typer.Context,
     job: Annotated[str, typer.Argument(help="The job id.")],
     out: Annotated[Path, typer.Option(help="Where to write the results file.")],
     ledger: LedgerOption = None,
 ) -> None:
     """Write a job's results file again from the ledger (one line per input line, in input order)."""
-    store = _ledger(ledger)
+    store = _ledger(ctx, ledger)
     if store.job(job) is None:
         console.print(f"[red]no job {job} in {store.where}[/red]")
         raise typer.Exit(2)
@@ -296,13 +305,14 @@ def results(
 
 @batch_app.command("adopt")
 def adopt(
+    ctx: typer.Context,
     job: Annotated[str, typer.Argument(help="The job id.")],
     shard: Annotated[int, typer.Option(help="The shard whose create response was lost (its number in the job).")],
     batch_id: Annotated[str, typer.Option(help="The batch that holds it.")],
     ledger: LedgerOption = None,
 ) -> None:
     """Settle an ambiguous submission: this shard is that batch (its custom_ids are checked on download)."""
-    store = _ledger(ledger)
+    store = _ledger(ctx, ledger)
     shards = store.shards(job)
     if not 1 <= shard <= len(shards) or shards[shard - 1].state != "submitting":
         console.print(f"[red]job {job} has no shard {shard} waiting to be settled[/red]")
