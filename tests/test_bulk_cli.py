@@ -110,3 +110,12 @@ def test_the_api_key_is_never_in_the_output_the_ledger_or_the_results(
     written = [tmp_path / "out.jsonl", tmp_path / "out.rejects.jsonl", *(tmp_path / "home").glob("runs.sqlite3*")]
     for text in [result.output, *(path.read_bytes().decode(errors="replace") for path in written)]:
         assert secret not in text and "this-key-is-wrong" not in text
+
+
+def test_a_reject_names_the_json_column_python_does(tmp_path: Path, served_emulator: Emulator) -> None:
+    cut = '{"custom_id": "a", "prompt": "x"'  # cut short: Python says "line 1 column 33"
+    src = write_lines(tmp_path / "in.jsonl", [cut, *prompts(1)])
+    result = keel_run(src, tmp_path / "out.jsonl", "--quiet")
+    assert result.exit_code == 0, result.output
+    [reject] = read_jsonl(tmp_path / "out.rejects.jsonl")
+    assert reject["reason"] == "not valid JSON: Expecting ',' delimiter at column 33"

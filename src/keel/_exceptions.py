@@ -280,12 +280,13 @@ class AmbiguousSubmission(KeelError, RuntimeError):
         candidates: the ids of the matching batches; `keel batch adopt` takes the right one.
     """
 
-    def __init__(self, job_id: str, shard: Shard, candidates: list[str]) -> None:
+    def __init__(self, job_id: str, shard: Shard, number: int, candidates: list[str]) -> None:
+        """`number`: the shard's number within its job (1..n, as `keel batch status` shows it and `adopt` takes it)."""
         self.candidates = candidates
         super().__init__(
-            f"shard {shard.shard_id} of job {job_id} ({shard.requests} requests) was being submitted when the runner "
+            f"shard {number} of job {job_id} ({shard.requests} requests) was being submitted when the runner "
             f"stopped, and {len(candidates)} batches match it: {', '.join(candidates)}. Check which holds this job's "
-            f"custom_ids, then run: keel batch adopt {job_id} --shard {shard.shard_id} --batch-id <id>"
+            f"custom_ids, then run: keel batch adopt {job_id} --shard {number} --batch-id <id>"
         )
 
 

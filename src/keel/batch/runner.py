@@ -171,6 +171,10 @@ class BatchRunner:
             self.write_outputs(job_id, out, rejects, failures)
             self.ledger.set_job_status(job_id, "stopped")
             raise
+        except BaseException:  # Ctrl-C or a failure: no process runs the job any more
+            if self._status(job_id) == "running":
+                self.ledger.set_job_status(job_id, "stopped")
+            raise
         self.write_outputs(job_id, out, rejects, failures)
         canceled = self._status(job_id) in ("canceling", "canceled")
         self.ledger.set_job_status(job_id, "canceled" if canceled else "done")
@@ -258,7 +262,8 @@ class BatchRunner:
             if batch.id not in known and sum(batch.request_counts.model_dump().values()) == shard.requests
         ]
         if len(candidates) > 1:
-            raise AmbiguousSubmission(job_id, shard, candidates)
+            number = [s.shard_id for s in self.ledger.shards(job_id)].index(shard.shard_id) + 1
+            raise AmbiguousSubmission(job_id, shard, number, candidates)
         return candidates[0] if candidates else None
 
     def cancel_batch(self, batch_id: str) -> MessageBatch:

@@ -55,8 +55,14 @@ def run(
         return
     store = RunLedger(jobcli.ledger_path(ledger, LEDGER_FILE, create=True))
     rejects = rejects or out.with_name(out.stem + ".rejects.jsonl")
+    named = {"model": model, "max_tokens": max_tokens, "system": system, "budget_usd": budget_usd, "ledger": ledger}
+    kept = f"Every answer received is kept in the ledger ({store.where}); the rest is sent on resume."
     try:
-        with _display(quiet) as show, _warnings_shown():
+        with (
+            jobcli.resumable("run", kept, jobcli.resume_command("run", input, out, named)),
+            _display(quiet) as show,
+            _warnings_shown(),
+        ):
             job_id = asyncio.run(_run(sdk, store, options, input, out, rejects, show))
     except BudgetExceeded as stopped:
         _summary(store, run_id_for(input, options))

@@ -175,6 +175,9 @@ class BulkRunner:
         except BudgetExceeded:
             self._finish(job_id, "stopped", out, rejects)
             raise
+        except BaseException:  # Ctrl-C (the task canceled) or a failure: no process runs the job any more
+            ledger.set_job_status(job_id, "stopped")
+            raise
         self._finish(job_id, "done", out, rejects)
         return job_id
 

@@ -27,13 +27,27 @@ def _config(app: Any, host: str, port: int, options: dict[str, Any]) -> uvicorn.
     return uvicorn.Config(app, host=host, port=port, **settings)
 
 
-def serve(
-    app: Any, host: str = "127.0.0.1", port: int = 8765, *, server: ServerFactory = uvicorn.Server, **options: Any
-) -> None:
-    """Serve until Ctrl-C: uvicorn finishes in-flight requests, then re-raises the signal, which ends here.
-    `server` makes the uvicorn server (a subclass may act on the signal); `options` go to `uvicorn.Config`."""
-    with contextlib.suppress(KeyboardInterrupt):
-        server(_config(app, host, port, options)).run()
+def listen(host: str = "127.0.0.1", port: int = 8765) -> socket.socket:
+    """A socket bound to host:port and listening (connections queue until `serve` answers them); OSError when the
+    port is taken or the address is not this host's."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve(app: Any, sock: socket.socket, *, server: ServerFactory = uvicorn.Server, **options: Any) -> None:
+    """Serve on a `listen` socket until Ctrl-C: uvicorn finishes in-flight requests, then re-raises the signal, which
+    ends here. `server` makes the uvicorn server (a subclass may act on the signal); `options` go to
+    `uvicorn.Config`."""
+    host, port = sock.getsockname()[:2]
+    with contextlib.suppress(KeyboardInterrupt), sock:
+        server(_config(app, host, port, options)).run(sockets=[sock])
 
 
 class BackgroundServer:

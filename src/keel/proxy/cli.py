@@ -10,6 +10,7 @@ import typer
 from keel._cli_common import fail, scenario_from
 from keel._exceptions import ProxyConfigError
 from keel.emulator.cassette import CassetteError
+from keel.emulator.server import listen
 
 from .app import Proxy, ProxyConfig
 from .server import serve_proxy
@@ -42,10 +43,14 @@ def proxy(
         fail(str(err))
     except OSError as err:
         fail(f"cannot write {err.filename}: {err.strerror or err}")
+    try:
+        sock = listen(host, port)
+    except OSError as err:
+        fail(f"cannot listen on {host}:{port}: {err.strerror or err}. Pick another --port, or stop what uses it.")
     base_url = f"http://{host}:{port}"
     typer.echo(f"keel proxy listening on {base_url} -> {app.shown_upstream}  (ANTHROPIC_BASE_URL={base_url})")
     recording = f"; recording to {record}" if record else ""
     typer.echo(f"{len(scenario.rules)} fault rule(s){recording}; Ctrl-C stops it.")
-    serve_proxy(app, host, port)
+    serve_proxy(app, sock)
     written = f" ({app.cassette.written} exchange(s) recorded)" if app.cassette else ""
     typer.echo(f"keel proxy stopped{written}.")

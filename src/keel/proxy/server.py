@@ -61,10 +61,10 @@ def _quiet() -> None:
         logger.addFilter(_QuietBrokenStreams())
 
 
-def serve_proxy(proxy: Proxy, host: str = "127.0.0.1", port: int = 8787) -> None:
+def serve_proxy(proxy: Proxy, sock: socket.socket) -> None:
     """Serve `proxy` until Ctrl-C."""
     _quiet()
-    serve(proxy, host, port, server=ProxyServer, **OPTIONS)
+    serve(proxy, sock, server=ProxyServer, **OPTIONS)
 
 
 class BackgroundProxy(BackgroundServer):
