@@ -50,6 +50,10 @@ ROWS: dict[str, tuple[int | None, str | None, str | None, bool, Action, bool]] =
     "connection": (None, None, None, True, Action.BACK_OFF, True),
     "timeout": (None, None, None, True, Action.RETRY_OR_STREAM, True),
     "stream_required": (None, None, None, False, Action.SWITCH_TO_STREAMING, False),
+    # keel's own rate limiter (docs/ratelimit.md): nothing was sent
+    "pacing_timeout": (None, None, None, True, Action.WAIT_RETRY_AFTER, False),
+    "over_rate_limit": (None, None, None, False, Action.SHRINK_REQUEST, False),
+    "limiter_unavailable": (None, None, None, False, Action.CHECK_LIMITER_STORE, False),
     "unknown_4xx": (None, None, None, False, Action.FIX_REQUEST, False),
     "unknown_5xx": (None, None, None, True, Action.BACK_OFF, True),
     "unexpected": (None, None, None, False, Action.NONE, False),
