@@ -11,18 +11,21 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import httpx2
 import pytest
 from proxy_helpers import MODEL, Proxied, ask, proxied, settled, sse_events, without_ids
+from typer.testing import CliRunner
 
 from keel import ProxyConfigError
+from keel.cli import app as cli_app
 from keel.emulator import DEFAULT_API_KEY, EmulatorConfig, Scenario, parse_fault_header
 from keel.emulator.faults import Rule
 from keel.emulator.keys import key_id
-from keel.emulator.server import free_port
+from keel.emulator.server import BackgroundServer, free_port
 from keel.proxy import BackgroundProxy, Proxy, ProxyConfig
 
 HEADERS = {"x-api-key": DEFAULT_API_KEY, "anthropic-version": "2023-06-01"}
@@ -257,6 +260,27 @@ def test_an_unreachable_upstream_is_a_502_api_error_naming_it_without_credential
     assert all(e.error and "hunter2" not in e.error for e in proxy.log.entries())
 
 
+async def _silent_app(scope: Any, receive: Any, send: Any) -> None:
+    """An upstream that takes its time to answer at all."""
+    if scope["type"] == "http":
+        await asyncio.sleep(2)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+def test_an_upstream_that_does_not_answer_in_time_is_a_504_timeout_error() -> None:
+    with BackgroundServer(_silent_app) as upstream:
+        proxy = Proxy(ProxyConfig(upstream=upstream.base_url, read_timeout=0.2))
+        with (
+            BackgroundProxy(proxy) as server,
+            anthropic.Anthropic(api_key="k", base_url=server.base_url, max_retries=0) as sdk,
+            pytest.raises(anthropic.GatewayTimeoutError) as caught,
+        ):
+            sdk.messages.create(model=MODEL, max_tokens=10, messages=ask("hi"))
+    assert caught.value.status_code == 504 and caught.value.type == "timeout_error"
+    assert f"the upstream {upstream.base_url} did not answer in time" in caught.value.message
+
+
 @pytest.mark.parametrize(
     ("upstream", "scenario", "complaint"),
     [
@@ -267,3 +291,18 @@ def test_an_unreachable_upstream_is_a_502_api_error_naming_it_without_credential
 def test_configurations_the_proxy_cannot_honour_are_refused(upstream: str, scenario: Scenario, complaint: str) -> None:
     with pytest.raises(ProxyConfigError, match=complaint.replace("(", r"\(").replace(")", r"\)")):
         Proxy(ProxyConfig(upstream=upstream, scenario=scenario))
+
+
+def test_keel_proxy_refuses_what_it_cannot_honour_before_listening(tmp_path: Path) -> None:
+    limits = tmp_path / "limits.toml"
+    limits.write_text("[limits]\nrpm = 5\n")
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[[rules]]\nstatus = "soon"\n')
+    runner = CliRunner()
+    for args, complaint in (
+        (["--faults", str(limits)], "[limits] table is the emulator's own rate limiting"),
+        (["--faults", str(broken)], f"bad scenario file: {broken}:2: rule 1: status"),
+        (["--upstream", "ftp://example"], "--upstream must be an http(s) URL"),
+    ):
+        result = runner.invoke(cli_app, ["proxy", "--upstream", "http://127.0.0.1:1", *args])
+        assert result.exit_code == 2 and complaint in result.output, result.output

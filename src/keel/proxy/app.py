@@ -290,10 +290,12 @@ class _Relay:
         )
         try:
             response = await proxy.transport().handle_async_request(upstream_request)
+        except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
+            raise self._upstream_error(502, "api_error", "is unreachable", exc) from None
         except httpx2.TimeoutException as exc:
             raise self._upstream_error(504, "timeout_error", "did not answer in time", exc) from None
         except httpx2.HTTPError as exc:
-            raise self._upstream_error(502, "api_error", "is unreachable", exc) from None
+            raise self._upstream_error(502, "api_error", "failed", exc) from None
         self.head_ms = self._ms()
         self.status = response.status_code
         self.request_id = response.headers.get("request-id")
