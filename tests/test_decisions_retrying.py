@@ -192,7 +192,7 @@ def _state(attempt: int = 1, error: BaseException | None = None, seconds: float 
     state.attempt_number = attempt
     if error is not None:
         state.set_exception((type(error), error, None))
-    state.outcome_timestamp = state.start_time + seconds
+    state.start_time, state.outcome_timestamp = 0.0, seconds  # exact: no float sum with the monotonic clock
     return state
 
 
