@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in limited.items())
         + f"; unthrottled {runs['unthrottled'].seconds:.1f} s; ideal {ideal:.1f} s\n"
     )
-    print(f"{'side':<44}{'time':>9}{'x ideal':>9}{'failed':>8}{'429s / responses':>24}")
+    print(f"{'side':<44}{'time':>9}{'x ideal':>9}{'served':>8}{'failed':>8}{'429s / responses':>24}")
     labels = {
         "unthrottled": "unthrottled (raw SDK, limits not enforced)",
         "keel": "keel (AsyncClient, limiter, background)",
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, run in runs.items():
         tally = tallies[name]
         share = f"{tally.throttled:,} / {tally.responses:,} ({tally.throttled_share:.1%})"
-        print(f"{labels[name]:<44}{run.seconds:>7.1f} s{run.seconds / ideal:>9.3f}{run.failed:>8,}{share:>24}")
+        served, times = run.calls - run.failed, f"{run.seconds:>7.1f} s{run.seconds / ideal:>9.3f}"
+        print(f"{labels[name]:<44}{times}{served:>8,}{run.failed:>8,}{share:>24}")
         if run.failed:
             print(f"    failures: {run.failures_text()}")
     print()
