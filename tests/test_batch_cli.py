@@ -83,7 +83,9 @@ def test_cancel_then_run_collects_and_stops(tmp_path: Path, emulator: Emulator) 
     ledger.add_inputs(job, read_items(src, options.defaults, options.shard_bytes, ledger))
     ledger.set_job_status(job, "running")
     shard = ledger.plan_shards(job, options.shard_requests, options.shard_bytes)[0]
-    BatchRunner(Client(policy="background"), ledger, options).submit(job, shard)
+    submitter = BatchRunner(Client(policy="background"), ledger, options)
+    submitter.submit(job, shard)
+    ledger.leave(submitter.runner.key)  # as a runner that stopped
     emulator.batches.advance(20)  # about a third of it has finished
     assert "canceling" in run("batch", "cancel", job)
     emulator.batches.advance(10)  # the cancel completes

@@ -247,7 +247,8 @@ def _half_submitted(run, src: Path) -> tuple[str, int]:  # type: ignore[no-untyp
     run.ledger.add_inputs(job, read_items(src, run.options.defaults, run.options.shard_bytes, run.ledger))
     run.ledger.set_job_status(job, "running")
     shard = run.ledger.plan_shards(job, run.options.shard_requests, run.options.shard_bytes)[0].shard_id
-    run.ledger.mark_submitting(shard)
+    run.ledger.mark_submitting(shard, run.runner.key, 60)
+    run.ledger.release(shard, run.runner.key)  # as a runner killed then, its lease expired
     return job, shard
 
 

@@ -1,9 +1,11 @@
-"""What `keel run` and `keel batch run` share: the credentials check, where ledgers live, the pre-flight estimate
-and the budget's stop."""
+"""What `keel run` and `keel batch run` share: the credentials check, where ledgers live, the pre-flight estimate,
+the runner's notes and the budget's stop."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
@@ -34,6 +36,14 @@ BudgetOption = Annotated[
     ),
 ]
 DryRunOption = Annotated[bool, typer.Option(help="Print the pre-flight estimate and stop: nothing is sent or written.")]
+LeaseOption = Annotated[
+    float,
+    typer.Option(
+        min=0.1,
+        help="Seconds a runner's claim on its work lasts unless renewed (every third of it, while it runs): another "
+        "runner on the job takes over the work of one killed once its lease has passed.",
+    ),
+]
 
 
 def start_job(command: str, make_sdk: Callable[[], SDK], dry_run: bool, preflight: Callable[[], None]) -> SDK | None:
@@ -74,6 +84,35 @@ def ledger_path(given: Path | None, filename: str, *, create: bool) -> Path:
     if create:
         ensure_home(home)
     return home / filename
+
+
+class _ConsoleNotes(logging.Handler):
+    """Log records as lines on a Rich console (above a live display, if one is running)."""
+
+    def __init__(self, console: Console, command: str) -> None:
+        super().__init__(logging.INFO)
+        self.console = console
+        self.setFormatter(logging.Formatter(f"keel {command}: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.print(self.format(record), highlight=False, soft_wrap=True, markup=False)
+
+
+@contextmanager
+def notes_shown(console: Console, logger_name: str, command: str) -> Iterator[None]:
+    """The runner's notes and warnings (another runner on the job, waiting for it, taking its work over, a request
+    sent again after a kill) as lines of the command's output, while the block runs."""
+    handler = _ConsoleNotes(console, command)
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def show_preflight(

@@ -131,13 +131,21 @@ class SQLJobs:
         return self._read(lambda conn: conn.execute(sql, params).fetchone()) is not None
 
     def add_inputs(self, job_id: str, lines: Iterable[Item | Reject]) -> tuple[int, int]:
-        """Record every accepted item and reject of a job in one transaction; returns (accepted, rejected).
+        """Record every accepted item and reject of a new job in one transaction, and the job is `prepared`; returns
+        (accepted, rejected). A job that is not new any more (another runner prepared it first) is left as it is:
+        (0, 0). The job's row is locked first, so a second runner preparing it meanwhile waits, then does nothing.
 
         A backend that retries a transaction can do so here only if `lines` can be iterated again (a list, or
         an object whose `__iter__` reads the input afresh); from an iterator, a lost connection is raised."""
         self._job_for_ids = job_id
 
         def body(conn: Connection) -> tuple[int, int]:
+            prepared = conn.execute(
+                "UPDATE jobs SET status = 'prepared', updated_at = ? WHERE job_id = ? AND status = 'new'",
+                (time.time(), job_id),
+            )
+            if not prepared.rowcount:
+                return 0, 0
             accepted = rejected = 0
             self._adding = conn
             try:
@@ -158,7 +166,6 @@ class SQLJobs:
                         rejected += 1
             finally:
                 self._adding = None
-            conn.execute("UPDATE jobs SET status = 'prepared', updated_at = ? WHERE job_id = ?", (time.time(), job_id))
             return accepted, rejected
 
         return self._write(body, again=iter(lines) is not lines)  # an iterator is consumed as it goes

@@ -4,8 +4,9 @@ The same `Ledger`, the same logic and SQL (`SQLLedger`) as the SQLite ledger; he
 (`keel.stores.postgres`), `?` placeholders become psycopg's, results are staged with `COPY`, and rows in input
 order are read by a server-side cursor that, after a reconnect, goes on from the next line. The tables live in
 the schema the connection's `search_path` selects (`?options=-csearch_path%3Dmy_schema` in the URL picks
-another), created on first use and versioned in `keel_schema` (component "batch ledger", version 2, as
-SQLite's `user_version`).
+another), created on first use and versioned in `keel_schema` (component "batch ledger", version 3, as
+SQLite's `user_version`). Runners claim shards with `SELECT … FOR UPDATE SKIP LOCKED`, and their leases run on
+the server's clock.
 
 A server restarting mid-run makes every ledger operation wait and retry for `reconnect_for` seconds, with a
 warning naming the URL without its password; nothing goes on to the next API call until the ledger has recorded
@@ -22,7 +23,7 @@ from typing import Any
 import psycopg
 
 from .._exceptions import ConfigError
-from ..stores.postgres import TRANSIENT, Postgres
+from ..stores.postgres import NOW, SKIP_LOCKED, TRANSIENT, Postgres
 from .jobs import Connection, T
 from .ledger import RESULT_COLUMNS, SCHEMA_VERSION, STAGE, SQLLedger
 
@@ -57,7 +58,12 @@ CREATE TABLE shards (
     shard_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, job_id TEXT NOT NULL, round INTEGER NOT NULL,
     state TEXT NOT NULL, batch_id TEXT UNIQUE, requests BIGINT NOT NULL, bytes BIGINT NOT NULL,
     submit_started_at DOUBLE PRECISION, submitted_at DOUBLE PRECISION, ended_at DOUBLE PRECISION,
-    counts TEXT NOT NULL DEFAULT '{}'
+    counts TEXT NOT NULL DEFAULT '{}', lease_owner TEXT, lease_until DOUBLE PRECISION
+);
+CREATE INDEX shards_by_job ON shards (job_id, shard_id);
+CREATE TABLE runners (
+    runner_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, started_at DOUBLE PRECISION NOT NULL,
+    lease_until DOUBLE PRECISION NOT NULL
 );
 """
 
@@ -68,6 +74,8 @@ class PostgresLedger(SQLLedger):
     """`Ledger` in the PostgreSQL at `url` (default: the configured one, `KEEL_DATABASE_URL` or keel.toml).
     Connects at once: `StoreUnavailable` naming the URL without its password if it cannot."""
 
+    NOW = NOW
+    SKIP_LOCKED = SKIP_LOCKED
     APPLY_RESULTS = (
         f"UPDATE items SET ({_RESULTS}) = ({', '.join(f'staged.{name}' for name in RESULT_COLUMNS)})"
         f" FROM (SELECT DISTINCT ON (custom_id) * FROM {STAGE} ORDER BY custom_id, seq DESC) AS staged"
