@@ -3,7 +3,9 @@ number, failures reported while the rest goes on, resume without sending twice, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +77,8 @@ async def test_a_request_left_in_flight_by_a_kill_is_sent_again_and_counted_at_i
     job = run_id_for(src, runner.options)  # the job as a run killed with q2's request in flight leaves it
     runner.ledger.create_job(job, str(src), runner.options.fingerprint())
     runner.ledger.add_inputs(job, read_items(src, runner.options.defaults, 1 << 20, runner.ledger))
-    runner.ledger.mark_sending(job, "q2")
+    runner.ledger.mark_sending(job, "q2", "elsewhere/1/gone", 60)
+    runner.ledger.leave("elsewhere/1/gone")  # killed: its lease expired
     (lost,) = [item for item in runner.ledger.open_items(job) if item.custom_id == "q2"]
     with caplog.at_level(logging.WARNING, logger="keel.bulk"):
         await runner.run(src, tmp_path / "out.jsonl")
@@ -151,3 +154,40 @@ def test_a_run_ledger_and_a_batch_ledger_refuse_each_others_files(tmp_path: Path
         SQLiteLedger(tmp_path / "runs.sqlite3")
     with pytest.raises(ValueError, match="not a run ledger"):
         RunLedger(tmp_path / "batches.sqlite3")
+
+
+def test_two_runners_share_a_job_and_take_over_a_killed_runners_request_when_its_lease_expires(
+    tmp_path: Path, keel_emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = write_lines(tmp_path / "in.jsonl", prompts(10))
+    keel_emulator.inject("latency_ms=30", path="/v1/messages")  # each call takes a while: the other runner helps
+    ledger = tmp_path / "runs.sqlite3"
+    runners = [bulk_runner(keel_emulator, ledger, concurrency=2, lease_seconds=1.5) for _ in range(2)]
+    job = run_id_for(src, runners[0].options)  # a third runner was killed with q4's request in flight
+    dead = RunLedger(ledger)
+    dead.create_job(job, str(src), runners[0].options.fingerprint())
+    dead.add_inputs(job, read_items(src, runners[0].options.defaults, 1 << 20, dead))
+    dead.join(job, "elsewhere/77/dead", 0.6)
+    dead.mark_sending(job, "q4", "elsewhere/77/dead", 0.6)
+    start = threading.Barrier(2)
+
+    def run(runner: BulkRunner) -> None:
+        start.wait()
+        asyncio.run(runner.run(src, tmp_path / "out.jsonl"))
+
+    threads = [threading.Thread(target=run, args=(runner,)) for runner in runners]
+    with caplog.at_level(logging.INFO, logger="keel.bulk"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert [row["custom_id"] for row in rows] == [f"q{n}" for n in range(10)]
+    assert [row["attempts"] for row in rows] == [1] * 4 + [2] + [1] * 5
+    assert {row["status"] for row in rows} == {"succeeded"}
+    assert served(keel_emulator) == 10  # each sent once by the two runners (q4's first request was never served)
+    assert "waiting: runner elsewhere pid 77 holds 1 request (taken over if its lease expires)" in caplog.text
+    assert "q4 (line 5) was in flight when its runner stopped" in caplog.text
+    owners = {row[0] for row in dead._conn.execute("SELECT DISTINCT lease_owner FROM items").fetchall()}
+    assert owners == {runner.runner.key for runner in runners}  # both sent some
+    dead.close()

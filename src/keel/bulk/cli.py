@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,12 +42,13 @@ def run(
     ledger: Annotated[
         Path | None, typer.Option(help="The ledger file (default: runs.sqlite3 under $KEEL_HOME or ./.keel).")
     ] = None,
+    lease_seconds: jobcli.LeaseOption = 60.0,
 ) -> None:
     """Send a file of requests as real-time calls (for work that cannot wait for a batch), or resume the job: the
     same input and defaults are the same job. Exit status 3: stopped at the budget."""
     if not input.is_file():
         raise typer.BadParameter(f"no such file: {input}", param_hint="INPUT")
-    options = BulkOptions(Defaults(model, max_tokens, system), concurrency, budget_usd)
+    options = BulkOptions(Defaults(model, max_tokens, system), concurrency, budget_usd, lease_seconds=lease_seconds)
     path = jobcli.ledger_path(ledger, LEDGER_FILE, create=False)
     sdk = jobcli.start_job("run", anthropic.AsyncAnthropic, dry_run, lambda: _preflight(input, options, path))
     if sdk is None:
@@ -56,7 +56,7 @@ def run(
     store = RunLedger(jobcli.ledger_path(ledger, LEDGER_FILE, create=True))
     rejects = rejects or out.with_name(out.stem + ".rejects.jsonl")
     try:
-        with _display(quiet) as show, _warnings_shown():
+        with _display(quiet) as show, jobcli.notes_shown(console, "keel.bulk", "run"):
             job_id = asyncio.run(_run(sdk, store, options, input, out, rejects, show))
     except BudgetExceeded as stopped:
         _summary(store, run_id_for(input, options))
@@ -118,20 +118,6 @@ def _stats(progress: BulkProgress) -> str:
         f"{progress.errored:,} errored, {progress.rate:,.1f}/s, ETA {'-' if eta is None else f'{eta:,.0f} s'}, "
         f"{progress.input_tokens:,} in / {progress.output_tokens:,} out tokens, {format_usd(progress.cost_usd)}"
     )
-
-
-@contextmanager
-def _warnings_shown() -> Iterator[None]:
-    """The runner's warnings (a request sent again after a kill, with its request_id) on stderr."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("keel run: %(message)s"))
-    handler.setLevel(logging.WARNING)
-    logger = logging.getLogger("keel.bulk")
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
 
 
 def _summary(store: RunLedger, job_id: str) -> None:

@@ -3,6 +3,10 @@ after, so a run killed at any moment resumes without sending again anything that
 
 An item left "sending" by a kill is the one edge: its request may or may not have been served. The next run
 counts its worst case as spent (`unseen_cost`: the ledger cannot know what it cost) and sends it again.
+
+Several runners may run one job (`keel.batch.leases`): each claims the next item nobody holds with a lease, renewed
+while its request is in flight; an item a killed runner left "sending" is claimed by another once the lease has
+expired, and sent again as above.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from .._call import Reply
 from .._exceptions import CallFailed
 from .._usage import USAGE_FIELDS, Usage
 from ..batch.inputs import Item
-from ..batch.jobs import Connection, SQLJobs
+from ..batch.jobs import Connection
+from ..batch.leases import SQLLeases
 from ..batch.sqlite_ledger import JOB_TABLES, SQLiteBackend
 
 SCHEMA = (
@@ -31,7 +36,7 @@ CREATE TABLE IF NOT EXISTS items (
     error_type TEXT, error_message TEXT, stop_reason TEXT, model TEXT,
     input_tokens INTEGER, output_tokens INTEGER, cache_write_5m_tokens INTEGER, cache_write_1h_tokens INTEGER,
     cache_read_tokens INTEGER, cost REAL, unseen_cost REAL NOT NULL DEFAULT 0, message TEXT,
-    sent_at REAL, done_at REAL,
+    sent_at REAL, done_at REAL, lease_owner TEXT, lease_until REAL,
     PRIMARY KEY (job_id, custom_id)
 );
 CREATE INDEX IF NOT EXISTS items_by_line ON items (job_id, line);
@@ -42,7 +47,7 @@ CREATE INDEX IF NOT EXISTS items_by_state ON items (job_id, state);
 _USAGE_SETS = ", ".join(f"{name} = ?" for name in USAGE_FIELDS)
 _DONE = (
     "state = ?, request_id = ?, error_type = ?, error_message = ?, stop_reason = ?, model = ?, "
-    f"{_USAGE_SETS}, cost = ?, message = ?, done_at = ?"
+    f"{_USAGE_SETS}, cost = ?, message = ?, done_at = ?, lease_until = NULL"
 )
 _usage_values = attrgetter(*USAGE_FIELDS)
 _USAGE_SUMS = ", ".join(f"COALESCE(SUM({name}), 0)" for name in USAGE_FIELDS)
@@ -74,24 +79,55 @@ class RunTotals:
     cost_usd: float
 
 
-class RunLedger(SQLiteBackend, SQLJobs):
+class RunLedger(SQLiteBackend, SQLLeases):
     """The ledger of `keel run` jobs: one SQLite file (`runs.sqlite3` under `.keel/` or `$KEEL_HOME`)."""
 
     KIND = "run ledger"
     APPLICATION_ID = 0x6B65656C  # "keel"
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2  # 2: runners and item leases
     SCHEMA = SCHEMA
+    LEASED = "items"
     FINAL_STATES = ("succeeded", "errored")  # the others: pending, sending
     ROW_COLUMNS = ("request_id", "error_type", "error_message", "stop_reason", "message")
     STATUS = "CASE WHEN state IN ('pending', 'sending') THEN 'unsent' ELSE state END"
 
-    def mark_sending(self, job_id: str, custom_id: str) -> None:
-        """Recorded before the request is sent."""
+    def claim(self, job_id: str, owner: str, lease: float) -> tuple[Item, bool] | None:
+        """Lease the job's first item (in input order) still to send that nobody holds: pending, or left "sending" by
+        a runner whose lease expired (True with it: its request may have been served). None when there is none."""
+
+        def body(conn: Connection) -> tuple[Item, bool] | None:
+            row = conn.execute(
+                "SELECT line, custom_id, params, state FROM items WHERE job_id = ? AND state IN ('pending', 'sending')"
+                f" AND {self.free()} ORDER BY line LIMIT 1{self.SKIP_LOCKED}",
+                (job_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                f"UPDATE items SET lease_owner = ?, lease_until = {self.NOW} + ? WHERE job_id = ? AND custom_id = ?",
+                (owner, lease, job_id, row[1]),
+            )
+            return Item(row[0], row[1], row[2]), row[3] == "sending"
+
+        return self._write(body)
+
+    def mark_sending(self, job_id: str, custom_id: str, owner: str, lease: float) -> None:
+        """Recorded before the request is sent, by the runner that holds the item (or takes it, when nobody does)."""
         self._write(
             lambda conn: conn.execute(
-                "UPDATE items SET state = 'sending', attempts = attempts + 1, sent_at = ? "
-                "WHERE job_id = ? AND custom_id = ?",
-                (time.time(), job_id, custom_id),
+                "UPDATE items SET state = 'sending', attempts = attempts + 1, sent_at = ?, lease_owner = ?,"
+                f" lease_until = {self.NOW} + ? WHERE job_id = ? AND custom_id = ? AND {self.mine_or_free()}",
+                (time.time(), owner, lease, job_id, custom_id, owner),
+            )
+        )
+
+    def requeue(self, job_id: str, custom_id: str, unseen_usd: float) -> None:
+        """An interrupted item goes back to pending, what its lost request may have cost counted as spent."""
+        self._write(
+            lambda conn: conn.execute(
+                "UPDATE items SET state = 'pending', unseen_cost = unseen_cost + ? "
+                "WHERE job_id = ? AND custom_id = ? AND state = 'sending'",
+                (unseen_usd, job_id, custom_id),
             )
         )
 
@@ -148,22 +184,6 @@ class RunLedger(SQLiteBackend, SQLJobs):
             lambda conn: conn.execute(
                 f"UPDATE items SET {_DONE} WHERE job_id = ? AND custom_id = ?",
                 (*values, message, time.time(), job_id, custom_id),
-            )
-        )
-
-    def interrupted(self, job_id: str) -> list[Item]:
-        """The items left "sending": a run was killed with their requests in flight."""
-        sql = "SELECT line, custom_id, params FROM items WHERE job_id = ? AND state = 'sending' ORDER BY line"
-        rows = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchall())
-        return [Item(row[0], row[1], row[2]) for row in rows]
-
-    def requeue(self, job_id: str, custom_id: str, unseen_usd: float) -> None:
-        """An interrupted item goes back to pending, what its lost request may have cost counted as spent."""
-        self._write(
-            lambda conn: conn.execute(
-                "UPDATE items SET state = 'pending', unseen_cost = unseen_cost + ? "
-                "WHERE job_id = ? AND custom_id = ? AND state = 'sending'",
-                (unseen_usd, job_id, custom_id),
             )
         )
 
