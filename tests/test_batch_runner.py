@@ -273,6 +273,12 @@ def test_a_sqlite_ledger_of_another_schema_version_is_refused_with_a_clear_error
         conn.execute("CREATE TABLE items (job_id TEXT, custom_id TEXT, cache_write_tokens INTEGER)")
     with pytest.raises(ValueError, match="schema version 0, written by another keel version"):
         SQLiteLedger(path)
+    previous = tmp_path / "v2.sqlite3"
+    with sqlite3.connect(previous) as conn:  # a ledger of the version before runners and leases
+        conn.execute("CREATE TABLE shards (shard_id INTEGER PRIMARY KEY)")
+        conn.execute("PRAGMA user_version = 2")
+    with pytest.raises(ValueError, match=r"schema version 2, .* \(this one uses version 3\)"):
+        SQLiteLedger(previous)
     fresh = SQLiteLedger(tmp_path / "new.sqlite3")
     fresh.close()
     SQLiteLedger(tmp_path / "new.sqlite3").close()  # this version's own ledger opens again
@@ -288,6 +294,6 @@ def test_a_postgres_ledger_of_another_schema_version_is_refused_with_a_clear_err
         PostgresLedger(url).close()  # created on first use, at this keel's version
         PostgresLedger(url).close()  # and opened again
         with psycopg.connect(url, autocommit=True) as conn:  # as an older keel would have left it
-            conn.execute("UPDATE keel_schema SET version = 1 WHERE component = 'batch ledger'")
-        with pytest.raises(ValueError, match="a batch ledger of schema version 1, written by another keel version"):
+            conn.execute("UPDATE keel_schema SET version = 2 WHERE component = 'batch ledger'")  # before leases
+        with pytest.raises(ValueError, match="a batch ledger of schema version 2, written by another keel version"):
             PostgresLedger(url)

@@ -14,10 +14,10 @@ import typer
 from rich.console import Console
 
 from ._budget import CostEstimate, format_usd
-from ._exceptions import BudgetExceeded, UnpricedModel
-from .stores.home import ensure_home, keel_home
+from ._exceptions import BudgetExceeded, ConfigError, StoreUnavailable, UnpricedModel
 
 SDK = TypeVar("SDK", anthropic.Anthropic, anthropic.AsyncAnthropic)
+L = TypeVar("L")
 
 BUDGET_EXIT = 3
 """The exit status of a job stopped by its budget (2 is bad input, 1 a failure)."""
@@ -76,14 +76,15 @@ def sdk_with_credentials(make: Callable[[], SDK], command: str) -> SDK:
     return sdk
 
 
-def ledger_path(given: Path | None, filename: str, *, create: bool) -> Path:
-    """The ledger file: the one given, else `filename` under $KEEL_HOME (or ./.keel), that folder made when `create`."""
-    if given is not None:
-        return given
-    home = keel_home()
-    if create:
-        ensure_home(home)
-    return home / filename
+def reached(console: Console, command: str, opener: Callable[[Path | None], L], path: Path | None) -> L:
+    """`opener(path)`: the command's ledger. One that cannot be reached (or configured), or of another kind or schema
+    version (`ValueError`), is one line, naming it without its password, and exit 2: there is no fallback to a local
+    file."""
+    try:
+        return opener(path)
+    except (StoreUnavailable, ConfigError, ValueError) as err:
+        console.print(f"[red]keel {command}: {err}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 class _ConsoleNotes(logging.Handler):

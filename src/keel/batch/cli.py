@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -20,7 +19,6 @@ from .._exceptions import (
     AmbiguousSubmission,
     BudgetExceeded,
     CallFailed,
-    ConfigError,
     ForeignResults,
     StoreUnavailable,
 )
@@ -46,17 +44,7 @@ LedgerOption = Annotated[
 
 def _ledger(path: Path | None) -> closing[SQLLedger]:
     """The command's ledger, closed when the command ends (`with _ledger(path) as store:`)."""
-    return closing(_reached(open_ledger, path))
-
-
-def _reached(opener: Callable[[Path | None], L], path: Path | None) -> L:
-    """`opener(path)`; a ledger that cannot be reached (or configured) is one line and exit 2."""
-    try:
-        store = opener(path)
-    except (StoreUnavailable, ConfigError) as err:
-        console.print(f"[red]keel batch: {err}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    return store
+    return closing(jobcli.reached(console, "batch", open_ledger, path))
 
 
 def _progress_table(progress: Progress) -> Table:
@@ -75,7 +63,7 @@ def _progress_table(progress: Progress) -> Table:
 
 def _preflight(input: Path, options: RunnerOptions, path: Path | None) -> None:
     """Print what the requests not finished yet could cost (reading the ledger only if there is one)."""
-    store = _reached(existing_ledger, path)  # a dry run creates no ledger
+    store = jobcli.reached(console, "batch", existing_ledger, path)  # a dry run creates no ledger
     estimate = preflight(input, options, store)
     spent = spent_usd(store, job_id_for(input, options)) if store is not None else 0.0
     if store is not None:

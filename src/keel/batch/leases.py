@@ -105,10 +105,10 @@ class SQLLeases(SQLJobs):
         """Register `runner` with the job (and forget the job's runners that expired); the others still live."""
 
         def body(conn: Connection) -> None:
-            conn.execute(f"DELETE FROM runners WHERE job_id = ? AND lease_until < {self.NOW}", (job_id,))
+            runners, now = f"{self.PREFIX}runners", self.NOW
+            conn.execute(f"DELETE FROM {runners} WHERE job_id = ? AND lease_until < {now}", (job_id,))
             conn.execute(
-                f"INSERT INTO runners (runner_id, job_id, started_at, lease_until) VALUES (?, ?, {self.NOW},"
-                f" {self.NOW} + ?)",
+                f"INSERT INTO {runners} (runner_id, job_id, started_at, lease_until) VALUES (?, ?, {now}, {now} + ?)",
                 (runner, job_id, lease),
             )
 
@@ -119,7 +119,9 @@ class SQLLeases(SQLJobs):
         """Push back the expiry of the runner's registration and of every lease it holds."""
 
         def body(conn: Connection) -> None:
-            conn.execute(f"UPDATE runners SET lease_until = {self.NOW} + ? WHERE runner_id = ?", (lease, runner))
+            conn.execute(
+                f"UPDATE {self.PREFIX}runners SET lease_until = {self.NOW} + ? WHERE runner_id = ?", (lease, runner)
+            )
             conn.execute(
                 f"UPDATE {self.LEASED} SET lease_until = {self.NOW} + ?"
                 " WHERE lease_owner = ? AND lease_until IS NOT NULL",
@@ -133,7 +135,7 @@ class SQLLeases(SQLJobs):
 
         def body(conn: Connection) -> None:
             conn.execute(f"UPDATE {self.LEASED} SET lease_until = NULL WHERE lease_owner = ?", (runner,))
-            conn.execute("DELETE FROM runners WHERE runner_id = ?", (runner,))
+            conn.execute(f"DELETE FROM {self.PREFIX}runners WHERE runner_id = ?", (runner,))
 
         self._write(body)
 
@@ -149,7 +151,7 @@ class SQLLeases(SQLJobs):
     def runners(self, job_id: str) -> list[LiveRunner]:
         """The job's runners whose registration has not expired, in the order they joined."""
         sql = (
-            f"SELECT runner_id, started_at, lease_until - {self.NOW} FROM runners"
+            f"SELECT runner_id, started_at, lease_until - {self.NOW} FROM {self.PREFIX}runners"
             f" WHERE job_id = ? AND lease_until >= {self.NOW} ORDER BY started_at"
         )
         rows = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchall())

@@ -22,25 +22,28 @@ from typing import Any, ClassVar
 from .jobs import Connection, T
 from .ledger import RESULT_COLUMNS, SCHEMA_VERSION, STAGE, SQLLedger
 
-__all__ = ["JOB_TABLES", "SCHEMA", "SQLiteBackend", "SQLiteLedger"]
+__all__ = ["SCHEMA", "SQLiteBackend", "SQLiteLedger", "job_tables"]
 
-JOB_TABLES = """
-CREATE TABLE IF NOT EXISTS jobs (
+
+def job_tables(prefix: str = "") -> str:
+    """The tables of every job ledger on SQLite (`keel.batch.jobs.SQLJobs`, `keel.batch.leases.SQLLeases`), their
+    names starting with `prefix`; each kind adds its items table (and the lease columns of what its runners claim)."""
+    return f"""
+CREATE TABLE IF NOT EXISTS {prefix}jobs (
     job_id TEXT PRIMARY KEY, input_path TEXT NOT NULL, options TEXT NOT NULL, status TEXT NOT NULL,
     created_at REAL NOT NULL, updated_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS rejects (
+CREATE TABLE IF NOT EXISTS {prefix}rejects (
     job_id TEXT NOT NULL, line INTEGER NOT NULL, custom_id TEXT, reason TEXT NOT NULL, PRIMARY KEY (job_id, line)
 );
-CREATE TABLE IF NOT EXISTS runners (
+CREATE TABLE IF NOT EXISTS {prefix}runners (
     runner_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, started_at REAL NOT NULL, lease_until REAL NOT NULL
 );
 """
-"""The tables of every job ledger on SQLite (`keel.batch.jobs.SQLJobs`, `keel.batch.leases.SQLLeases`); each kind
-adds its items table (and the lease columns of what its runners claim)."""
+
 
 SCHEMA = (
-    JOB_TABLES
+    job_tables()
     + """
 CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, params TEXT NOT NULL,

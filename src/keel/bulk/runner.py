@@ -30,7 +30,7 @@ from ..batch.jobs import estimate_left
 from ..batch.leases import Heartbeat, RunnerId
 from ..batch.outputs import write_results
 from .engine import Result, completions
-from .ledger import RunLedger
+from .ledger import SQLRunLedger
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 """The Messages API's limit on a request body."""
@@ -116,7 +116,7 @@ def run_id_for(path: Path, options: BulkOptions) -> str:
 
 
 def preflight(
-    input_path: Path, options: BulkOptions, ledger: RunLedger | None, prices: PriceTable | None = None
+    input_path: Path, options: BulkOptions, ledger: SQLRunLedger | None, prices: PriceTable | None = None
 ) -> CostEstimate:
     """What the job's requests still to send could cost, at standard prices: those left in the ledger, or (for a job
     not in it, or no ledger at all) every accepted line of the input. Reads only."""
@@ -130,7 +130,7 @@ class BulkRunner:
     def __init__(
         self,
         client: AsyncClient,
-        ledger: RunLedger,
+        ledger: SQLRunLedger,
         options: BulkOptions | None = None,
         *,
         on_progress: Callable[[BulkProgress], None] | None = None,
