@@ -103,7 +103,7 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 def test_killed_during_submit_between_send_and_record(tmp_path: Path, served: tuple[Emulator, dict[str, str]]) -> None:
     emulator, env = served
     write_lines(tmp_path / "in.jsonl", prompts(6))
-    emulator.inject("latency_ms=20000", path="/v1/messages/batches", limit=1)  # created, then answered late
+    emulator.inject("latency_ms=4000", path="/v1/messages/batches", limit=1)  # created, then answered late
     proc = start(tmp_path, env, 1)
     wait_until(lambda: len(emulator.batches) == 1, proc, "the first batch was created")
     kill(proc)
@@ -127,7 +127,7 @@ def test_killed_during_polling(tmp_path: Path, served: tuple[Emulator, dict[str,
 def test_killed_during_result_download(tmp_path: Path, served: tuple[Emulator, dict[str, str]]) -> None:
     emulator, env = served
     write_lines(tmp_path / "in.jsonl", prompts(6))
-    emulator.inject("latency_ms=20000", path="/v1/messages/batches/*/results", limit=1)
+    emulator.inject("latency_ms=4000", path="/v1/messages/batches/*/results", limit=1)
     proc = start(tmp_path, env, 1)
     wait_until(lambda: shard_states(tmp_path) == ["submitted", "submitted"], proc, "both batches were submitted")
     emulator.batches.advance(3 * 86400)
