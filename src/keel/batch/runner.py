@@ -193,10 +193,18 @@ class BatchRunner:
                 self.write_outputs(job_id, out, rejects, failures)
                 self.ledger.set_job_status(job_id, "stopped")
                 raise
+            except BaseException:  # Ctrl-C or a failure: unless another runner is on it, no process runs the job
+                if self._status(job_id) == "running" and not self._others_on(job_id):
+                    self.ledger.set_job_status(job_id, "stopped")
+                raise
         self.write_outputs(job_id, out, rejects, failures)
         canceled = self._status(job_id) in ("canceling", "canceled")
         self.ledger.set_job_status(job_id, "canceled" if canceled else "done")
         return job_id
+
+    def _others_on(self, job_id: str) -> bool:
+        """Whether another runner whose registration has not expired is on the job."""
+        return any(live.runner.key != self.runner.key for live in self.ledger.runners(job_id))
 
     def _status(self, job_id: str) -> str | None:
         job = self.ledger.job(job_id)
@@ -366,7 +374,8 @@ class BatchRunner:
             if batch.id not in known and sum(batch.request_counts.model_dump().values()) == shard.requests
         ]
         if len(candidates) > 1:
-            raise AmbiguousSubmission(job_id, shard, candidates)
+            number = [s.shard_id for s in self.ledger.shards(job_id)].index(shard.shard_id) + 1
+            raise AmbiguousSubmission(job_id, shard, number, candidates)
         return candidates[0] if candidates else None
 
     def cancel_batch(self, batch_id: str) -> MessageBatch:

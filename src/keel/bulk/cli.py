@@ -56,9 +56,15 @@ def run(
     if sdk is None:
         return
     rejects = rejects or out.with_name(out.stem + ".rejects.jsonl")
+    named = {"model": model, "max_tokens": max_tokens, "system": system, "budget_usd": budget_usd, "ledger": ledger}
     with closing(jobcli.reached(console, "run", RUN_LEDGERS.open, ledger)) as store:
+        kept = f"Every answer received is kept in the ledger ({store.where}); the rest is sent on resume."
         try:
-            with _display(quiet) as show, jobcli.notes_shown(console, "keel.bulk", "run"):
+            with (
+                jobcli.resumable("run", kept, jobcli.resume_command("run", input, out, named)),
+                _display(quiet) as show,
+                jobcli.notes_shown(console, "keel.bulk", "run"),
+            ):
                 job_id = asyncio.run(_run(sdk, store, options, input, out, rejects, show))
         except BudgetExceeded as stopped:
             _summary(store, run_id_for(input, options))
