@@ -92,22 +92,26 @@ def _progress_view(progress: Progress, *, live: bool) -> Group:
         eta = progress.eta_seconds()
         elapsed = f"{time.monotonic() - progress.started:,.0f} s elapsed"
         title += f" — {elapsed}" + (f", ETA {eta:,.0f} s" if eta is not None else "")
+    holders = [_holder(shard) for shard in progress.shards]
+    held = any(holder != "-" for holder in holders)  # the runner column only while a runner holds a shard
+    runner_column = [Column("runner", no_wrap=True)] if held else []
     table = Table(
         "shard",
         "round",
         "state",
-        Column("runner", no_wrap=True),
+        *runner_column,
         *_COUNTS,
         title=title,
         box=box.SIMPLE_HEAD,
         collapse_padding=True,
         pad_edge=False,
     )
-    for number, shard in enumerate(progress.shards, 1):
+    for number, (shard, holder) in enumerate(zip(progress.shards, holders, strict=True), 1):
         counts_now = (str(shard.counts.get(n, "-")) for n in _COUNTS)
-        table.add_row(str(number), str(shard.round), shard.state, _holder(shard), *counts_now)
+        table.add_row(str(number), str(shard.round), shard.state, *([holder] if held else []), *counts_now)
     for round_number, counts in _round_counts(progress).items():
-        table.add_row("total", str(round_number), "", "", *(str(counts.get(n, 0)) for n in _COUNTS), style="bold")
+        blank = [""] if held else []
+        table.add_row("total", str(round_number), "", *blank, *(str(counts.get(n, 0)) for n in _COUNTS), style="bold")
     batches = [
         Text(f"shard {number}: {shard.batch_id}", no_wrap=True, overflow="ignore")
         for number, shard in enumerate(progress.shards, 1)
@@ -318,11 +322,14 @@ def list_jobs(ctx: typer.Context, ledger: LedgerOption = None, json_output: Json
         typer.echo(json.dumps(listed, indent=2))
         return
     table = Table()
-    table.add_column("job", overflow="fold")
+    table.add_column(
+        "job", no_wrap=True, overflow="ignore", min_width=max((len(j.job_id) for j, _, _ in rows), default=3)
+    )
     table.add_column("status", no_wrap=True)
-    table.add_column("runners", no_wrap=True)
-    for name in ("input", "items"):
-        table.add_column(name)
+    runners_width = max((len(_runners_line(live)) for _, _, live in rows), default=7)
+    table.add_column("runners", no_wrap=True, overflow="ignore", min_width=runners_width)
+    table.add_column("input", overflow="fold")
+    table.add_column("items", no_wrap=True)
     for job, items, live in rows:
         table.add_row(job.job_id, _shown_status(job, live), _runners_line(live), job.input_path, f"{items:,}")
     console.print(table)
