@@ -86,10 +86,10 @@ def ledger_rates(ledger: SQLLedger, count: int) -> tuple[float, float, float]:
     inputs = items(count)
     recorded = per_second(count, lambda: ledger.add_inputs(job, inputs))
     (shard,) = ledger.plan_shards(job, count, 1 << 40)
-    ledger.mark_submitting(shard.shard_id)
-    ledger.mark_submitted(shard.shard_id, "msgbatch_bench")
+    ledger.mark_submitting(shard.shard_id, "bench/0/0", 60)
+    ledger.mark_submitted(shard.shard_id, "msgbatch_bench", "bench/0/0")
     outcomes = results(count)
-    stored = per_second(count, lambda: ledger.record_results(shard.shard_id, outcomes))
+    stored = per_second(count, lambda: ledger.record_results(shard.shard_id, outcomes, "bench/0/0"))
     read = per_second(count, lambda: sum(1 for _ in ledger.items_in_order(job)))
     return recorded, stored, read
 

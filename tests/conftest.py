@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any, TypeVar
 
 import anthropic
 import pytest
 from pg_helpers import schema_url
 
 from keel.batch import SQLiteLedger, SQLLedger
+from keel.bulk import RunLedger, SQLRunLedger
 from keel.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig, client
 from keel.emulator.server import BackgroundServer
+
+L = TypeVar("L")
 
 
 @pytest.fixture(params=["in-process", "loopback"])
@@ -27,24 +31,23 @@ def sdk(request: pytest.FixtureRequest, keel_emulator: Emulator) -> Iterator[ant
     sdk.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledgers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., SQLLedger]]:
-    """Opens batch ledgers of one kind: `ledgers()` the test's ledger, `ledgers("other")` another one, each call
-    a new object on that ledger (as a later process would open it). SQLite: files in the test's folder;
+def _openers(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite: Callable[[Path], L], postgres: Callable[[str], L]
+) -> Iterator[Callable[..., L]]:
+    """Opens ledgers of one kind (`request.param`): `opener()` the test's ledger, `opener("other")` another one, each
+    call a new object on that ledger (as a later process would open it). SQLite: files in the test's folder;
     PostgreSQL: the machine's server, each ledger in a schema of its own, dropped afterwards."""
-    opened: list[SQLLedger] = []
+    opened: list[Any] = []
     with ExitStack() as stack:
         urls: dict[str, str] = {}
 
-        def open_ledger(name: str = "ledger") -> SQLLedger:
+        def open_ledger(name: str = "ledger") -> L:
             if request.param == "sqlite":
-                ledger: SQLLedger = SQLiteLedger(tmp_path / f"{name}.db")
+                ledger = sqlite(tmp_path / f"{name}.db")
             else:
-                from keel.batch.postgres import PostgresLedger
-
                 if name not in urls:
                     urls[name] = stack.enter_context(schema_url())
-                ledger = PostgresLedger(urls[name])
+                ledger = postgres(urls[name])
             opened.append(ledger)
             return ledger
 
@@ -53,6 +56,30 @@ def ledgers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable
         yield open_ledger
         for ledger in opened:
             ledger.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledgers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., SQLLedger]]:
+    """Opens batch ledgers of one kind (see `_openers`)."""
+
+    def postgres(url: str) -> SQLLedger:
+        from keel.batch.postgres import PostgresLedger
+
+        return PostgresLedger(url)
+
+    yield from _openers(request, tmp_path, SQLiteLedger, postgres)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def run_ledgers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., SQLRunLedger]]:
+    """Opens run ledgers of one kind (see `_openers`)."""
+
+    def postgres(url: str) -> SQLRunLedger:
+        from keel.bulk.postgres import PostgresRunLedger
+
+        return PostgresRunLedger(url)
+
+    yield from _openers(request, tmp_path, RunLedger, postgres)
 
 
 @pytest.fixture

@@ -84,7 +84,9 @@ def test_cancel_then_run_collects_and_stops(tmp_path: Path, emulator: Emulator) 
     ledger.add_inputs(job, read_items(src, options.defaults, options.shard_bytes, ledger))
     ledger.set_job_status(job, "running")
     shard = ledger.plan_shards(job, options.shard_requests, options.shard_bytes)[0]
-    BatchRunner(Client(policy="background"), ledger, options).submit(job, shard)
+    submitter = BatchRunner(Client(policy="background"), ledger, options)
+    submitter.submit(job, shard)
+    ledger.leave(submitter.runner.key)  # as a runner that stopped
     emulator.batches.advance(20)  # about a third of it has finished
     assert "canceling" in run("batch", "cancel", job)
     emulator.batches.advance(10)  # the cancel completes
@@ -144,7 +146,9 @@ def test_adopt_takes_the_shard_number_within_the_job(tmp_path: Path, emulator: E
         job = job_id_for(src, options)
         ledger.create_job(job, str(src), options.fingerprint())
         ledger.add_inputs(job, read_items(src, options.defaults, options.shard_bytes, ledger))
-        ledger.mark_submitting(ledger.plan_shards(job, options.shard_requests, options.shard_bytes)[0].shard_id)
+        shard_id = ledger.plan_shards(job, options.shard_requests, options.shard_bytes)[0].shard_id
+        ledger.mark_submitting(shard_id, "elsewhere/1/gone", 60)
+        ledger.release(shard_id, "elsewhere/1/gone")  # as a runner that stopped
         jobs.append(job)
     assert "shard 1 of job" in run("batch", "adopt", jobs[1], "--shard", "1", "--batch-id", "msgbatch_b")
     assert [(s.state, s.batch_id) for s in ledger.shards(jobs[1])] == [("submitted", "msgbatch_b")]

@@ -1,25 +1,35 @@
-"""The batch runner killed (SIGKILL, a real process) during submit, polling and download, then run again:
-the results hold each custom_id exactly once and the emulator created exactly one batch per shard."""
+"""The batch runner killed (SIGKILL, a real process) during submit, polling and download, then run again (taking its
+shards over once their leases expire): the results hold each custom_id exactly once and the emulator created exactly
+one batch per shard. And two runners on one job, one killed at a random point while the other carries on, on each
+ledger: every input once in the results, each sent to the emulator once per attempt."""
 
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
-from batch_helpers import prompts, read_jsonl, write_lines
+from batch_helpers import invoke, prompts, read_jsonl, write_lines
+from pg_helpers import schema_url
+from test_batch_runners import submitted_ids
 
-from keel.batch import SQLiteLedger
+from keel.batch import SQLiteLedger, SQLLedger, open_ledger
 from keel.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig
 from keel.emulator.server import BackgroundServer
 
 KEEL = [sys.executable, "-c", "from keel.cli import main; main()"]
 SHARDS = 2
+LEASE = 0.5  # the killed runner's shards are taken over this long after the kill
 
 
 @pytest.fixture
@@ -31,11 +41,15 @@ def served(tmp_path: Path) -> Iterator[tuple[Emulator, dict[str, str]]]:
         yield emulator, env
 
 
-def start(tmp_path: Path, env: dict[str, str], run: int) -> subprocess.Popen[bytes]:
+def arguments(tmp_path: Path, shard_requests: int = 3) -> list[str]:
     args = ["batch", "run", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out.jsonl")]
-    args += ["--model", "claude-haiku-5-5", "--max-tokens", "50", "--shard-requests", "3"]
-    args += ["--poll-min", "0.05", "--poll-max", "0.2", "--quiet"]
+    args += ["--model", "claude-haiku-5-5", "--max-tokens", "50", "--shard-requests", str(shard_requests)]
+    return [*args, "--poll-min", "0.05", "--poll-max", "0.2", "--quiet", "--lease-seconds", str(LEASE)]
+
+
+def start(tmp_path: Path, env: dict[str, str], run: int, shard_requests: int = 3) -> subprocess.Popen[bytes]:
     log = (tmp_path / f"run{run}.log").open("wb")
+    args = arguments(tmp_path, shard_requests)
     return subprocess.Popen([*KEEL, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -89,7 +103,7 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 def test_killed_during_submit_between_send_and_record(tmp_path: Path, served: tuple[Emulator, dict[str, str]]) -> None:
     emulator, env = served
     write_lines(tmp_path / "in.jsonl", prompts(6))
-    emulator.inject("latency_ms=20000", path="/v1/messages/batches", limit=1)  # created, then answered late
+    emulator.inject("latency_ms=4000", path="/v1/messages/batches", limit=1)  # created, then answered late
     proc = start(tmp_path, env, 1)
     wait_until(lambda: len(emulator.batches) == 1, proc, "the first batch was created")
     kill(proc)
@@ -113,7 +127,7 @@ def test_killed_during_polling(tmp_path: Path, served: tuple[Emulator, dict[str,
 def test_killed_during_result_download(tmp_path: Path, served: tuple[Emulator, dict[str, str]]) -> None:
     emulator, env = served
     write_lines(tmp_path / "in.jsonl", prompts(6))
-    emulator.inject("latency_ms=20000", path="/v1/messages/batches/*/results", limit=1)
+    emulator.inject("latency_ms=4000", path="/v1/messages/batches/*/results", limit=1)
     proc = start(tmp_path, env, 1)
     wait_until(lambda: shard_states(tmp_path) == ["submitted", "submitted"], proc, "both batches were submitted")
     emulator.batches.advance(3 * 86400)
@@ -123,3 +137,58 @@ def test_killed_during_result_download(tmp_path: Path, served: tuple[Emulator, d
     assert "ended" in shard_states(tmp_path)  # downloaded nothing into the ledger: it will download again
     finish(start(tmp_path, env, 2), emulator, tmp_path, 2)
     check_exactly_once(tmp_path, emulator)
+
+
+@pytest.mark.parametrize(
+    ("kind", "point"),
+    [("sqlite", 0), ("postgres", 1), ("sqlite", 2), ("postgres", 3), ("sqlite", 4)],
+    ids=lambda value: str(value),
+)
+def test_two_runners_on_one_job_one_killed_at_a_random_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, point: int
+) -> None:
+    emulator = Emulator(EmulatorConfig(batch_speed=120))  # a small batch ends in about half a second
+    emulator.inject("latency_ms=100", path="/v1/messages/batches")  # and a create takes a tenth of one
+    write_lines(tmp_path / "in.jsonl", prompts(8))  # four shards of two
+    with ExitStack() as stack:
+        server = stack.enter_context(BackgroundServer(emulator))
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", DEFAULT_API_KEY)
+        monkeypatch.setenv("KEEL_HOME", str(tmp_path / "home"))
+        if kind == "postgres":
+            monkeypatch.setenv("KEEL_DATABASE_URL", stack.enter_context(schema_url()))
+        else:
+            monkeypatch.delenv("KEEL_DATABASE_URL", raising=False)
+        victim = start(tmp_path, dict(os.environ), 1, shard_requests=2)
+        ledger = stack.enter_context(closing_ledger())
+        runners = lambda: sum(len(ledger.runners(job.job_id)) for job in ledger.jobs())  # noqa: E731
+        wait_until(lambda: runners() > 0, victim, "the runner joined")
+        delay = random.Random(point).uniform(0, 1.0)  # after the other joins: submitting, polling or collecting
+
+        def kill_later() -> None:
+            while runners() < 2 and victim.poll() is None:
+                time.sleep(0.01)
+            time.sleep(delay)
+            victim.send_signal(signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_later)
+        killer.start()
+        helper = invoke(*arguments(tmp_path, shard_requests=2))  # the other runner, in this process
+        killer.join()
+        victim.wait(timeout=10)
+        assert helper.exit_code == 0, helper.output
+        assert f"runner {socket.gethostname()} pid {victim.pid} is on this job too" in helper.output
+        out = read_jsonl(tmp_path / "out.jsonl")
+        assert [row["custom_id"] for row in out] == [f"q{n}" for n in range(8)]
+        assert {row["status"] for row in out} == {"succeeded"}
+        assert submitted_ids(emulator) == Counter({row["custom_id"]: row["attempts"] for row in out})
+
+
+@contextmanager
+def closing_ledger() -> Iterator[SQLLedger]:
+    """The ledger the `keel` command opens (made on first use)."""
+    ledger = open_ledger()
+    try:
+        yield ledger
+    finally:
+        ledger.close()

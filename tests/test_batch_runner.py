@@ -251,7 +251,8 @@ def _half_submitted(run, src: Path) -> tuple[str, int]:  # type: ignore[no-untyp
     run.ledger.add_inputs(job, read_items(src, run.options.defaults, run.options.shard_bytes, run.ledger))
     run.ledger.set_job_status(job, "running")
     shard = run.ledger.plan_shards(job, run.options.shard_requests, run.options.shard_bytes)[0].shard_id
-    run.ledger.mark_submitting(shard)
+    run.ledger.mark_submitting(shard, run.runner.key, 60)
+    run.ledger.release(shard, run.runner.key)  # as a runner killed then, its lease expired
     return job, shard
 
 
@@ -276,6 +277,12 @@ def test_a_sqlite_ledger_of_another_schema_version_is_refused_with_a_clear_error
         conn.execute("CREATE TABLE items (job_id TEXT, custom_id TEXT, cache_write_tokens INTEGER)")
     with pytest.raises(ValueError, match="schema version 0, written by another keel version"):
         SQLiteLedger(path)
+    previous = tmp_path / "v2.sqlite3"
+    with sqlite3.connect(previous) as conn:  # a ledger of the version before runners and leases
+        conn.execute("CREATE TABLE shards (shard_id INTEGER PRIMARY KEY)")
+        conn.execute("PRAGMA user_version = 2")
+    with pytest.raises(ValueError, match=r"schema version 2, .* \(this one uses version 3\)"):
+        SQLiteLedger(previous)
     fresh = SQLiteLedger(tmp_path / "new.sqlite3")
     fresh.close()
     SQLiteLedger(tmp_path / "new.sqlite3").close()  # this version's own ledger opens again
@@ -291,6 +298,6 @@ def test_a_postgres_ledger_of_another_schema_version_is_refused_with_a_clear_err
         PostgresLedger(url).close()  # created on first use, at this keel's version
         PostgresLedger(url).close()  # and opened again
         with psycopg.connect(url, autocommit=True) as conn:  # as an older keel would have left it
-            conn.execute("UPDATE keel_schema SET version = 1 WHERE component = 'batch ledger'")
-        with pytest.raises(ValueError, match="a batch ledger of schema version 1, written by another keel version"):
+            conn.execute("UPDATE keel_schema SET version = 2 WHERE component = 'batch ledger'")  # before leases
+        with pytest.raises(ValueError, match="a batch ledger of schema version 2, written by another keel version"):
             PostgresLedger(url)

@@ -65,6 +65,7 @@ def half_submitted(tmp_path: Path, emu: Emulator, ledger: SQLLedger) -> tuple[Pa
     first.ledger.create_job(job, str(src), first.options.fingerprint())
     first.ledger.add_inputs(job, read_items(src, first.options.defaults, first.options.shard_bytes, first.ledger))
     first.submit(job, first.ledger.plan_shards(job, 2, first.options.shard_bytes)[0])
+    first.ledger.leave(first.runner.key)  # its lease expired
     return src, first.preflight(src).high_usd / 2
 
 

@@ -1,5 +1,6 @@
 """`keel run` through the CLI against a loopback emulator (the CLI builds its client from the environment, as a
-user's shell would): the pre-flight estimate, the dry run, missing credentials, and the budget's stop and resume."""
+user's shell would): the pre-flight estimate, the dry run, missing credentials, the budget's stop and resume, and the
+run ledger on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from batch_helpers import prompts, read_jsonl, write_lines
+from pg_helpers import schema_url
 from typer.testing import CliRunner, Result
 
 from keel.emulator import Emulator
@@ -110,6 +112,38 @@ def test_the_api_key_is_never_in_the_output_the_ledger_or_the_results(
     written = [tmp_path / "out.jsonl", tmp_path / "out.rejects.jsonl", *(tmp_path / "home").glob("runs.sqlite3*")]
     for text in [result.output, *(path.read_bytes().decode(errors="replace") for path in written)]:
         assert secret not in text and "this-key-is-wrong" not in text
+
+
+def test_with_a_database_url_the_run_ledger_is_postgresql_beside_the_batch_ledger(
+    tmp_path: Path, served_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    from keel.batch import open_ledger
+
+    src = write_lines(tmp_path / "in.jsonl", prompts(3))
+    out = tmp_path / "out.jsonl"
+    with schema_url() as url:
+        monkeypatch.setenv("KEEL_DATABASE_URL", url)
+        open_ledger().close()  # the batch ledger's tables in the same schema: the run ledger's do not meet them
+        first = keel_run(src, out, "--quiet")
+        assert first.exit_code == 0, first.output
+        assert [row["status"] for row in read_jsonl(out)] == ["succeeded"] * 3
+        again = keel_run(src, out, "--quiet", "--dry-run")  # the job is in PostgreSQL: nothing left to send
+        assert again.exit_code == 0 and "pre-flight: 0 requests" in again.output
+        with psycopg.connect(url) as conn:
+            versions = dict(conn.execute("SELECT component, version FROM keel_schema").fetchall())
+            assert versions == {"batch ledger": 3, "run ledger": 2}
+            assert conn.execute("SELECT COUNT(*) FROM run_items WHERE state = 'succeeded'").fetchone() == (3,)
+            conn.execute("UPDATE keel_schema SET version = 1 WHERE component = 'run ledger'")  # an older keel's
+        older = keel_run(src, out, "--quiet")
+        assert older.exit_code == 2 and "a run ledger of schema version 1, written by another keel" in older.output
+    assert not (tmp_path / "home" / "runs.sqlite3").exists() and len(served_emulator.access_log.entries()) == 3
+
+    monkeypatch.setenv("KEEL_DATABASE_URL", "postgresql://keel:s3cret@127.0.0.1:1/keel")
+    unreachable = keel_run(src, out, "--quiet")
+    assert unreachable.exit_code == 2 and "postgresql://keel:***@127.0.0.1:1/keel is unreachable" in unreachable.output
+    assert "s3cret" not in unreachable.output and not (tmp_path / "home" / "runs.sqlite3").exists()
 
 
 def test_a_reject_names_the_json_column_python_does(tmp_path: Path, served_emulator: Emulator) -> None:

@@ -66,6 +66,8 @@ def arguments(tmp_path: Path) -> list[str]:
         "--quiet",
         "--ledger",
         str(tmp_path / "runs.db"),
+        "--lease-seconds",
+        "0.5",  # the killed run's requests in flight are sent again this long after the kill
     ]
 
 

@@ -30,6 +30,7 @@ def test_defaults_are_embedded(tmp_path: Path) -> None:
     assert placements(settings) == [
         Placement("at-most-once tools", "sqlite", str(tmp_path / ".keel" / "tools.sqlite3"), "default"),
         Placement("batch ledger", "sqlite", str(tmp_path / ".keel" / "batches.sqlite3"), "default"),
+        Placement("run ledger", "sqlite", str(tmp_path / ".keel" / "runs.sqlite3"), "default"),
         Placement("rate limiter", "in-process", "this process", "default"),
     ]
 
@@ -54,7 +55,7 @@ def test_the_environment_wins_over_keel_toml_here_or_in_keel_home(
     settings = load_settings()
     assert settings.database_url == "postgresql://other@db2/keel"
     assert settings.source("database_url") == "KEEL_DATABASE_URL"
-    assert [p.backend for p in placements(settings)] == ["redis", "postgresql", "redis"]
+    assert [p.backend for p in placements(settings)] == ["redis", "postgresql", "postgresql", "redis"]
     assert "s3cret" not in repr(settings) + repr(placements(settings))
 
 
@@ -85,6 +86,7 @@ def test_keel_config_shows_each_backend_without_passwords(tmp_path: Path, monkey
     assert "keel.toml" in rows[0]
     assert any("at-most-once tools" in row and "redis://default:***@cache.internal:6379/0" in row for row in rows)
     assert any("batch ledger" in row and "postgresql://keel:***@db.internal" in row for row in rows)
+    assert any("run ledger" in row and "postgresql://keel:***@db.internal" in row for row in rows)
     assert any("rate limiter" in row and "KEEL_REDIS_URL" in row for row in rows)
     assert "s3cret" not in result.output
 

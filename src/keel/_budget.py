@@ -218,6 +218,10 @@ class Budget:
         self._reserved -= hold.usd
         self._spent += _usd(usd)
 
+    def add_spent(self, usd: float | Decimal) -> None:
+        """Count a cost that had no hold here (what a request another runner left in flight may have cost)."""
+        self._spent += _usd(usd)
+
     def exceeded(self, next_usd: Decimal) -> BudgetExceeded:
         """The error that stops a job whose next request (worst case `next_usd`) could pass the budget."""
         return BudgetExceeded(self.limit_usd, self.spent_usd, float(next_usd))

@@ -1,8 +1,9 @@
-"""What `keel run` and `keel batch run` share: the credentials check, where ledgers live, the pre-flight estimate
-and the budget's stop."""
+"""What `keel run` and `keel batch run` share: the credentials check, where ledgers live, the pre-flight estimate,
+the runner's notes and the budget's stop."""
 
 from __future__ import annotations
 
+import logging
 import shlex
 import socket
 from collections.abc import Callable, Iterator, Mapping
@@ -16,10 +17,10 @@ import typer
 from rich.console import Console
 
 from ._budget import CostEstimate, format_usd
-from ._exceptions import BudgetExceeded, UnpricedModel
-from .stores.home import ensure_home, keel_home
+from ._exceptions import BudgetExceeded, ConfigError, StoreUnavailable, UnpricedModel
 
 SDK = TypeVar("SDK", anthropic.Anthropic, anthropic.AsyncAnthropic)
+L = TypeVar("L")
 
 BUDGET_EXIT = 3
 """The exit status of a job stopped by its budget (2 is bad input, 1 a failure)."""
@@ -38,6 +39,14 @@ BudgetOption = Annotated[
     ),
 ]
 DryRunOption = Annotated[bool, typer.Option(help="Print the pre-flight estimate and stop: nothing is sent or written.")]
+LeaseOption = Annotated[
+    float,
+    typer.Option(
+        min=0.1,
+        help="Seconds a runner's claim on its work lasts unless renewed (every third of it, while it runs): another "
+        "runner on the job takes over the work of one killed once its lease has passed.",
+    ),
+]
 
 
 def start_job(command: str, make_sdk: Callable[[], SDK], dry_run: bool, preflight: Callable[[], None]) -> SDK | None:
@@ -116,14 +125,44 @@ def sdk_with_credentials(make: Callable[[], SDK], command: str) -> SDK:
     return sdk
 
 
-def ledger_path(given: Path | None, filename: str, *, create: bool) -> Path:
-    """The ledger file: the one given, else `filename` under $KEEL_HOME (or ./.keel), that folder made when `create`."""
-    if given is not None:
-        return given
-    home = keel_home()
-    if create:
-        ensure_home(home)
-    return home / filename
+def reached(console: Console, command: str, opener: Callable[[Path | None], L], path: Path | None) -> L:
+    """`opener(path)`: the command's ledger. One that cannot be reached (or configured), or of another kind or schema
+    version (`ValueError`), is one line, naming it without its password, and exit 2: there is no fallback to a local
+    file."""
+    try:
+        return opener(path)
+    except (StoreUnavailable, ConfigError, ValueError) as err:
+        console.print(f"[red]keel {command}: {err}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+class _ConsoleNotes(logging.Handler):
+    """Log records as lines on a Rich console (above a live display, if one is running)."""
+
+    def __init__(self, console: Console, command: str) -> None:
+        super().__init__(logging.INFO)
+        self.console = console
+        self.setFormatter(logging.Formatter(f"keel {command}: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.print(self.format(record), highlight=False, soft_wrap=True, markup=False)
+
+
+@contextmanager
+def notes_shown(console: Console, logger_name: str, command: str) -> Iterator[None]:
+    """The runner's notes and warnings (another runner on the job, waiting for it, taking its work over, a request
+    sent again after a kill) as lines of the command's output, while the block runs."""
+    handler = _ConsoleNotes(console, command)
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def show_preflight(

@@ -5,7 +5,7 @@ or `$KEEL_HOME`, and in-process state), with nothing to set up:
 
     setting        environment          keel.toml ([stores])   what moves there
     redis_url      KEEL_REDIS_URL       redis_url              the at-most-once tool store, the rate limiter
-    database_url   KEEL_DATABASE_URL    database_url           the batch ledger
+    database_url   KEEL_DATABASE_URL    database_url           the batch ledger, the run ledger
 
 An environment variable wins over the file. The file is `keel.toml` in the working directory, else in
 `$KEEL_HOME`; only the first found is read. `keel config` shows the outcome: for each piece of state, its
@@ -54,7 +54,7 @@ class Settings:
 
     Attributes:
         redis_url: the Redis of the at-most-once tool store and the rate limiter; None: embedded ones.
-        database_url: the PostgreSQL of the batch ledger; None: a SQLite file.
+        database_url: the PostgreSQL of the batch ledger and the run ledger; None: SQLite files.
         sources: for each setting that is set, where it came from (an environment variable, or a file's path).
         file: the keel.toml that was read, if any.
     """
@@ -80,7 +80,7 @@ class Placement:
     """Where one piece of keel's state lives, as `keel config` shows it.
 
     Attributes:
-        state: which state ("at-most-once tools", "batch ledger", "rate limiter").
+        state: which state ("at-most-once tools", "batch ledger", "run ledger", "rate limiter").
         backend: "redis", "postgresql", "sqlite" or "in-process".
         where: the URL without its password, or the file's path, or "this process".
         chosen_by: the setting that chose it (an environment variable or a file), or "default".
@@ -152,6 +152,7 @@ def placements(settings: Settings | None = None) -> list[Placement]:
     for state, name, shared, local, local_where in (
         ("at-most-once tools", "redis_url", "redis", "sqlite", str(home / "tools.sqlite3")),
         ("batch ledger", "database_url", "postgresql", "sqlite", str(home / "batches.sqlite3")),
+        ("run ledger", "database_url", "postgresql", "sqlite", str(home / "runs.sqlite3")),
         ("rate limiter", "redis_url", "redis", "in-process", "this process"),
     ):
         url = settings._urls()[name]

@@ -14,24 +14,18 @@ import typer
 from rich import box
 from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from .. import _jobcli as jobcli
 from .._client import Client
-from .._exceptions import (
-    AmbiguousSubmission,
-    BudgetExceeded,
-    CallFailed,
-    ConfigError,
-    ForeignResults,
-    StoreUnavailable,
-)
+from .._exceptions import AmbiguousSubmission, BudgetExceeded, CallFailed, ForeignResults, StoreUnavailable
 from .backends import existing_ledger, open_ledger
 from .costs import cost_line, cost_report
 from .inputs import Defaults, count_rejects
 from .jobs import Job
-from .ledger import SQLLedger
+from .leases import LiveRunner, RunnerId
+from .ledger import Shard, SQLLedger
 from .runner import BatchRunner, Progress, RunnerOptions, job_id_for, preflight, spent_usd
 
 batch_app = typer.Typer(help="Durable, resumable Message Batches.", no_args_is_help=True)
@@ -52,12 +46,9 @@ def _ledger(ctx: typer.Context, path: Path | None) -> SQLLedger:
 
 def _reached(ctx: typer.Context, opener: Callable[[Path | None], L], path: Path | None) -> L:
     """`opener(path)`, closed when the command ends (a PostgreSQL pool left to the garbage collector may be stopped
-    from one of its own workers); a ledger that cannot be reached (or configured) is one line and exit 2."""
-    try:
-        store = opener(path)
-    except (StoreUnavailable, ConfigError) as err:
-        console.print(f"[red]keel batch: {err}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    from one of its own workers); a ledger that cannot be reached (or configured), or of another kind or schema
+    version, is one line and exit 2 (`jobcli.reached`)."""
+    store = jobcli.reached(console, "batch", opener, path)
     if store is not None:
         ctx.call_on_close(store.close)
     return store
@@ -66,28 +57,61 @@ def _reached(ctx: typer.Context, opener: Callable[[Path | None], L], path: Path 
 _COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 
 
-def _running(job: Job) -> bool:
-    """Whether a run drives the job, as its status field says (a run stopped by Ctrl-C, a failure or its budget sets it
-    "stopped"). A killed process cannot: runner leases in the ledger, once it has them, belong here."""
-    return job.status == "running"
+def _running(job: Job, live: list[LiveRunner]) -> bool:
+    """Whether a run drives the job: its status field says "running" (a run stopped by Ctrl-C, a failure or its
+    budget sets it "stopped") and a runner's lease on it has not expired (a killed runner cannot say it stopped)."""
+    return job.status == "running" and bool(live)
+
+
+def _shown_status(job: Job, live: list[LiveRunner]) -> str:
+    """A job's status as the ledger says, except that a "running" job no live runner holds is "stopped"."""
+    if job.status == "running" and not _running(job, live):
+        return "stopped"
+    return job.status
+
+
+def _holder(shard: Shard) -> str:
+    """Who holds a shard: a runner (host, pid), one whose lease expired (to be taken over), or nobody."""
+    if shard.lease_owner is None or shard.lease_left is None:
+        return "-"
+    runner = RunnerId.parse(shard.lease_owner)
+    held = f"{runner.host} pid {runner.pid}"
+    return held if shard.lease_left > 0 else f"{held} (lease expired)"
+
+
+def _runners_line(live: list[LiveRunner]) -> str:
+    return ", ".join(f"{r.runner.host} pid {r.runner.pid}" for r in live) or "-"
 
 
 def _progress_view(progress: Progress, *, live: bool) -> Group:
-    """A job's shards, numbered 1..n within the job, with each round's counts (a retry round's requests are counted
-    in that round, never added to the first's), then each shard's batch id whole on its own line (`adopt` takes it);
-    elapsed time and ETA only while a run drives the job."""
+    """A job's shards, numbered 1..n within the job, with the runner holding each and each round's counts (a retry
+    round's requests are counted in that round, never added to the first's), then each shard's batch id whole on its
+    own line (`adopt` takes it); elapsed time and ETA only while a run drives the job."""
     title = f"job {progress.job_id}"
     if live:
         eta = progress.eta_seconds()
         elapsed = f"{time.monotonic() - progress.started:,.0f} s elapsed"
         title += f" — {elapsed}" + (f", ETA {eta:,.0f} s" if eta is not None else "")
+    holders = [_holder(shard) for shard in progress.shards]
+    held = any(holder != "-" for holder in holders)  # the runner column only while a runner holds a shard
+    runner_column = [Column("runner", no_wrap=True)] if held else []
     table = Table(
-        "shard", "round", "state", *_COUNTS, title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False
+        "shard",
+        "round",
+        "state",
+        *runner_column,
+        *_COUNTS,
+        title=title,
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
     )
-    for number, shard in enumerate(progress.shards, 1):
-        table.add_row(str(number), str(shard.round), shard.state, *(str(shard.counts.get(n, "-")) for n in _COUNTS))
+    for number, (shard, holder) in enumerate(zip(progress.shards, holders, strict=True), 1):
+        counts_now = (str(shard.counts.get(n, "-")) for n in _COUNTS)
+        table.add_row(str(number), str(shard.round), shard.state, *([holder] if held else []), *counts_now)
     for round_number, counts in _round_counts(progress).items():
-        table.add_row("total", str(round_number), "", *(str(counts.get(n, 0)) for n in _COUNTS), style="bold")
+        blank = [""] if held else []
+        table.add_row("total", str(round_number), "", *blank, *(str(counts.get(n, 0)) for n in _COUNTS), style="bold")
     batches = [
         Text(f"shard {number}: {shard.batch_id}", no_wrap=True, overflow="ignore")
         for number, shard in enumerate(progress.shards, 1)
@@ -148,9 +172,10 @@ def run(
     budget_usd: jobcli.BudgetOption = None,
     dry_run: jobcli.DryRunOption = False,
     ledger: LedgerOption = None,
+    lease_seconds: jobcli.LeaseOption = 60.0,
 ) -> None:
-    """Run a batch job, or resume it: the same input and defaults are the same job. Exit status 3: stopped at the
-    budget."""
+    """Run a batch job, or resume it, or help another runner with it: the same input and defaults are the same job.
+    Exit status 3: stopped at the budget."""
     if not input.is_file():
         raise typer.BadParameter(f"no such file: {input}", param_hint="INPUT")
     options = RunnerOptions(
@@ -161,6 +186,7 @@ def run(
         poll_min=poll_min,
         poll_max=poll_max,
         budget_usd=budget_usd,
+        lease_seconds=lease_seconds,
     )
     sdk = jobcli.start_job("batch run", anthropic.Anthropic, dry_run, lambda: _preflight(ctx, input, options, ledger))
     if sdk is None:
@@ -174,6 +200,7 @@ def run(
         jobcli.resumable("batch run", kept, jobcli.resume_command("batch run", input, out, named)),
         Client(sdk, policy="background") as client,
         Live(console=console, auto_refresh=False) as live,
+        jobcli.notes_shown(console, "keel.batch", "batch run"),
     ):
 
         def show(progress: Progress) -> None:
@@ -210,23 +237,46 @@ def status(
     ledger: LedgerOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """A job's shards (with each round's counts), its items' final states and cost so far."""
+    """A job's live runners, its shards (the runner that holds each, each round's counts), its items' final states and
+    cost so far."""
     store = _ledger(ctx, ledger)
     found = store.job(job)
     if found is None:
         console.print(f"[red]no job {job} in {store.where}[/red]")
         raise typer.Exit(2)
     shards = store.shards(job)
+    live = store.runners(job)
+    numbers = {shard.shard_id: n for n, shard in enumerate(shards, 1)}
+
+    def held(each: LiveRunner) -> list[int]:
+        return [numbers[shard.shard_id] for shard in shards if shard.held_by(each.runner.key)]
+
     if json_output:
         typer.echo(
             json.dumps(
                 {
                     "job_id": job,
-                    "status": found.status,
-                    "running": _running(found),
+                    "status": _shown_status(found, live),
+                    "running": _running(found, live),
                     "input": found.input_path,
+                    "runners": [
+                        {
+                            "host": each.runner.host,
+                            "pid": each.runner.pid,
+                            "lease_left": each.lease_left,
+                            "shards": held(each),
+                        }
+                        for each in live
+                    ],
                     "shards": [
-                        {"shard": n, "round": s.round, "batch_id": s.batch_id, "state": s.state, "counts": s.counts}
+                        {
+                            "shard": n,
+                            "round": s.round,
+                            "batch_id": s.batch_id,
+                            "state": s.state,
+                            "counts": s.counts,
+                            "runner": None if _holder(s) == "-" else _holder(s),
+                        }
                         for n, s in enumerate(shards, 1)
                     ],
                     "final": store.state_counts(job),
@@ -236,35 +286,52 @@ def status(
             )
         )
         return
-    console.print(f"job {job}: {found.status}, input {found.input_path}", soft_wrap=True)
+    shown = _shown_status(found, live)
+    if shown != found.status:
+        shown += " (no runner: the leases of its last runners expired; keel batch run resumes it)"
+    console.print(f"job {job}: {shown}, input {found.input_path}", highlight=False, soft_wrap=True)
+    for each in live:
+        numbered = held(each)
+        doing = (
+            f"holds shards {', '.join(map(str, numbered))}"
+            if numbered
+            else "holds no shard (waiting, or between steps)"
+        )
+        console.print(f"  {each.runner}: {doing}; lease {each.lease_left:,.0f} s left", highlight=False, soft_wrap=True)
     console.print(_progress_view(Progress(job, shards, time.monotonic()), live=False))
     _summary(store, job)
 
 
 @batch_app.command("list")
 def list_jobs(ctx: typer.Context, ledger: LedgerOption = None, json_output: JsonOption = False) -> None:
-    """The jobs in the ledger, and whether a run drives each."""
+    """The jobs in the ledger, whether a run drives each, and its live runners (host, pid)."""
     store = _ledger(ctx, ledger)
-    rows = [(job, sum(store.state_counts(job.job_id).values())) for job in store.jobs()]
+    rows = [(job, sum(store.state_counts(job.job_id).values()), store.runners(job.job_id)) for job in store.jobs()]
     if json_output:
         listed = [
             {
                 "job_id": j.job_id,
-                "status": j.status,
-                "running": _running(j),
+                "status": _shown_status(j, live),
+                "running": _running(j, live),
+                "runners": [{"host": each.runner.host, "pid": each.runner.pid} for each in live],
                 "input": j.input_path,
                 "items": n,
             }
-            for j, n in rows
+            for j, n, live in rows
         ]
         typer.echo(json.dumps(listed, indent=2))
         return
     table = Table()
-    table.add_column("job", overflow="fold")
-    for name in ("status", "input", "items"):
-        table.add_column(name)
-    for job, items in rows:
-        table.add_row(job.job_id, job.status, job.input_path, f"{items:,}")
+    table.add_column(
+        "job", no_wrap=True, overflow="ignore", min_width=max((len(j.job_id) for j, _, _ in rows), default=3)
+    )
+    table.add_column("status", no_wrap=True)
+    runners_width = max((len(_runners_line(live)) for _, _, live in rows), default=7)
+    table.add_column("runners", no_wrap=True, overflow="ignore", min_width=runners_width)
+    table.add_column("input", overflow="fold")
+    table.add_column("items", no_wrap=True)
+    for job, items, live in rows:
+        table.add_row(job.job_id, _shown_status(job, live), _runners_line(live), job.input_path, f"{items:,}")
     console.print(table)
 
 

@@ -55,6 +55,8 @@ class SQLJobs:
     """A ledger's jobs, input items and rejects, once for every SQL backend. A backend says how to run a transaction
     (`_write`), a read (`_read`) and rows in input order (`_by_line`); a kind of ledger says what its items hold."""
 
+    PREFIX: ClassVar[str] = ""
+    """What the names of its tables start with: a kind of ledger's tables can share a database with another's."""
     FINAL_STATES: ClassVar[tuple[str, ...]]
     """Item states that are the item's result; the others are work left."""
     ROW_COLUMNS: ClassVar[tuple[str, ...]]
@@ -90,14 +92,14 @@ class SQLJobs:
     # --- jobs ------------------------------------------------------------------------------------
 
     def job(self, job_id: str) -> Job | None:
-        sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?"
+        sql = f"SELECT {JOB_COLUMNS} FROM {self.PREFIX}jobs WHERE job_id = ?"
         row = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchone())
         if row is None:
             return None
         return Job(row[0], row[1], json.loads(row[2]), row[3], row[4])
 
     def jobs(self) -> list[Job]:
-        sql = f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at"
+        sql = f"SELECT {JOB_COLUMNS} FROM {self.PREFIX}jobs ORDER BY created_at"
         rows = self._read(lambda conn: conn.execute(sql).fetchall())
         return [Job(row[0], row[1], json.loads(row[2]), row[3], row[4]) for row in rows]
 
@@ -105,7 +107,7 @@ class SQLJobs:
         now = time.time()
         self._write(
             lambda conn: conn.execute(
-                "INSERT INTO jobs VALUES (?, ?, ?, 'new', ?, ?) ON CONFLICT DO NOTHING",
+                f"INSERT INTO {self.PREFIX}jobs VALUES (?, ?, ?, 'new', ?, ?) ON CONFLICT DO NOTHING",
                 (job_id, input_path, json.dumps(options, sort_keys=True), now, now),
             )
         )
@@ -116,7 +118,8 @@ class SQLJobs:
     def set_job_status(self, job_id: str, status: str) -> None:
         self._write(
             lambda conn: conn.execute(
-                "UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ?", (status, time.time(), job_id)
+                f"UPDATE {self.PREFIX}jobs SET status = ?, updated_at = ? WHERE job_id = ?",
+                (status, time.time(), job_id),
             )
         )
 
@@ -125,40 +128,47 @@ class SQLJobs:
     def __contains__(self, key: object) -> bool:
         """Whether the job being prepared already has this custom_id (`add_inputs` sets the job). Asked in
         `add_inputs`' own transaction, which sees the items it has added so far."""
-        sql, params = "SELECT 1 FROM items WHERE job_id = ? AND custom_id = ?", (self._job_for_ids, key)
+        sql, params = f"SELECT 1 FROM {self.PREFIX}items WHERE job_id = ? AND custom_id = ?", (self._job_for_ids, key)
         if self._adding is not None:
             return self._adding.execute(sql, params).fetchone() is not None
         return self._read(lambda conn: conn.execute(sql, params).fetchone()) is not None
 
     def add_inputs(self, job_id: str, lines: Iterable[Item | Reject]) -> tuple[int, int]:
-        """Record every accepted item and reject of a job in one transaction; returns (accepted, rejected).
+        """Record every accepted item and reject of a new job in one transaction, and the job is `prepared`; returns
+        (accepted, rejected). A job that is not new any more (another runner prepared it first) is left as it is:
+        (0, 0). The job's row is locked first, so a second runner preparing it meanwhile waits, then does nothing.
 
         A backend that retries a transaction can do so here only if `lines` can be iterated again (a list, or
         an object whose `__iter__` reads the input afresh); from an iterator, a lost connection is raised."""
         self._job_for_ids = job_id
 
         def body(conn: Connection) -> tuple[int, int]:
+            prepared = conn.execute(
+                f"UPDATE {self.PREFIX}jobs SET status = 'prepared', updated_at = ? WHERE job_id = ? AND status = 'new'",
+                (time.time(), job_id),
+            )
+            if not prepared.rowcount:
+                return 0, 0
             accepted = rejected = 0
             self._adding = conn
             try:
                 for entry in lines:
                     if isinstance(entry, Item):
                         conn.execute(
-                            "INSERT INTO items (job_id, custom_id, line, params, size, state)"
+                            f"INSERT INTO {self.PREFIX}items (job_id, custom_id, line, params, size, state)"
                             " VALUES (?, ?, ?, ?, ?, 'pending')",
                             (job_id, entry.custom_id, entry.line, entry.params_json, entry.size),
                         )
                         accepted += 1
                     else:
                         conn.execute(
-                            "INSERT INTO rejects VALUES (?, ?, ?, ?) ON CONFLICT (job_id, line)"
+                            f"INSERT INTO {self.PREFIX}rejects VALUES (?, ?, ?, ?) ON CONFLICT (job_id, line)"
                             " DO UPDATE SET custom_id = excluded.custom_id, reason = excluded.reason",
                             (job_id, entry.line, entry.custom_id, entry.reason),
                         )
                         rejected += 1
             finally:
                 self._adding = None
-            conn.execute("UPDATE jobs SET status = 'prepared', updated_at = ? WHERE job_id = ?", (time.time(), job_id))
             return accepted, rejected
 
         return self._write(body, again=iter(lines) is not lines)  # an iterator is consumed as it goes
@@ -168,7 +178,7 @@ class SQLJobs:
         states meanwhile (each page is a query of its own, after the last line read)."""
         finals = ", ".join("?" * len(self.FINAL_STATES))
         sql = (
-            "SELECT line, custom_id, params FROM items WHERE job_id = ? AND line > ?"
+            f"SELECT line, custom_id, params FROM {self.PREFIX}items WHERE job_id = ? AND line > ?"
             f" AND state NOT IN ({finals}) ORDER BY line LIMIT ?"
         )
         after = 0
@@ -188,9 +198,10 @@ class SQLJobs:
         columns = ", ".join(self.ROW_COLUMNS)
         nulls = ", ".join("NULL" for _ in self.ROW_COLUMNS)
         sql = (
-            f"SELECT line, custom_id, state, {self.STATUS} AS status, attempts, {columns}, NULL AS reason FROM items"
+            f"SELECT line, custom_id, state, {self.STATUS} AS status, attempts, {columns}, NULL AS reason"
+            f" FROM {self.PREFIX}items"
             f" WHERE job_id = ? AND line > ? UNION ALL SELECT line, custom_id, 'rejected', 'rejected', 0, {nulls},"
-            " reason FROM rejects WHERE job_id = ? AND line > ? ORDER BY line"
+            f" reason FROM {self.PREFIX}rejects WHERE job_id = ? AND line > ? ORDER BY line"
         )
         names = ("line", "custom_id", "state", "status", "attempts", *self.ROW_COLUMNS, "reason")
         for row in self._by_line(sql, lambda after: (job_id, after, job_id, after)):
@@ -198,9 +209,10 @@ class SQLJobs:
 
     def state_counts(self, job_id: str) -> dict[str, int]:
         def body(conn: Connection) -> dict[str, int]:
-            rows = conn.execute("SELECT state, COUNT(*) FROM items WHERE job_id = ? GROUP BY state", (job_id,))
+            prefix = self.PREFIX
+            rows = conn.execute(f"SELECT state, COUNT(*) FROM {prefix}items WHERE job_id = ? GROUP BY state", (job_id,))
             counts = {row[0]: row[1] for row in rows}
-            rejected = conn.execute("SELECT COUNT(*) FROM rejects WHERE job_id = ?", (job_id,)).fetchone()[0]
+            rejected = conn.execute(f"SELECT COUNT(*) FROM {prefix}rejects WHERE job_id = ?", (job_id,)).fetchone()[0]
             if rejected:
                 counts["rejected"] = rejected
             return counts

@@ -9,6 +9,11 @@ results its own way.
 
 Every write is one transaction, and safe to run again (a shared backend retries one whose connection was lost,
 and its first try may have committed): `mark_submitted` counts an attempt only for items still queued.
+
+Several runners may work on one job (`keel.batch.leases`): each claims shards with a lease, and a write that only
+the shard's runner may make (submitting it, storing its results) is conditional on holding it, or on nobody holding
+it. The writes that change the job's items as a whole (planning shards, storing results, giving up on items) lock
+the job's row first, so two runners do them one after the other.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any, Protocol
 
 from .._usage import USAGE_FIELDS, Usage
 from .inputs import Item, Reject
-from .jobs import Connection, Job, SQLJobs
+from .jobs import Connection, Job
+from .leases import LeaseLost, LiveRunner, SQLLeases
 
 # Item states. "pending": waiting for a batch (new, or to be resubmitted); "queued": in a planned shard;
 # "submitted": in a batch; final: "succeeded", "errored", "canceled", "expired".
@@ -43,6 +49,8 @@ class Shard:
         bytes: the size of its request body.
         submit_started_at: when its submission began (a submission cut short is matched against the API's list).
         counts: the batch's request_counts at the last poll.
+        lease_owner: the runner that holds it, or last held it (`RunnerId.key`); None if none ever did.
+        lease_left: seconds until that runner's lease expires (below 0: expired); None when nobody holds it.
     """
 
     shard_id: int
@@ -54,6 +62,12 @@ class Shard:
     bytes: int
     submit_started_at: float | None
     counts: dict[str, int]
+    lease_owner: str | None = None
+    lease_left: float | None = None
+
+    def held_by(self, owner: str) -> bool:
+        """Whether `owner` holds it (its lease maybe expired, but nobody took it over)."""
+        return self.lease_owner == owner and self.lease_left is not None
 
 
 @dataclass(frozen=True)
@@ -85,22 +99,28 @@ class Ledger(Protocol):
     def cancel_unsent(self, job_id: str) -> None: ...
     def plan_shards(self, job_id: str, max_requests: int, max_bytes: int) -> list[Shard]: ...
     def shards(self, job_id: str, states: tuple[str, ...] | None = None) -> list[Shard]: ...
-    def mark_submitting(self, shard_id: int) -> None: ...
-    def mark_submitted(self, shard_id: int, batch_id: str) -> None: ...
+    def claim(self, job_id: str, owner: str, lease: float, states: tuple[str, ...] = ...) -> Shard | None: ...
+    def release(self, shard_id: int, owner: str) -> None: ...
+    def mark_submitting(self, shard_id: int, owner: str, lease: float) -> bool: ...
+    def mark_submitted(self, shard_id: int, batch_id: str, owner: str | None = None) -> bool: ...
     def update_counts(self, shard_id: int, counts: dict[str, int], ended: bool) -> None: ...
     def known_batch_ids(self) -> set[str]: ...
     def shard_body(self, shard_id: int) -> Iterator[bytes]: ...
     def shard_custom_ids(self, shard_id: int) -> set[str]: ...
     def shard_params(self, shard_id: int) -> Iterator[str]: ...
     def shard_cost(self, shard_id: int) -> float: ...
-    def record_results(self, shard_id: int, outcomes: Iterable[ItemResult]) -> int: ...
+    def record_results(self, shard_id: int, outcomes: Iterable[ItemResult], owner: str) -> int: ...
     def items_in_order(self, job_id: str) -> Iterator[dict[str, Any]]: ...
     def state_counts(self, job_id: str) -> dict[str, int]: ...
     def usage_by_model(self, job_id: str) -> list[dict[str, Any]]: ...
+    def join(self, job_id: str, runner: str, lease: float) -> list[LiveRunner]: ...
+    def renew(self, runner: str, lease: float) -> None: ...
+    def leave(self, runner: str) -> None: ...
+    def runners(self, job_id: str) -> list[LiveRunner]: ...
 
 
-SCHEMA_VERSION = 2
-"""Version 2: usage by cache-write duration (`keel.Usage`'s fields)."""
+SCHEMA_VERSION = 3
+"""Version 2: usage by cache-write duration (`keel.Usage`'s fields). Version 3: runners and shard leases."""
 
 # What a result sets on its item, in `ItemResult` order; `record_results` stages results in a temporary table first,
 # each with its arrival number (`seq`: a custom_id given twice keeps its last result).
@@ -121,20 +141,27 @@ _RESULTS = ", ".join(RESULT_COLUMNS)
 _NO_USAGE = (None,) * len(USAGE_FIELDS)
 _usage_values = attrgetter(*USAGE_FIELDS)
 _USAGE_SUMS = ", ".join(f"CAST(SUM({name}) AS BIGINT) AS {name}" for name in USAGE_FIELDS)
-_SHARD_COLUMNS = "shard_id, job_id, round, state, batch_id, requests, bytes, submit_started_at, counts"
+_SHARD_COLUMNS = "shard_id, job_id, round, state, batch_id, requests, bytes, submit_started_at, counts, lease_owner"
+_UNCOLLECTED = ("planned", "submitting", "submitted", "ended")
 
 
 def _shard(row: tuple[Any, ...]) -> Shard:
-    shard_id, job_id, round_number, state, batch_id, requests, size, submit_started_at, counts = row
-    return Shard(shard_id, job_id, round_number, state, batch_id, requests, size, submit_started_at, json.loads(counts))
+    shard_id, job, round_number, state, batch_id, requests, size, started, counts, owner, left = row
+    return Shard(shard_id, job, round_number, state, batch_id, requests, size, started, json.loads(counts), owner, left)
 
 
-class SQLLedger(SQLJobs):
+def _lock_job(conn: Connection, job_id: str) -> None:
+    """Lock the job's row until the transaction ends (a write: SQLite's whole file is locked already)."""
+    conn.execute("UPDATE jobs SET updated_at = ? WHERE job_id = ?", (time.time(), job_id))
+
+
+class SQLLedger(SQLLeases):
     """The batch ledger's logic, once for every SQL backend. A subclass says how to run a transaction (`_write`), a
     read (`_read`) and rows in input order (`_by_line`), and how to stage and apply results (`_stage_results`,
     `APPLY_RESULTS`)."""
 
     FINAL_STATES = FINAL_STATES
+    LEASED = "shards"
     ROW_COLUMNS = ("result_type", "error_type", "error_message", "stop_reason", "message")
     # still pending at the end: out of attempts (its last result expired); never in a batch: unsent
     STATUS = (
@@ -154,18 +181,22 @@ class SQLLedger(SQLJobs):
 
     def exhaust(self, job_id: str, max_attempts: int) -> None:
         """Pending items out of attempts get their final state: expired ones stay expired, others errored."""
-        self._write(
-            lambda conn: conn.execute(
+
+        def body(conn: Connection) -> None:
+            _lock_job(conn, job_id)
+            conn.execute(
                 "UPDATE items SET state = CASE result_type WHEN 'expired' THEN 'expired' ELSE 'errored' END "
                 "WHERE job_id = ? AND state = 'pending' AND attempts >= ?",
                 (job_id, max_attempts),
             )
-        )
+
+        self._write(body)
 
     def cancel_unsent(self, job_id: str) -> None:
         """A canceled job: items not in a batch yet are canceled, and planned shards dropped."""
 
         def body(conn: Connection) -> None:
+            _lock_job(conn, job_id)
             conn.execute(
                 "UPDATE items SET state = 'canceled', result_type = 'canceled' "
                 "WHERE job_id = ? AND (state = 'pending' OR (state = 'queued' AND shard_id IN "
@@ -180,6 +211,7 @@ class SQLLedger(SQLJobs):
         """Group the pending items, in input order, into new shards under both limits."""
 
         def body(conn: Connection) -> None:
+            _lock_job(conn, job_id)  # another runner planning meanwhile would plan the same items
             round_row = conn.execute("SELECT COALESCE(MAX(round), 0) + 1 FROM shards WHERE job_id = ?", (job_id,))
             round_number = int(round_row.fetchone()[0])
             # first pass, read-only: the line ranges of the shards; second: assign them
@@ -213,30 +245,81 @@ class SQLLedger(SQLJobs):
         return self.shards(job_id, ("planned",))
 
     def shards(self, job_id: str, states: tuple[str, ...] | None = None) -> list[Shard]:
-        sql = f"SELECT {_SHARD_COLUMNS} FROM shards WHERE job_id = ? ORDER BY shard_id"
+        sql = f"SELECT {self._shard_columns()} FROM shards WHERE job_id = ? ORDER BY shard_id"
         rows = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchall())
         return [_shard(row) for row in rows if states is None or row[3] in states]
 
-    def mark_submitting(self, shard_id: int) -> None:
+    def _shard_columns(self) -> str:
+        return f"{_SHARD_COLUMNS}, CASE WHEN lease_until IS NULL THEN NULL ELSE lease_until - {self.NOW} END"
+
+    def claim(self, job_id: str, owner: str, lease: float, states: tuple[str, ...] = _UNCOLLECTED) -> Shard | None:
+        """Lease the job's first shard in one of `states` that nobody holds (planned shards last: the work other
+        runners left comes first); None when there is none. The shard returned still names its last owner."""
+
+        def body(conn: Connection) -> Shard | None:
+            places = ", ".join("?" * len(states))
+            row = conn.execute(
+                f"SELECT {self._shard_columns()} FROM shards WHERE job_id = ? AND state IN ({places}) AND {self.free()}"
+                f" ORDER BY state = 'planned', shard_id LIMIT 1{self.SKIP_LOCKED}",
+                (job_id, *states),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                f"UPDATE shards SET lease_owner = ?, lease_until = {self.NOW} + ? WHERE shard_id = ?",
+                (owner, lease, row[0]),
+            )
+            return _shard(row)
+
+        return self._write(body)
+
+    def release(self, shard_id: int, owner: str) -> None:
+        """Give back the lease `owner` holds on a shard (another runner may take it at once)."""
         self._write(
             lambda conn: conn.execute(
-                "UPDATE shards SET state = 'submitting', submit_started_at = ? WHERE shard_id = ?",
-                (time.time(), shard_id),
+                "UPDATE shards SET lease_until = NULL WHERE shard_id = ? AND lease_owner = ?", (shard_id, owner)
             )
         )
 
-    def mark_submitted(self, shard_id: int, batch_id: str) -> None:
-        def body(conn: Connection) -> None:
-            conn.execute(
-                "UPDATE shards SET state = 'submitted', batch_id = ?, submitted_at = ? WHERE shard_id = ?",
-                (batch_id, time.time(), shard_id),
+    def _mine_or_free(self) -> str:
+        """SQL: the shard is held by the runner `?`, or by nobody (then it becomes its)."""
+        return f"(lease_owner = ? OR {self.free()})"
+
+    def mark_submitting(self, shard_id: int, owner: str, lease: float) -> bool:
+        """Mark the shard `submitting` (before its create is sent), leased to `owner`; False, changing nothing, when
+        another runner holds it."""
+        return bool(
+            self._write(
+                lambda conn: (
+                    conn.execute(
+                        f"UPDATE shards SET state = 'submitting', submit_started_at = ?, lease_owner = ?,"
+                        f" lease_until = {self.NOW} + ? WHERE shard_id = ? AND {self.mine_or_free()}",
+                        (time.time(), owner, lease, shard_id, owner),
+                    ).rowcount
+                )
             )
+        )
+
+    def mark_submitted(self, shard_id: int, batch_id: str, owner: str | None = None) -> bool:
+        """The shard is the batch `batch_id`; its queued items are submitted (an attempt each). With `owner`, only a
+        shard still `submitting` (or already this batch) that `owner` holds, or nobody does; False, changing nothing,
+        otherwise. Without (`keel batch adopt`, a person's decision), whatever holds it."""
+
+        def body(conn: Connection) -> bool:
+            sql = "UPDATE shards SET state = 'submitted', batch_id = ?, submitted_at = ? WHERE shard_id = ?"
+            params: tuple[Any, ...] = (batch_id, time.time(), shard_id)
+            if owner is not None:
+                sql += f" AND (state = 'submitting' OR batch_id = ?) AND {self.mine_or_free()}"
+                params += (batch_id, owner)
+            if not conn.execute(sql, params).rowcount:
+                return False
             conn.execute(
                 "UPDATE items SET state = 'submitted', attempts = attempts + 1 WHERE shard_id = ? AND state = 'queued'",
                 (shard_id,),
             )
+            return True
 
-        self._write(body)
+        return self._write(body)
 
     def update_counts(self, shard_id: int, counts: dict[str, int], ended: bool) -> None:
         self._write(
@@ -285,9 +368,10 @@ class SQLLedger(SQLJobs):
         sql = "SELECT COALESCE(SUM(cost_batch), 0) FROM items WHERE shard_id = ? AND state = 'succeeded'"
         return float(self._read(lambda conn: conn.execute(sql, (shard_id,)).fetchone())[0])
 
-    def record_results(self, shard_id: int, outcomes: Iterable[ItemResult]) -> int:
+    def record_results(self, shard_id: int, outcomes: Iterable[ItemResult], owner: str) -> int:
         """Store a shard's results in one transaction (a kill mid-download leaves the shard to download again);
-        the shard becomes `collected`. Returns the number of results stored.
+        the shard becomes `collected`, its lease given back. Returns the number of results stored; `LeaseLost`,
+        storing nothing, when a runner other than `owner` holds the shard.
 
         Results arrive in no particular order. Updating each item as it arrives would write all over the items
         table (a random page per result, far more pages than the cache holds, so each goes to the WAL again and
@@ -318,6 +402,7 @@ class SQLLedger(SQLJobs):
                 )
 
         def body(conn: Connection) -> None:
+            _lock_job(conn, self._job_of(conn, shard_id))
             self._stage_results(conn, staged())
             updated = conn.execute(self.APPLY_RESULTS, (shard_id,)).rowcount
             distinct = conn.execute(f"SELECT COUNT(DISTINCT custom_id) FROM {STAGE}").fetchone()[0]
@@ -330,10 +415,20 @@ class SQLLedger(SQLJobs):
                 ).fetchone()
                 raise LookupError(f"result for custom_id {foreign[0]!r} does not belong to shard {shard_id}")
             conn.execute(f"DROP TABLE {STAGE}")
-            conn.execute("UPDATE shards SET state = 'collected' WHERE shard_id = ?", (shard_id,))
+            collected = conn.execute(
+                "UPDATE shards SET state = 'collected', lease_owner = ?, lease_until = NULL"
+                f" WHERE shard_id = ? AND {self.mine_or_free()}",
+                (owner, shard_id, owner),
+            )
+            if not collected.rowcount:
+                raise LeaseLost(f"shard {shard_id} was taken over by another runner")
 
         self._write(body, again=False)
         return stored
+
+    @staticmethod
+    def _job_of(conn: Connection, shard_id: int) -> str:
+        return str(conn.execute("SELECT job_id FROM shards WHERE shard_id = ?", (shard_id,)).fetchone()[0])
 
     # --- reading back ----------------------------------------------------------------------------
 

@@ -5,6 +5,10 @@ resumes: a batch is never submitted twice, results are never lost, and a kill at
 a repeated poll or download. A create whose response was lost (killed between send and record) is
 reconciled by listing recent batches and matching size and time; an ambiguous match stops the runner
 with the candidates and the command that settles it.
+
+Several runners may run one job at once, on one host or several sharing a ledger: each works on the shards it
+holds a lease on (`keel.batch.leases`), helps by claiming shards nobody holds, and otherwise waits, saying for whom.
+A runner killed with leases held is taken over once they expire.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 import anthropic
 from anthropic.types.messages import MessageBatch
 
-from .._budget import Budget, CostEstimate, Hold
+from .._budget import Budget, CostEstimate
 from .._client import Client
 from .._error_map import classify
 from .._exceptions import AmbiguousSubmission, BudgetExceeded, ForeignResults, StoreUnavailable
@@ -29,6 +33,7 @@ from .._pricing import PriceTable, load_prices
 from .._usage import Usage
 from .inputs import Defaults, Item, Reject, input_digest, read_items
 from .jobs import estimate_left
+from .leases import Heartbeat, LeaseLost, RunnerId
 from .ledger import ItemResult, Ledger, Shard
 from .outputs import write_results
 
@@ -38,6 +43,8 @@ MAX_BATCH_REQUESTS = 100_000
 COLLECT_TRIES = 3  # downloads of one shard's results when the ledger is lost while storing them
 MAX_BATCH_BYTES = 256 * 1024 * 1024
 RECONCILE_SKEW_SECONDS = 300.0
+_IN_FLIGHT = ("submitting", "submitted", "ended")
+_UNCOLLECTED = ("planned", *_IN_FLIGHT)
 _PRICED_USAGES = 4096  # distinct (model, usage) pairs whose costs are kept while collecting results
 # `json.dumps(data, separators=…)` builds an encoder on every call; this one is built once.
 # It writes what `json.dumps` does: parsed JSON cannot be circular, so the check for it is left out.
@@ -57,6 +64,8 @@ class RunnerOptions:
         poll_max: seconds between polls, at most (the interval grows while nothing changes).
         budget_usd: the most the job may spend at batch prices, earlier runs included: a shard is submitted only when
             its worst case fits (None: no ceiling). Not part of the job's identity: a higher budget resumes the job.
+        lease_seconds: how long a runner's claim on a shard lasts unless renewed (it is renewed every third of it
+            while the runner lives); a killed runner's shards are taken over by another runner once it has passed.
     """
 
     defaults: Defaults = field(default_factory=Defaults)
@@ -66,6 +75,7 @@ class RunnerOptions:
     poll_min: float = 1.0
     poll_max: float = 60.0
     budget_usd: float | None = None
+    lease_seconds: float = 60.0
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies a job besides its input (the defaults change the requests)."""
@@ -143,7 +153,11 @@ class BatchRunner:
         self.prices = prices or load_prices()
         self.on_progress = on_progress
         self.sleep = sleep
+        self.runner = RunnerId.here()
+        """Who this runner is in the ledger's leases (host, pid and a token of its own)."""
         self._priced: dict[tuple[str, str], tuple[float | None, float | None]] = {}
+        self._worst: dict[int, Decimal] = {}  # shard -> its worst case for the budget (its requests never change)
+        self._waiting_for = ""  # the last "waiting for" note, said once
 
     # --- the whole job -----------------------------------------------------------------------------
 
@@ -151,7 +165,7 @@ class BatchRunner:
         return preflight(input_path, self.options, self.ledger, self.prices)
 
     def run(self, input_path: Path, out: Path, rejects: Path | None = None, failures: Path | None = None) -> str:
-        """Run (or resume) the job for `input_path`; write the results file; return the job id.
+        """Run (or resume, or help run) the job for `input_path`; write the results file; return the job id.
 
         With a budget, when the next shard's worst case could pass it and no batch is in flight, the results file is
         written (the requests not submitted as "unsent") and `BudgetExceeded` is raised: run again with a higher
@@ -161,33 +175,46 @@ class BatchRunner:
         job = self.ledger.job(job_id) or self.ledger.create_job(
             job_id, str(input_path.resolve()), self.options.fingerprint()
         )
-        if job.status == "new":
-            self.ledger.add_inputs(job_id, _Inputs(input_path, self.options.defaults, self.options.shard_bytes, self))
-        if job.status in ("new", "stopped"):
-            self.ledger.set_job_status(job_id, "running")
-        try:
-            self.drive(job_id)
-        except BudgetExceeded:
-            self.write_outputs(job_id, out, rejects, failures)
-            self.ledger.set_job_status(job_id, "stopped")
-            raise
-        except BaseException:  # Ctrl-C or a failure: no process runs the job any more
-            if self._status(job_id) == "running":
+        with Heartbeat(self.ledger, self.runner, job_id, self.options.lease_seconds) as heartbeat:
+            for other in heartbeat.others:
+                logger.info(
+                    "%s: %s is on this job too: this runner takes the shards nobody holds, and waits for the rest",
+                    job_id,
+                    other.runner,
+                )
+            if job.status == "new":
+                inputs = _Inputs(input_path, self.options.defaults, self.options.shard_bytes, self)
+                self.ledger.add_inputs(job_id, inputs)  # a no-op when another runner prepared the job first
+            if job.status in ("new", "stopped"):
+                self.ledger.set_job_status(job_id, "running")
+            try:
+                self.drive(job_id)
+            except BudgetExceeded:
+                self.write_outputs(job_id, out, rejects, failures)
                 self.ledger.set_job_status(job_id, "stopped")
-            raise
+                raise
+            except BaseException:  # Ctrl-C or a failure: unless another runner is on it, no process runs the job
+                if self._status(job_id) == "running" and not self._others_on(job_id):
+                    self.ledger.set_job_status(job_id, "stopped")
+                raise
         self.write_outputs(job_id, out, rejects, failures)
         canceled = self._status(job_id) in ("canceling", "canceled")
         self.ledger.set_job_status(job_id, "canceled" if canceled else "done")
         return job_id
+
+    def _others_on(self, job_id: str) -> bool:
+        """Whether another runner whose registration has not expired is on the job."""
+        return any(live.runner.key != self.runner.key for live in self.ledger.runners(job_id))
 
     def _status(self, job_id: str) -> str | None:
         job = self.ledger.job(job_id)
         return job.status if job else None
 
     def drive(self, job_id: str) -> None:
-        """Submit, poll and collect until no item is left to send (or the budget stops it: `BudgetExceeded`)."""
+        """Submit, poll and collect the shards this runner holds, claiming those nobody holds, until no shard is
+        left in flight and no item is left to send (or the budget stops it: `BudgetExceeded`)."""
         started = time.monotonic()
-        budget = self._budget(job_id)
+        interval = self.options.poll_min
         while True:
             canceling = self._status(job_id) in ("canceling", "canceled")
             self.ledger.exhaust(job_id, self.options.max_attempts)
@@ -195,40 +222,108 @@ class BatchRunner:
                 self.ledger.cancel_unsent(job_id)
             else:
                 self.ledger.plan_shards(job_id, self.options.shard_requests, self.options.shard_bytes)
-            for shard in self.ledger.shards(job_id, ("planned", "submitting")):
-                if canceling:
-                    continue
-                if budget is not None and not budget.admit(shard):
-                    break  # it waits for the batches in flight to settle
-                self.submit(job_id, shard)
-            self.wait_for(job_id, started)
-            for shard in self.ledger.shards(job_id, ("ended",)):
-                self.collect(shard)
-                if budget is not None:
-                    budget.settle(shard)
-            waiting = self.ledger.shards(job_id, ("planned",))
-            if canceling or not (waiting or self.ledger.state_counts(job_id).get("pending")):
+            took, refused = self._take(job_id, canceling)
+            mine = self._mine(job_id, ("submitted",))
+            changed = self._poll(mine)
+            if mine and self.on_progress is not None:
+                self.on_progress(Progress(job_id, self.ledger.shards(job_id), started))
+            collected = False
+            for shard in self._mine(job_id, ("ended",)):
+                collected |= self.collect(shard)
+            shards = self.ledger.shards(job_id)
+            if _finished(shards, canceling) and not self.ledger.state_counts(job_id).get("pending"):
                 return
-            if budget is not None and waiting and not budget.admit(waiting[0]):
-                raise budget.exceeded(waiting[0])  # nothing is in flight now: it will not fit
+            if took or collected:
+                interval = self.options.poll_min
+                continue
+            if refused is not None and not any(s.state in _IN_FLIGHT for s in shards):
+                raise self._exceeded(job_id, refused)  # nothing was in flight when it was refused: it will not fit
+            interval = self.options.poll_min if changed else min(self.options.poll_max, interval * 1.5)
+            if not any(shard.held_by(self.runner.key) for shard in shards):
+                self._note_waiting(job_id, shards)
+                interval = min(interval, self.options.lease_seconds / 2)  # to take over a lease soon after it expires
+            self.sleep(interval)
+
+    def _mine(self, job_id: str, states: tuple[str, ...]) -> list[Shard]:
+        return [shard for shard in self.ledger.shards(job_id, states) if shard.held_by(self.runner.key)]
+
+    def _take(self, job_id: str, canceling: bool) -> tuple[bool, Shard | None]:
+        """Submit the planned (or half-submitted) shards this runner holds, claiming more that nobody holds, one at a
+        time, while the budget admits them: shards other runners left first, planned ones last. Canceling, only
+        batches in flight are claimed. Returns whether it claimed or submitted any, and the shard the budget
+        refused (released for now)."""
+        acted, refused = False, None
+        budget = None if canceling else self._budget(job_id)
+        tried: set[int] = set()
+        while True:
+            if not canceling:
+                for shard in self._mine(job_id, ("planned", "submitting")):
+                    if shard.shard_id in tried:
+                        continue
+                    tried.add(shard.shard_id)
+                    if budget is not None and not budget.admit(shard):
+                        self.ledger.release(shard.shard_id, self.runner.key)  # it waits for the batches in flight
+                        refused = shard
+                    else:
+                        acted |= self.submit(job_id, shard)
+            states = ("submitted", "ended") if canceling or refused else _UNCOLLECTED
+            claimed = self.ledger.claim(job_id, self.runner.key, self.options.lease_seconds, states)
+            if claimed is None:
+                return acted, refused
+            if claimed.lease_owner not in (None, self.runner.key) and claimed.state != "planned":
+                acted = True
+                logger.info(
+                    "%s: taking over shard %d (%s) from %s, whose lease expired",
+                    job_id,
+                    claimed.shard_id,
+                    claimed.state,
+                    RunnerId.parse(claimed.lease_owner),
+                )
+
+    def _note_waiting(self, job_id: str, shards: list[Shard]) -> None:
+        """Say once which runners hold the shards this one waits for."""
+        held: dict[str, list[int]] = {}
+        for shard in shards:
+            if shard.lease_owner is not None and shard.lease_left is not None and shard.lease_left > 0:
+                held.setdefault(shard.lease_owner, []).append(shard.shard_id)
+        note = "; ".join(
+            f"{RunnerId.parse(owner)} holds shard{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
+            for owner, ids in held.items()
+        )
+        if note and note != self._waiting_for:
+            logger.info("%s: waiting: %s (taken over if its lease expires)", job_id, note)
+        self._waiting_for = note
 
     def _budget(self, job_id: str) -> _ShardBudget | None:
+        """The budget as the ledger has it now: what the job spent, and every shard in flight held at its worst
+        case, whichever runner sent it."""
         if self.options.budget_usd is None:
             return None
-        spent = spent_usd(self.ledger, job_id)
-        return _ShardBudget(
-            self.ledger, job_id, Budget(self.options.budget_usd, self.prices, batch=True, spent_usd=spent)
-        )
+        budget = Budget(self.options.budget_usd, self.prices, batch=True, spent_usd=spent_usd(self.ledger, job_id))
+        return _ShardBudget(self.ledger, job_id, budget, self._worst)
+
+    def _exceeded(self, job_id: str, shard: Shard) -> BudgetExceeded:
+        budget = self._budget(job_id)
+        assert budget is not None
+        return budget.exceeded(shard)
 
     # --- submission ----------------------------------------------------------------------------------
 
-    def submit(self, job_id: str, shard: Shard) -> None:
+    def submit(self, job_id: str, shard: Shard) -> bool:
+        """Submit a shard (reconciling one a lost create left `submitting`), unless another runner holds it; whether
+        it is submitted now."""
         if shard.state == "submitting":
-            batch_id = self.reconcile(job_id, shard)
+            try:
+                batch_id = self.reconcile(job_id, shard)
+            except AmbiguousSubmission:
+                if not self._others_submitting(job_id):
+                    raise
+                return False  # one of them may be another runner's create, recorded in a moment: try again later
             if batch_id is not None:
-                self.ledger.mark_submitted(shard.shard_id, batch_id)
-                return
-        self.ledger.mark_submitting(shard.shard_id)
+                self._submitted(shard, batch_id)
+                return True
+        if not self.ledger.mark_submitting(shard.shard_id, self.runner.key, self.options.lease_seconds):
+            return False  # another runner holds it
         body = _Body(self.ledger, shard.shard_id)
         batch = self.client.call(
             "batches.create",
@@ -241,7 +336,24 @@ class BatchRunner:
             policy="background",
             mode="batch",
         )
-        self.ledger.mark_submitted(shard.shard_id, batch.id)
+        self._submitted(shard, batch.id)
+        return True
+
+    def _others_submitting(self, job_id: str) -> bool:
+        """Whether a live runner is submitting one of the job's shards: a batch it created is not recorded yet."""
+        return any(
+            shard.state == "submitting" and shard.lease_owner != self.runner.key and (shard.lease_left or 0) > 0
+            for shard in self.ledger.shards(job_id)
+        )
+
+    def _submitted(self, shard: Shard, batch_id: str) -> None:
+        if not self.ledger.mark_submitted(shard.shard_id, batch_id, self.runner.key):
+            logger.warning(
+                "shard %d was taken over by another runner while this one submitted it (its lease expired "
+                "meanwhile): batch %s, created for it, is not recorded and may repeat its requests; cancel it",
+                shard.shard_id,
+                batch_id,
+            )
 
     def reconcile(self, job_id: str, shard: Shard) -> str | None:
         """The batch a lost create made, if one matches by size and time; None if none did."""
@@ -278,27 +390,17 @@ class BatchRunner:
 
     # --- polling ---------------------------------------------------------------------------------------
 
-    def wait_for(self, job_id: str, started: float) -> None:
-        """Poll the job's submitted batches with backoff until each has ended."""
-        interval = self.options.poll_min
-        while True:
-            pending = self.ledger.shards(job_id, ("submitted",))
-            if not pending:
-                return
-            changed = False
-            for shard in pending:
-                batch = self._retrieve(shard)
-                counts = batch.request_counts.model_dump()
-                ended = batch.processing_status == "ended"
-                if counts != shard.counts or ended:
-                    changed = True
-                    self.ledger.update_counts(shard.shard_id, counts, ended)
-            if self.on_progress is not None:
-                self.on_progress(Progress(job_id, self.ledger.shards(job_id), started))
-            if not self.ledger.shards(job_id, ("submitted",)):
-                return
-            interval = self.options.poll_min if changed else min(self.options.poll_max, interval * 1.5)
-            self.sleep(interval)
+    def _poll(self, shards: list[Shard]) -> bool:
+        """Retrieve each batch once and record its counts (and whether it ended); whether any changed."""
+        changed = False
+        for shard in shards:
+            batch = self._retrieve(shard)
+            counts = batch.request_counts.model_dump()
+            ended = batch.processing_status == "ended"
+            if counts != shard.counts or ended:
+                changed = True
+                self.ledger.update_counts(shard.shard_id, counts, ended)
+        return changed
 
     def _retrieve(self, shard: Shard) -> MessageBatch:
         batch_id = shard.batch_id
@@ -311,17 +413,24 @@ class BatchRunner:
 
     # --- results ---------------------------------------------------------------------------------------
 
-    def collect(self, shard: Shard) -> None:
-        """Download a shard's results (streamed), classify each, store them in one transaction. A shared ledger
-        lost while storing them (nothing stored: the transaction rolled back) gets them downloaded again, up to
-        `COLLECT_TRIES` times in all."""
-        for tries_left in range(COLLECT_TRIES - 1, -1, -1):
+    def collect(self, shard: Shard) -> bool:
+        """Download a shard's results (streamed), classify each, store them in one transaction; whether they were
+        stored (not when another runner took the shard over meanwhile). A shared ledger lost while storing them
+        (nothing stored: the transaction rolled back) gets them downloaded again, up to `COLLECT_TRIES` times in
+        all."""
+        tries_left = COLLECT_TRIES
+        while True:
+            tries_left -= 1
             try:
-                return self._collect(shard)
+                self._collect(shard)
+                return True
             except StoreUnavailable as lost:
                 if not tries_left:
                     raise
                 logger.warning("%s; shard %d's results were not stored: downloading them again", lost, shard.shard_id)
+            except LeaseLost as taken:
+                logger.info("%s: %s", shard.job_id, taken)
+                return False
 
     def _collect(self, shard: Shard) -> None:
         assert shard.batch_id is not None
@@ -333,7 +442,7 @@ class BatchRunner:
             expected = _ShardIds(ids)
             with sdk.messages.batches.with_streaming_response.results(batch_id) as response:
                 outcomes = self._outcomes(response.iter_lines(), expected, batch_id)
-                return self.ledger.record_results(shard.shard_id, outcomes)
+                return self.ledger.record_results(shard.shard_id, outcomes, self.runner.key)
 
         self.client.call("batches.results", download, policy="background", mode="batch")
 
@@ -408,38 +517,43 @@ class BatchRunner:
 
 
 class _ShardBudget:
-    """A batch job's budget, by shard: a shard's worst case (each request's estimated input and all of its
-    max_tokens, at batch prices) is held from before its submission until its results are collected, and then
-    settled to what its succeeded requests cost. Shards an earlier run sent are held from the start, whatever."""
+    """A batch job's budget, by shard, as the ledger has it at one moment: every shard in flight (whichever runner
+    sent it, earlier runs included) is held at its worst case (each request's estimated input and all of its
+    max_tokens, at batch prices) until its results are collected, when what its succeeded requests cost is counted
+    as spent instead. `worst` keeps each shard's worst case from one moment to the next."""
 
-    def __init__(self, ledger: Ledger, job_id: str, budget: Budget) -> None:
+    def __init__(self, ledger: Ledger, job_id: str, budget: Budget, worst: dict[int, Decimal]) -> None:
         self.ledger = ledger
         self.budget = budget
-        self.holds: dict[int, Hold] = {}
-        for shard in ledger.shards(job_id, ("submitting", "submitted", "ended")):
-            hold = budget.reserve_usd(self.worst_case(shard), force=True)
-            assert hold is not None
-            self.holds[shard.shard_id] = hold
+        self.worst = worst
+        self.held: set[int] = set()
+        for shard in ledger.shards(job_id, _IN_FLIGHT):
+            budget.reserve_usd(self.worst_case(shard), force=True)
+            self.held.add(shard.shard_id)
 
     def worst_case(self, shard: Shard) -> Decimal:
-        return sum(
-            (self.budget.worst_case_for(params) for params in self.ledger.shard_params(shard.shard_id)), Decimal(0)
-        )
+        usd = self.worst.get(shard.shard_id)
+        if usd is None:
+            params = self.ledger.shard_params(shard.shard_id)
+            usd = self.worst[shard.shard_id] = sum((self.budget.worst_case_for(p) for p in params), Decimal(0))
+        return usd
 
     def admit(self, shard: Shard) -> bool:
         """Whether the shard may be submitted: its worst case is held (now, or already)."""
-        if shard.shard_id not in self.holds:
-            hold = self.budget.reserve_usd(self.worst_case(shard))
-            if hold is None:
+        if shard.shard_id not in self.held:
+            if self.budget.reserve_usd(self.worst_case(shard)) is None:
                 return False
-            self.holds[shard.shard_id] = hold
+            self.held.add(shard.shard_id)
         return True
-
-    def settle(self, shard: Shard) -> None:
-        self.budget.settle_usd(self.holds.pop(shard.shard_id), self.ledger.shard_cost(shard.shard_id))
 
     def exceeded(self, shard: Shard) -> BudgetExceeded:
         return self.budget.exceeded(self.worst_case(shard))
+
+
+def _finished(shards: list[Shard], canceling: bool) -> bool:
+    """Whether no shard is left to submit or in flight (canceling: in flight; the rest is not submitted)."""
+    left = _IN_FLIGHT[1:] if canceling else _UNCOLLECTED
+    return not any(shard.state in left for shard in shards)
 
 
 class _ShardIds:

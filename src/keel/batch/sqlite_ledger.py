@@ -5,6 +5,10 @@ is the batch ledger on it, and `keel.bulk.RunLedger` the run ledger. A file says
 (`PRAGMA application_id`) and which schema version (`PRAGMA user_version`): another kind or version is refused
 with a clear error. Opening is one transaction, so a process that opens the file while another creates it
 waits, and never sees the tables without their version.
+
+Each thread that uses a ledger gets its own connection (a runner's heartbeat renews its leases from a thread of its
+own); SQLite's file lock serialises their writes (`BEGIN IMMEDIATE`, waiting up to 30 s), and those of other
+processes on the same file.
 """
 
 from __future__ import annotations
@@ -18,21 +22,28 @@ from typing import Any, ClassVar
 from .jobs import Connection, T
 from .ledger import RESULT_COLUMNS, SCHEMA_VERSION, STAGE, SQLLedger
 
-__all__ = ["JOB_TABLES", "SCHEMA", "SQLiteBackend", "SQLiteLedger"]
+__all__ = ["SCHEMA", "SQLiteBackend", "SQLiteLedger", "job_tables"]
 
-JOB_TABLES = """
-CREATE TABLE IF NOT EXISTS jobs (
+
+def job_tables(prefix: str = "") -> str:
+    """The tables of every job ledger on SQLite (`keel.batch.jobs.SQLJobs`, `keel.batch.leases.SQLLeases`), their
+    names starting with `prefix`; each kind adds its items table (and the lease columns of what its runners claim)."""
+    return f"""
+CREATE TABLE IF NOT EXISTS {prefix}jobs (
     job_id TEXT PRIMARY KEY, input_path TEXT NOT NULL, options TEXT NOT NULL, status TEXT NOT NULL,
     created_at REAL NOT NULL, updated_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS rejects (
+CREATE TABLE IF NOT EXISTS {prefix}rejects (
     job_id TEXT NOT NULL, line INTEGER NOT NULL, custom_id TEXT, reason TEXT NOT NULL, PRIMARY KEY (job_id, line)
 );
+CREATE TABLE IF NOT EXISTS {prefix}runners (
+    runner_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, started_at REAL NOT NULL, lease_until REAL NOT NULL
+);
 """
-"""The tables of every job ledger on SQLite (`keel.batch.jobs.SQLJobs`); each kind adds its items table."""
+
 
 SCHEMA = (
-    JOB_TABLES
+    job_tables()
     + """
 CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, params TEXT NOT NULL,
@@ -49,7 +60,8 @@ CREATE INDEX IF NOT EXISTS items_by_state ON items (job_id, state);
 CREATE TABLE IF NOT EXISTS shards (
     shard_id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, round INTEGER NOT NULL,
     state TEXT NOT NULL, batch_id TEXT UNIQUE, requests INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    submit_started_at REAL, submitted_at REAL, ended_at REAL, counts TEXT NOT NULL DEFAULT '{}'
+    submit_started_at REAL, submitted_at REAL, ended_at REAL, counts TEXT NOT NULL DEFAULT '{}',
+    lease_owner TEXT, lease_until REAL
 );
 """
 )
@@ -59,8 +71,10 @@ _PLACES = ", ".join("?" * (2 + len(RESULT_COLUMNS)))  # seq, custom_id, then the
 
 
 class SQLiteBackend:
-    """A ledger in one SQLite file: the connection, the schema, transactions and reads."""
+    """A ledger in one SQLite file: the connections, the schema, transactions and reads."""
 
+    NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+    SKIP_LOCKED = ""  # `BEGIN IMMEDIATE` serialises every writer of the file
     KIND: ClassVar[str]
     """What the ledger is called in errors ("batch ledger")."""
     APPLICATION_ID: ClassVar[int]
@@ -72,11 +86,23 @@ class SQLiteBackend:
         self.path = Path(path)
         self.where = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
         self._create_schema()
-        self._lock = threading.RLock()
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            with self._guard:
+                self._opened.append(conn)
+        return conn
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -103,24 +129,27 @@ class SQLiteBackend:
             conn.execute(f"PRAGMA application_id = {self.APPLICATION_ID}")
         except BaseException:
             conn.execute("ROLLBACK")
-            conn.close()
+            self.close()
             raise
         conn.execute("COMMIT")
 
     def close(self) -> None:
-        self._conn.close()
+        with self._guard:
+            for conn in self._opened:
+                conn.close()
+            self._opened.clear()
 
     def _write(self, body: Callable[[Connection], T], *, again: bool = True) -> T:
-        """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on error), serialised within the process."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = body(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-            return result
+        """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on error) on this thread's connection."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
 
     def _read(self, body: Callable[[Connection], T]) -> T:
         return body(self._conn)

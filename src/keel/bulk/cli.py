@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -21,11 +20,10 @@ from .._client import AsyncClient
 from .._exceptions import BudgetExceeded
 from .._pricing import load_prices
 from ..batch.inputs import Defaults
-from .ledger import RunLedger
+from .ledger import RUN_LEDGERS, SQLRunLedger
 from .runner import BulkOptions, BulkProgress, BulkRunner, preflight, run_id_for
 
 console = Console()
-LEDGER_FILE = "runs.sqlite3"
 _QUIET_EVERY = 1.0  # seconds between log lines with --quiet
 
 
@@ -41,39 +39,43 @@ def run(
     dry_run: jobcli.DryRunOption = False,
     quiet: Annotated[bool, typer.Option(help="Log lines instead of a progress bar.")] = False,
     ledger: Annotated[
-        Path | None, typer.Option(help="The ledger file (default: runs.sqlite3 under $KEEL_HOME or ./.keel).")
+        Path | None,
+        typer.Option(
+            help="A SQLite ledger file (default: KEEL_DATABASE_URL's PostgreSQL if set, else runs.sqlite3 under "
+            "$KEEL_HOME or ./.keel; `keel config` shows which)."
+        ),
     ] = None,
+    lease_seconds: jobcli.LeaseOption = 60.0,
 ) -> None:
     """Send a file of requests as real-time calls (for work that cannot wait for a batch), or resume the job: the
     same input and defaults are the same job. Exit status 3: stopped at the budget."""
     if not input.is_file():
         raise typer.BadParameter(f"no such file: {input}", param_hint="INPUT")
-    options = BulkOptions(Defaults(model, max_tokens, system), concurrency, budget_usd)
-    path = jobcli.ledger_path(ledger, LEDGER_FILE, create=False)
-    sdk = jobcli.start_job("run", anthropic.AsyncAnthropic, dry_run, lambda: _preflight(input, options, path))
+    options = BulkOptions(Defaults(model, max_tokens, system), concurrency, budget_usd, lease_seconds=lease_seconds)
+    sdk = jobcli.start_job("run", anthropic.AsyncAnthropic, dry_run, lambda: _preflight(input, options, ledger))
     if sdk is None:
         return
-    store = RunLedger(jobcli.ledger_path(ledger, LEDGER_FILE, create=True))
     rejects = rejects or out.with_name(out.stem + ".rejects.jsonl")
     named = {"model": model, "max_tokens": max_tokens, "system": system, "budget_usd": budget_usd, "ledger": ledger}
-    kept = f"Every answer received is kept in the ledger ({store.where}); the rest is sent on resume."
-    try:
-        with (
-            jobcli.resumable("run", kept, jobcli.resume_command("run", input, out, named)),
-            _display(quiet) as show,
-            _warnings_shown(),
-        ):
-            job_id = asyncio.run(_run(sdk, store, options, input, out, rejects, show))
-    except BudgetExceeded as stopped:
-        _summary(store, run_id_for(input, options))
-        jobcli.stop_at_budget(console, "run", stopped)
-    console.print(f"job {job_id}: results in {out}, rejects in {rejects}", soft_wrap=True, highlight=False)
-    _summary(store, job_id)
+    with closing(jobcli.reached(console, "run", RUN_LEDGERS.open, ledger)) as store:
+        kept = f"Every answer received is kept in the ledger ({store.where}); the rest is sent on resume."
+        try:
+            with (
+                jobcli.resumable("run", kept, jobcli.resume_command("run", input, out, named)),
+                _display(quiet) as show,
+                jobcli.notes_shown(console, "keel.bulk", "run"),
+            ):
+                job_id = asyncio.run(_run(sdk, store, options, input, out, rejects, show))
+        except BudgetExceeded as stopped:
+            _summary(store, run_id_for(input, options))
+            jobcli.stop_at_budget(console, "run", stopped)
+        console.print(f"job {job_id}: results in {out}, rejects in {rejects}", soft_wrap=True, highlight=False)
+        _summary(store, job_id)
 
 
 async def _run(
     sdk: anthropic.AsyncAnthropic,
-    store: RunLedger,
+    store: SQLRunLedger,
     options: BulkOptions,
     input: Path,
     out: Path,
@@ -84,11 +86,13 @@ async def _run(
         return await BulkRunner(client, store, options, on_progress=show).run(input, out, rejects)
 
 
-def _preflight(input: Path, options: BulkOptions, path: Path) -> None:
-    """Print what the requests left to send could cost (reading the ledger only if it exists)."""
-    store = RunLedger(path) if path.exists() else None
+def _preflight(input: Path, options: BulkOptions, path: Path | None) -> None:
+    """Print what the requests left to send could cost (reading the ledger only if there is one)."""
+    store = jobcli.reached(console, "run", RUN_LEDGERS.existing, path)  # a dry run creates no ledger
     estimate = preflight(input, options, store, load_prices())
     spent = store.totals(run_id_for(input, options)).cost_usd if store is not None else 0.0
+    if store is not None:
+        store.close()
     jobcli.show_preflight(console, "run", estimate, options.budget_usd, spent)
 
 
@@ -126,21 +130,7 @@ def _stats(progress: BulkProgress) -> str:
     )
 
 
-@contextmanager
-def _warnings_shown() -> Iterator[None]:
-    """The runner's warnings (a request sent again after a kill, with its request_id) on stderr."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("keel run: %(message)s"))
-    handler.setLevel(logging.WARNING)
-    logger = logging.getLogger("keel.bulk")
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-
-
-def _summary(store: RunLedger, job_id: str) -> None:
+def _summary(store: SQLRunLedger, job_id: str) -> None:
     counts = store.state_counts(job_id)
     totals = store.totals(job_id)
     console.print("  " + ", ".join(f"{state}: {count:,}" for state, count in sorted(counts.items())), soft_wrap=True)

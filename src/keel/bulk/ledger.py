@@ -3,6 +3,10 @@ after, so a run killed at any moment resumes without sending again anything that
 
 An item left "sending" by a kill is the one edge: its request may or may not have been served. The next run
 counts its worst case as spent (`unseen_cost`: the ledger cannot know what it cost) and sends it again.
+
+Several runners may run one job (`keel.batch.leases`): each claims the next item nobody holds with a lease, renewed
+while its request is in flight; an item a killed runner left "sending" is claimed by another once the lease has
+expired, and sent again as above.
 """
 
 from __future__ import annotations
@@ -18,37 +22,47 @@ import anthropic
 from .._call import Reply
 from .._exceptions import CallFailed
 from .._usage import USAGE_FIELDS, Usage
+from ..batch.backends import LedgerChoice
 from ..batch.inputs import Item
-from ..batch.jobs import Connection, SQLJobs
-from ..batch.sqlite_ledger import JOB_TABLES, SQLiteBackend
+from ..batch.jobs import Connection
+from ..batch.leases import SQLLeases
+from ..batch.sqlite_ledger import SQLiteBackend, job_tables
+
+__all__ = ["RUN_LEDGERS", "SCHEMA", "SCHEMA_VERSION", "RunLedger", "RunTotals", "SQLRunLedger"]
+
+SCHEMA_VERSION = 2
+"""Version 2: runners and item leases; the tables' names start with `run_` (they can share a database with the batch
+ledger's)."""
 
 SCHEMA = (
-    JOB_TABLES
+    job_tables("run_")
     + """
-CREATE TABLE IF NOT EXISTS items (
+CREATE TABLE IF NOT EXISTS run_items (
     job_id TEXT NOT NULL, custom_id TEXT NOT NULL, line INTEGER NOT NULL, params TEXT NOT NULL,
     size INTEGER NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, request_id TEXT,
     error_type TEXT, error_message TEXT, stop_reason TEXT, model TEXT,
     input_tokens INTEGER, output_tokens INTEGER, cache_write_5m_tokens INTEGER, cache_write_1h_tokens INTEGER,
     cache_read_tokens INTEGER, cost REAL, unseen_cost REAL NOT NULL DEFAULT 0, message TEXT,
-    sent_at REAL, done_at REAL,
+    sent_at REAL, done_at REAL, lease_owner TEXT, lease_until REAL,
     PRIMARY KEY (job_id, custom_id)
 );
-CREATE INDEX IF NOT EXISTS items_by_line ON items (job_id, line);
-CREATE INDEX IF NOT EXISTS items_by_state ON items (job_id, state);
+CREATE INDEX IF NOT EXISTS run_items_by_line ON run_items (job_id, line);
+CREATE INDEX IF NOT EXISTS run_items_by_state ON run_items (job_id, state);
 """
 )
+"""The run ledger's tables on SQLite."""
 
 _USAGE_SETS = ", ".join(f"{name} = ?" for name in USAGE_FIELDS)
 _DONE = (
     "state = ?, request_id = ?, error_type = ?, error_message = ?, stop_reason = ?, model = ?, "
-    f"{_USAGE_SETS}, cost = ?, message = ?, done_at = ?"
+    f"{_USAGE_SETS}, cost = ?, message = ?, done_at = ?, lease_until = NULL"
 )
 _usage_values = attrgetter(*USAGE_FIELDS)
-_USAGE_SUMS = ", ".join(f"COALESCE(SUM({name}), 0)" for name in USAGE_FIELDS)
+_USAGE_SUMS = ", ".join(f"CAST(COALESCE(SUM({name}), 0) AS BIGINT)" for name in USAGE_FIELDS)
 _TOTALS = (
-    "SELECT COUNT(*), COALESCE(SUM(state IN ('succeeded', 'errored')), 0), COALESCE(SUM(state = 'errored'), 0),"
-    f" {_USAGE_SUMS}, COALESCE(SUM(cost), 0) + COALESCE(SUM(unseen_cost), 0) FROM items WHERE job_id = ?"
+    "SELECT COUNT(*), COUNT(CASE WHEN state IN ('succeeded', 'errored') THEN 1 END),"
+    f" COUNT(CASE WHEN state = 'errored' THEN 1 END), {_USAGE_SUMS},"
+    " COALESCE(SUM(cost), 0) + COALESCE(SUM(unseen_cost), 0) FROM run_items WHERE job_id = ?"
 )
 # how a reply's message is stored: compact ASCII JSON, as the batch ledger stores a result's
 _COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False)
@@ -74,24 +88,55 @@ class RunTotals:
     cost_usd: float
 
 
-class RunLedger(SQLiteBackend, SQLJobs):
-    """The ledger of `keel run` jobs: one SQLite file (`runs.sqlite3` under `.keel/` or `$KEEL_HOME`)."""
+class SQLRunLedger(SQLLeases):
+    """The run ledger's logic, once for every SQL backend: `RunLedger` (SQLite) and
+    `keel.bulk.postgres.PostgresRunLedger`."""
 
-    KIND = "run ledger"
-    APPLICATION_ID = 0x6B65656C  # "keel"
-    SCHEMA_VERSION = 1
-    SCHEMA = SCHEMA
+    PREFIX = "run_"
+    LEASED = "run_items"
     FINAL_STATES = ("succeeded", "errored")  # the others: pending, sending
     ROW_COLUMNS = ("request_id", "error_type", "error_message", "stop_reason", "message")
     STATUS = "CASE WHEN state IN ('pending', 'sending') THEN 'unsent' ELSE state END"
 
-    def mark_sending(self, job_id: str, custom_id: str) -> None:
-        """Recorded before the request is sent."""
+    def claim(self, job_id: str, owner: str, lease: float) -> tuple[Item, bool] | None:
+        """Lease the job's first item (in input order) still to send that nobody holds: pending, or left "sending" by
+        a runner whose lease expired (True with it: its request may have been served). None when there is none."""
+
+        def body(conn: Connection) -> tuple[Item, bool] | None:
+            row = conn.execute(
+                "SELECT line, custom_id, params, state FROM run_items WHERE job_id = ?"
+                " AND state IN ('pending', 'sending')"
+                f" AND {self.free()} ORDER BY line LIMIT 1{self.SKIP_LOCKED}",
+                (job_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                f"UPDATE run_items SET lease_owner = ?, lease_until = {self.NOW} + ?"
+                " WHERE job_id = ? AND custom_id = ?",
+                (owner, lease, job_id, row[1]),
+            )
+            return Item(row[0], row[1], row[2]), row[3] == "sending"
+
+        return self._write(body)
+
+    def mark_sending(self, job_id: str, custom_id: str, owner: str, lease: float) -> None:
+        """Recorded before the request is sent, by the runner that holds the item (or takes it, when nobody does)."""
         self._write(
             lambda conn: conn.execute(
-                "UPDATE items SET state = 'sending', attempts = attempts + 1, sent_at = ? "
-                "WHERE job_id = ? AND custom_id = ?",
-                (time.time(), job_id, custom_id),
+                "UPDATE run_items SET state = 'sending', attempts = attempts + 1, sent_at = ?, lease_owner = ?,"
+                f" lease_until = {self.NOW} + ? WHERE job_id = ? AND custom_id = ? AND {self.mine_or_free()}",
+                (time.time(), owner, lease, job_id, custom_id, owner),
+            )
+        )
+
+    def requeue(self, job_id: str, custom_id: str, unseen_usd: float) -> None:
+        """An interrupted item goes back to pending, what its lost request may have cost counted as spent."""
+        self._write(
+            lambda conn: conn.execute(
+                "UPDATE run_items SET state = 'pending', unseen_cost = unseen_cost + ? "
+                "WHERE job_id = ? AND custom_id = ? AND state = 'sending'",
+                (unseen_usd, job_id, custom_id),
             )
         )
 
@@ -146,24 +191,8 @@ class RunLedger(SQLiteBackend, SQLJobs):
         values = (state, request_id, error_type, error_message, stop_reason, model, *_usage_values(usage), cost)
         self._write(
             lambda conn: conn.execute(
-                f"UPDATE items SET {_DONE} WHERE job_id = ? AND custom_id = ?",
+                f"UPDATE run_items SET {_DONE} WHERE job_id = ? AND custom_id = ?",
                 (*values, message, time.time(), job_id, custom_id),
-            )
-        )
-
-    def interrupted(self, job_id: str) -> list[Item]:
-        """The items left "sending": a run was killed with their requests in flight."""
-        sql = "SELECT line, custom_id, params FROM items WHERE job_id = ? AND state = 'sending' ORDER BY line"
-        rows = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchall())
-        return [Item(row[0], row[1], row[2]) for row in rows]
-
-    def requeue(self, job_id: str, custom_id: str, unseen_usd: float) -> None:
-        """An interrupted item goes back to pending, what its lost request may have cost counted as spent."""
-        self._write(
-            lambda conn: conn.execute(
-                "UPDATE items SET state = 'pending', unseen_cost = unseen_cost + ? "
-                "WHERE job_id = ? AND custom_id = ? AND state = 'sending'",
-                (unseen_usd, job_id, custom_id),
             )
         )
 
@@ -173,3 +202,23 @@ class RunLedger(SQLiteBackend, SQLJobs):
 
         requests, done, errored, *usage, cost = self._read(body)
         return RunTotals(requests, done, errored, Usage(*usage), cost)
+
+
+class RunLedger(SQLiteBackend, SQLRunLedger):
+    """The run ledger in one SQLite file (`runs.sqlite3` under `.keel/` or `$KEEL_HOME` by default)."""
+
+    KIND = "run ledger"
+    APPLICATION_ID = 0x6B65656C  # "keel"
+    SCHEMA_VERSION = SCHEMA_VERSION
+    SCHEMA = SCHEMA
+
+
+def _postgres_run_ledger(url: str) -> SQLRunLedger:
+    from .postgres import PostgresRunLedger
+
+    return PostgresRunLedger(url)
+
+
+RUN_LEDGERS: LedgerChoice[SQLRunLedger] = LedgerChoice("runs.sqlite3", RunLedger, _postgres_run_ledger)
+"""Which run ledger `keel run` uses: `--ledger FILE`, else `KEEL_DATABASE_URL`'s PostgreSQL, else `runs.sqlite3` under
+`$KEEL_HOME` or `./.keel`."""

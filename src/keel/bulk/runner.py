@@ -9,10 +9,11 @@ have been served, so its worst case is counted as spent and a warning names it w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,9 +27,10 @@ from .._pricing import PriceTable
 from .._retrying import RetryPolicy
 from ..batch.inputs import Defaults, Item, input_digest, read_items
 from ..batch.jobs import estimate_left
+from ..batch.leases import Heartbeat, RunnerId
 from ..batch.outputs import write_results
 from .engine import Result, completions
-from .ledger import RunLedger
+from .ledger import SQLRunLedger
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 """The Messages API's limit on a request body."""
@@ -45,12 +47,15 @@ class BulkOptions:
         concurrency: requests in flight at most.
         budget_usd: the most the job may spend, earlier runs of it included, at standard prices; None for no ceiling.
         policy: every call's retry policy (by default "background": 429/529 storms are ridden out for minutes).
+        lease_seconds: how long a runner's claim on a request lasts unless renewed (every third of it, while the
+            runner lives); another runner sends again the requests of one killed once it has passed.
     """
 
     defaults: Defaults = field(default_factory=Defaults)
     concurrency: int = 8
     budget_usd: float | None = None
     policy: str | RetryPolicy = "background"
+    lease_seconds: float = 60.0
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies a job besides its input (the defaults change the requests; concurrency and budget do
@@ -111,7 +116,7 @@ def run_id_for(path: Path, options: BulkOptions) -> str:
 
 
 def preflight(
-    input_path: Path, options: BulkOptions, ledger: RunLedger | None, prices: PriceTable | None = None
+    input_path: Path, options: BulkOptions, ledger: SQLRunLedger | None, prices: PriceTable | None = None
 ) -> CostEstimate:
     """What the job's requests still to send could cost, at standard prices: those left in the ledger, or (for a job
     not in it, or no ledger at all) every accepted line of the input. Reads only."""
@@ -125,7 +130,7 @@ class BulkRunner:
     def __init__(
         self,
         client: AsyncClient,
-        ledger: RunLedger,
+        ledger: SQLRunLedger,
         options: BulkOptions | None = None,
         *,
         on_progress: Callable[[BulkProgress], None] | None = None,
@@ -134,76 +139,112 @@ class BulkRunner:
         self.ledger = ledger
         self.options = options or BulkOptions()
         self.on_progress = on_progress
+        self.runner = RunnerId.here()
+        """Who this runner is in the ledger's leases (host, pid and a token of its own)."""
 
     def preflight(self, input_path: Path) -> CostEstimate:
         return preflight(input_path, self.options, self.ledger, self.client.settings.prices)
 
     async def run(self, input_path: Path, out: Path, rejects: Path | None = None) -> str:
-        """Run (or resume) the job for `input_path`; write the results file (and the rejects file); return the job
-        id. When the next request could pass the budget, the calls in flight end, the results file is written (the
-        requests not sent as "unsent") and `BudgetExceeded` is raised: run again with a higher budget to carry on."""
+        """Run (or resume, or help run) the job for `input_path`; write the results file (and the rejects file); return
+        the job id. When the next request could pass the budget, the calls in flight end, the results file is written
+        (the requests not sent as "unsent") and `BudgetExceeded` is raised: run again with a higher budget to carry
+        on."""
         options, ledger = self.options, self.ledger
         job_id = run_id_for(input_path, options)
         job = ledger.job(job_id) or ledger.create_job(job_id, str(input_path.resolve()), options.fingerprint())
-        if job.status == "new":
-            ledger.add_inputs(job_id, read_items(input_path, options.defaults, MAX_REQUEST_BYTES, ledger))
-        ledger.set_job_status(job_id, "running")
-        resent = self._requeue_interrupted(job_id)
-        totals = ledger.totals(job_id)
-        budget = None
-        if options.budget_usd is not None:
-            budget = Budget(options.budget_usd, self.client.settings.prices, spent_usd=totals.cost_usd)
-        progress = BulkProgress(
-            job_id,
-            totals.requests,
-            totals.done,
-            totals.errored,
-            totals.usage.prompt_tokens,
-            totals.usage.output_tokens,
-            totals.cost_usd,
-            totals.done,
-        )
-        self._show(progress)
-        send = partial(self._send, job_id, resent)
-        results = completions(
-            ledger.open_items(job_id), send, _params_json, concurrency=options.concurrency, budget=budget
-        )
-        try:
-            async for result in results:
-                progress.add(result)
-                self._show(progress)
-        except BudgetExceeded:
-            self._finish(job_id, "stopped", out, rejects)
-            raise
-        except BaseException:  # Ctrl-C (the task canceled) or a failure: no process runs the job any more
-            ledger.set_job_status(job_id, "stopped")
-            raise
+        with Heartbeat(ledger, self.runner, job_id, options.lease_seconds) as heartbeat:
+            for other in heartbeat.others:
+                logger.info(
+                    "%s: %s is on this job too: this runner sends the requests nobody holds, and waits for the rest",
+                    job_id,
+                    other.runner,
+                )
+            if job.status == "new":  # a no-op when another runner prepared the job first
+                ledger.add_inputs(job_id, read_items(input_path, options.defaults, MAX_REQUEST_BYTES, ledger))
+            ledger.set_job_status(job_id, "running")
+            totals = ledger.totals(job_id)
+            budget = None
+            if options.budget_usd is not None:
+                budget = Budget(options.budget_usd, self.client.settings.prices, spent_usd=totals.cost_usd)
+            progress = BulkProgress(
+                job_id,
+                totals.requests,
+                totals.done,
+                totals.errored,
+                totals.usage.prompt_tokens,
+                totals.usage.output_tokens,
+                totals.cost_usd,
+                totals.done,
+            )
+            self._show(progress)
+            try:
+                await self._drive(job_id, progress, budget)
+            except BudgetExceeded:
+                self._finish(job_id, "stopped", out, rejects)
+                raise
+            except BaseException:  # Ctrl-C (the task canceled) or a failure: unless another runner is on it, none is
+                if not self._others_on(job_id):
+                    ledger.set_job_status(job_id, "stopped")
+                raise
         self._finish(job_id, "done", out, rejects)
         return job_id
+
+    async def _drive(self, job_id: str, progress: BulkProgress, budget: Budget | None) -> None:
+        """Send the requests this runner claims, a pass at a time, until none is left to send; between passes, wait
+        for those other runners hold (theirs to send, or to take over once their leases expire)."""
+        resent: set[str] = set()
+        send = partial(self._send, job_id, resent)
+        waiting_for = ""
+        while True:
+            claimed = self._claimed(job_id, resent, progress, budget)
+            concurrency = self.options.concurrency
+            async for result in completions(claimed, send, _params_json, concurrency=concurrency, budget=budget):
+                progress.add(result)
+                self._show(progress)
+            counts = self.ledger.state_counts(job_id)
+            if not (counts.get("pending") or counts.get("sending")):
+                return
+            held = self.ledger.holders(job_id)
+            note = "; ".join(f"{runner} holds {count} request{'s' * (count > 1)}" for runner, count in held.items())
+            if note and note != waiting_for:
+                logger.info("%s: waiting: %s (taken over if its lease expires)", job_id, note)
+            waiting_for = note
+            await asyncio.sleep(self.options.lease_seconds / 3)
+
+    def _others_on(self, job_id: str) -> bool:
+        """Whether another runner whose registration has not expired is on the job."""
+        return any(live.runner.key != self.runner.key for live in self.ledger.runners(job_id))
 
     def _show(self, progress: BulkProgress) -> None:
         if self.on_progress is not None:
             self.on_progress(progress)
 
-    def _requeue_interrupted(self, job_id: str) -> set[str]:
-        """Items a kill left "sending" go back to pending, their worst case counted as spent; their custom_ids."""
-        interrupted = self.ledger.interrupted(job_id)
-        for item in interrupted:
-            worst = estimate_cost([item.params_json], self.client.settings.prices).high_usd
-            self.ledger.requeue(job_id, item.custom_id, worst)
-            logger.warning(
-                "%s: %s (line %d) was in flight when the last run stopped and may have been served: counted at its "
-                "worst case ($%.6f) and sent again",
-                job_id,
-                item.custom_id,
-                item.line,
-                worst,
-            )
-        return {item.custom_id for item in interrupted}
+    def _claimed(self, job_id: str, resent: set[str], progress: BulkProgress, budget: Budget | None) -> Iterator[Item]:
+        """The items this runner claims, one at a time as the loop takes them. One a runner left "sending" (killed,
+        or stopped with its request in flight) goes back to pending first, its worst case counted as spent."""
+        while (claim := self.ledger.claim(job_id, self.runner.key, self.options.lease_seconds)) is not None:
+            item, interrupted = claim
+            if interrupted:
+                worst = estimate_cost([item.params_json], self.client.settings.prices).high_usd
+                self.ledger.requeue(job_id, item.custom_id, worst)
+                progress.cost_usd += worst
+                if budget is not None:
+                    budget.add_spent(worst)
+                resent.add(item.custom_id)
+                logger.warning(
+                    "%s: %s (line %d) was in flight when its runner stopped and may have been served: counted at its "
+                    "worst case ($%.6f) and sent again",
+                    job_id,
+                    item.custom_id,
+                    item.line,
+                    worst,
+                )
+            yield item
 
     async def _send(self, job_id: str, resent: set[str], item: Item) -> Reply:
         """One item's request: "sending" before, "done" with its result after."""
-        self.ledger.mark_sending(job_id, item.custom_id)
+        self.ledger.mark_sending(job_id, item.custom_id, self.runner.key, self.options.lease_seconds)
         try:
             reply = await self.client.messages.create(policy=self.options.policy, **json.loads(item.params_json))
         except CallFailed as failed:

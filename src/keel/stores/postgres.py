@@ -28,12 +28,16 @@ except ImportError as exc:
 
 from .reconnect import Reconnecting
 
-__all__ = ["SCHEMA_TABLE", "Postgres"]
+__all__ = ["NOW", "SCHEMA_TABLE", "SKIP_LOCKED", "Postgres"]
 
 T = TypeVar("T")
 
 SCHEMA_TABLE = "keel_schema"
 TRANSIENT = (psycopg.OperationalError,)  # a lost or refused connection, a server shutting down, a pool timeout
+NOW = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+"""SQL: the server's clock in Unix seconds (a lease's times: the same for every host, whatever their clocks say)."""
+SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
+"""What a claim's SELECT ends with: rows another transaction is claiming are passed over, not waited for."""
 
 logger = logging.getLogger("keel.stores")
 
