@@ -49,6 +49,8 @@ def test_a_postgres_restart_mid_run_loses_nothing_and_submits_nothing_twice(
         src = write_lines(tmp_path / "in.jsonl", prompts(12))
         emu = emulator()
         run = runner(emu, ledger, shard_requests=3)  # four shards, submitted one after the other
+        # each create takes 0.3 s, so the outage below starts well before the last shard could be submitted
+        emu.inject("latency_ms=300", path="/v1/messages/batche[s]")
         created: list[int] = []
 
         def outage() -> None:  # the server goes away once the first batch is created, for a second and a half
@@ -68,7 +70,8 @@ def test_a_postgres_restart_mid_run_loses_nothing_and_submits_nothing_twice(
         ledger.close()
     finally:
         server.remove()
-    assert created[0] == created[1] < 4  # nothing was submitted while the ledger could not record it
+    # at most the create already in flight when the server went away ends during the outage; nothing new starts
+    assert created[1] - created[0] <= 1 and created[1] < 4
     out = read_jsonl(tmp_path / "out.jsonl")
     assert [row["status"] for row in out] == ["succeeded"] * 12
     assert Counter(row["custom_id"] for row in out) == Counter(f"q{n}" for n in range(12))
