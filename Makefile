@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,12 @@ demo: $(VENV)/.installed
 	$(BIN)/keel tour
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench mutation
+	$(BIN)/ruff format --check src tests bench mutation
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict src/keel
+	$(BIN)/mypy --strict mutation/run.py mutation/table_mutator.py
 
 test: lint typecheck
 	scripts/services.sh
@@ -32,5 +33,14 @@ test: lint typecheck
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
+# Mutation testing of the decision modules (mutmut and mutation/table_mutator.py): a score per module and the
+# survivors; not part of `make test` (about 20 minutes on 2 cores). See docs/quality.md.
+$(VENV)/.mutation: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,mutation]'
+	touch $@
+
+mutation: $(VENV)/.mutation
+	$(BIN)/python mutation/run.py $(MUTATION_ARGS)
+
 clean:
-	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache mutants

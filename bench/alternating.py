@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+
+from load import Drive, drive
 
 
 def add_arguments(parser: argparse.ArgumentParser, blocks: int, calls: int, warmup: int = 300) -> None:
@@ -28,4 +30,40 @@ def alternate(
             for _ in range(calls):
                 call()
             timings[name].append((time.perf_counter() - started) / calls * 1e6)
+    return timings
+
+
+async def alternate_async(
+    sides: Mapping[str, Callable[[], Awaitable[object]]],
+    blocks: int,
+    calls: int,
+    concurrency: int,
+    warmup: int,
+    probe: Callable[[], float] | None = None,
+    after_warmup: Callable[[], object] | None = None,
+) -> dict[str, list[Drive]]:
+    """`alternate` for asyncio calls made `concurrency` at a time (`load.drive`): one `Drive` per block of `calls`
+    calls for each side; the sides take turns in ABBA order (the first side leads even blocks, the last odd ones).
+    With `probe` (say, a server's CPU seconds so far), each block's `probed` is its increase over the block;
+    `after_warmup` is called once, between the warm-up and the first block.
+    A failed call raises."""
+
+    async def block(call: Callable[[], Awaitable[object]], count: int) -> Drive:
+        before = probe() if probe is not None else 0.0
+        done = await drive(lambda _: call(), count, concurrency)
+        if done.failed:
+            raise RuntimeError(f"{done.failed} of {count} calls failed: {done.failures_text()}")
+        if probe is not None:
+            done.probed = probe() - before
+        return done
+
+    for call in sides.values():
+        await block(call, warmup)
+    if after_warmup is not None:
+        after_warmup()
+    timings: dict[str, list[Drive]] = {name: [] for name in sides}
+    names = list(sides)
+    for number in range(blocks):
+        for name in names if number % 2 == 0 else reversed(names):
+            timings[name].append(await block(sides[name], calls))
     return timings

@@ -29,17 +29,15 @@ import os
 import platform
 import pstats
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import anthropic
+from emulator_process import EmulatorProcess
 from targets import Result, add_arguments, at_least, at_most, finish, verdict
 
 import keel
@@ -72,12 +70,6 @@ print(json.dumps({"rc": rc, "maxrss": rss, "seconds": seconds}))
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def keel_command() -> list[str]:
     script = Path(sys.executable).with_name("keel")
     if script.exists():
@@ -105,43 +97,6 @@ def check_results(path: Path, requests: int) -> None:
                 raise SystemExit(f"batch bench: unexpected result on line {count} of {path}: {raw[:200]}")
     if count != requests:
         raise SystemExit(f"batch bench: {path} has {count} lines, expected {requests}")
-
-
-class EmulatorProcess:
-    """`keel emulator serve` in its own process, on a free loopback port."""
-
-    def __init__(self, log: Path) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self._log = log.open("wb")
-        args = ["emulator", "serve", "--port", str(self.port), "--batch-speed", str(BATCH_SPEED)]
-        self.process = subprocess.Popen([*keel_command(), *args], stdout=self._log, stderr=subprocess.STDOUT)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        request = urllib.request.Request(
-            f"{self.base_url}/v1/messages/batches?limit=1",
-            headers={"x-api-key": DEFAULT_API_KEY, "anthropic-version": "2023-06-01"},
-        )
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"batch bench: the emulator exited with status {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(request, timeout=2):
-                    return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        raise SystemExit("batch bench: the emulator did not answer within 30 s")
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
 
 
 # --- 1. peak RSS of the CLI runner ---------------------------------------------------------------
@@ -263,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="keel-batch-bench-") as tmp:
         work = Path(tmp)
-        emulator = EmulatorProcess(work / "emulator.log")
+        emulator = EmulatorProcess("--batch-speed", str(BATCH_SPEED), log=work / "emulator.log")
         try:
             if not args.skip_rss:
                 small = cli_job(work, emulator, args.small)

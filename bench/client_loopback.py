@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import alternating
 import anthropic
+from emulator_process import EmulatorProcess
 from targets import add_arguments, at_most, finish, print_verdicts
 
 from keel import Client
 from keel.emulator import DEFAULT_API_KEY
-from keel.emulator.server import free_port
 
 TARGET = 1.05  # keel + JSONL over raw SDK, at most
 PARAMS: dict[str, Any] = {
@@ -33,40 +31,20 @@ PARAMS: dict[str, Any] = {
 }
 
 
-def wait_until_up(sdk: anthropic.Anthropic) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            sdk.models.retrieve("claude-haiku-5-5")
-            return
-        except anthropic.APIConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="keel.Client vs the raw SDK, emulator in its own process.")
     alternating.add_arguments(parser, blocks=40, calls=50)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    port = free_port()
-    serve = [sys.executable, "-c", "from keel.cli import main; main()", "emulator", "serve", "--port", str(port)]
-    server = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        sdk = anthropic.Anthropic(api_key=DEFAULT_API_KEY, base_url=f"http://127.0.0.1:{port}")
-        wait_until_up(sdk)
-        with tempfile.TemporaryDirectory() as tmp:
-            keel = Client(sdk, records=Path(tmp) / "records.jsonl")
-            sides: dict[str, Callable[[], object]] = {
-                "raw SDK": lambda: sdk.messages.create(**PARAMS),
-                "keel + JSONL": lambda: keel.messages.create(**PARAMS),
-            }
-            timings = alternating.alternate(sides, args.blocks, args.calls, args.warmup)
-            keel.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with EmulatorProcess() as emulator, tempfile.TemporaryDirectory() as tmp:
+        sdk = anthropic.Anthropic(api_key=DEFAULT_API_KEY, base_url=emulator.base_url)
+        keel = Client(sdk, records=Path(tmp) / "records.jsonl")
+        sides: dict[str, Callable[[], object]] = {
+            "raw SDK": lambda: sdk.messages.create(**PARAMS),
+            "keel + JSONL": lambda: keel.messages.create(**PARAMS),
+        }
+        timings = alternating.alternate(sides, args.blocks, args.calls, args.warmup)
+        keel.close()
     raw = statistics.median(timings["raw SDK"])
     kept = statistics.median(timings["keel + JSONL"])
     print(f"loopback, emulator in its own process: medians of {args.blocks} alternating blocks of {args.calls} calls")

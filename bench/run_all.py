@@ -48,6 +48,17 @@ BENCHMARKS = (
     Benchmark("client_overhead.py", ("--blocks", "4", "--calls", "20", "--warmup", "20")),
     Benchmark("batch_bench.py", ("--small", "500", "--large", "2000", "--rounds", "1")),
     Benchmark("stores_bench.py", ("--requests", "5000", "--claims", "500")),
+    Benchmark("limiter_bench.py", ("--count", "2000", "--redis-count", "300")),
+    Benchmark(
+        "client_concurrency.py",
+        ("--blocks", "2", "--calls", "128", "--warmup", "64", "--sequential-blocks", "2", "--sequential-calls", "20"),
+    ),
+    Benchmark("goodput.py", ("--requests", "200", "--rpm", "60", "--clock-speed", "20", "--input-words", "100")),
+    Benchmark("shared_budget.py", ("--requests", "160", "--rpm", "60", "--clock-speed", "20", "--input-words", "100")),
+    Benchmark(
+        "proxy_bench.py",
+        ("--rounds", "1", "--calls", "40", "--warmup", "10", "--events", "500", "--streams", "2", "--firsts", "5"),
+    ),
 )
 
 

@@ -1,8 +1,9 @@
 """What a benchmark reports besides its human output: its targets and headline figures, for `bench/run_all.py`.
 
 A benchmark adds `--json FILE` and `--strict` with `add_arguments`, builds one `Result` per figure (`at_most`,
-`at_least`, `check` for a target, `info` for a figure without one) and ends with `return finish(args, results)`:
-that writes the results to FILE when asked and gives the exit status (1 on a FAIL with `--strict`, else 0).
+`at_least`, `check` for a target, `info` or `note` for a figure without one) and ends with
+`return finish(args, results)`: that writes the results to FILE when asked and gives the exit status (1 on a FAIL
+with `--strict`, else 0).
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def at_least(metric: str, number: float, limit: float, unit: str = "x", digits: 
 
 def info(metric: str, number: float, unit: str = "x", digits: int = 3) -> Result:
     return Result(metric, _shown(number, unit, digits), number, None, None)
+
+
+def note(metric: str, value: str) -> Result:
+    """A figure that is not a number, without a target, e.g. a part skipped: "skipped (no Redis)"."""
+    return Result(metric, value, None, None, None)
 
 
 def check(metric: str, value: str, target: str, passed: bool) -> Result:

@@ -3,6 +3,7 @@ environment, as a user's shell would), with the default SQLite ledger and with `
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -95,4 +96,63 @@ def test_cancel_then_run_collects_and_stops(tmp_path: Path, emulator: Emulator) 
     assert "canceled" in statuses and "succeeded" in statuses and len(statuses) == 30
     assert len(emulator.batches) == 1  # nothing submitted after the cancel
     assert "canceled" in run("batch", "status", job)
+    ledger.close()
+
+
+def test_status_and_list_show_rounds_full_ids_per_job_shards_and_json(
+    tmp_path: Path, served_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("COLUMNS", "80")
+    first = run_job(write_lines(tmp_path / "a.jsonl", prompts(3, "a")), tmp_path / "a.out.jsonl", clock=served_emulator)
+    assert "rejects:" not in first
+    served_emulator.inject("errored_share=0.5; error_type=overloaded_error", path="/v1/messages/batches", limit=1)
+    src = write_lines(tmp_path / "b.jsonl", [*prompts(6, "b"), "{oops", {"prompt": "x", "custom_id": "b0"}])
+    text = run_job(src, tmp_path / "b.out.jsonl", clock=served_emulator)
+    assert text.index("rejects: 2 input line(s) are not sent") < text.index("final:")
+    assert re.search(
+        r"round 1: canceled 0, errored 3, expired 0, processing 0, succeeded 3; round 2: .*succeeded 3", text
+    )
+    job = text.split("job ", 1)[1].split(":", 1)[0]
+    shown = json.loads(run("batch", "status", job, "--json"))
+    assert shown["status"] == "done" and shown["running"] is False
+    assert [s["shard"] for s in shown["shards"]] == [1, 2] and [s["round"] for s in shown["shards"]] == [1, 2]
+    first_round, retry_round = (s["counts"] for s in shown["shards"])
+    assert first_round["errored"] == 3 and retry_round["errored"] == 0 and retry_round["succeeded"] == 3
+    assert shown["final"] == {"succeeded": 6, "rejected": 2}
+    status = run("batch", "status", job)
+    assert "elapsed" not in status and "ETA" not in status
+    assert re.search(r"\n *1 +1 +collected +0 +3 +3 +0 +0 *\n *2 +2 +collected +0 +3 +0 +0 +0 *\n", status)
+    assert re.search(r"\n *total +1 +0 +3 +3 +0 +0 *\n *total +2 +0 +3 +0 +0 +0 *\n", status)
+    assert "final: rejected: 2, succeeded: 6" in status
+    for number, shard in enumerate(shown["shards"], 1):
+        assert f"shard {number}: {shard['batch_id']}\n" in status  # whole at 80 columns
+    listed = json.loads(run("batch", "list", "--json"))
+    assert {row["job_id"] for row in listed} == {job, first.split("job ", 1)[1].split(":", 1)[0]}
+    assert all(row["status"] == "done" and row["running"] is False for row in listed)
+
+
+def test_adopt_takes_the_shard_number_within_the_job(tmp_path: Path, emulator: Emulator) -> None:
+    from keel.batch import RunnerOptions
+    from keel.batch.inputs import Defaults, read_items
+    from keel.batch.runner import job_id_for
+
+    ledger = open_ledger()  # the one the CLI uses
+    options = RunnerOptions(defaults=Defaults(model="claude-haiku-5-5", max_tokens=50))
+    jobs = []
+    for name in ("a", "b"):  # job b's first shard is the ledger's second
+        src = write_lines(tmp_path / f"{name}.jsonl", prompts(2, name))
+        job = job_id_for(src, options)
+        ledger.create_job(job, str(src), options.fingerprint())
+        ledger.add_inputs(job, read_items(src, options.defaults, options.shard_bytes, ledger))
+        shard = ledger.plan_shards(job, options.shard_requests, options.shard_bytes)[0].shard_id
+        ledger.mark_submitting(shard, "elsewhere/1/gone", 60)  # a runner killed mid-create, its lease expired
+        ledger.release(shard, "elsewhere/1/gone")
+        jobs.append(job)
+    assert "shard 1 of job" in run("batch", "adopt", jobs[1], "--shard", "1", "--batch-id", "msgbatch_b")
+    assert [(s.state, s.batch_id) for s in ledger.shards(jobs[1])] == [("submitted", "msgbatch_b")]
+    assert [s.state for s in ledger.shards(jobs[0])] == ["submitting"]
+    refused = invoke("batch", "adopt", jobs[1], "--shard", "2", "--batch-id", "msgbatch_c")
+    assert refused.exit_code == 2 and "no shard 2 waiting" in refused.output
     ledger.close()

@@ -135,7 +135,9 @@ def test_an_ambiguous_lost_create_stops_and_says_how_to_choose(tmp_path: Path, l
     src = write_lines(tmp_path / "in.jsonl", prompts(2))
     emu = emulator()
     run = runner(emu, ledgers())
+    run.run(write_lines(tmp_path / "first.jsonl", prompts(3, "f")), tmp_path / "first.out.jsonl")  # its shard: 1
     job, shard = _half_submitted(run, src)
+    assert shard == 2  # in the ledger; the job's first shard, which `keel batch adopt --shard 1` takes
     sdk = client(emu)
     for _ in range(2):
         sdk.post(
@@ -144,9 +146,11 @@ def test_an_ambiguous_lost_create_stops_and_says_how_to_choose(tmp_path: Path, l
             content=b"".join(run.ledger.shard_body(shard)),
             options={"headers": {"content-type": "application/json"}},
         )
-    with pytest.raises(AmbiguousSubmission, match=rf"keel batch adopt {job} --shard {shard} --batch-id"):
+    with pytest.raises(
+        AmbiguousSubmission, match=rf"shard 1 of job {job} .* keel batch adopt {job} --shard 1 --batch-id"
+    ):
         run.run(src, tmp_path / "out.jsonl")
-    assert len(emu.batches) == 2
+    assert len(emu.batches) == 3
 
 
 def test_results_of_a_wrong_batch_are_refused(tmp_path: Path, ledgers: Ledgers) -> None:

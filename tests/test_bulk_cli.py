@@ -144,3 +144,12 @@ def test_with_a_database_url_the_run_ledger_is_postgresql_beside_the_batch_ledge
     unreachable = keel_run(src, out, "--quiet")
     assert unreachable.exit_code == 2 and "postgresql://keel:***@127.0.0.1:1/keel is unreachable" in unreachable.output
     assert "s3cret" not in unreachable.output and not (tmp_path / "home" / "runs.sqlite3").exists()
+
+
+def test_a_reject_names_the_json_column_python_does(tmp_path: Path, served_emulator: Emulator) -> None:
+    cut = '{"custom_id": "a", "prompt": "x"'  # cut short: Python says "line 1 column 33"
+    src = write_lines(tmp_path / "in.jsonl", [cut, *prompts(1)])
+    result = keel_run(src, tmp_path / "out.jsonl", "--quiet")
+    assert result.exit_code == 0, result.output
+    [reject] = read_jsonl(tmp_path / "out.rejects.jsonl")
+    assert reject["reason"] == "not valid JSON: Expecting ',' delimiter at column 33"

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,16 +16,20 @@ from typing import Any
 import anthropic
 from rich.console import Console
 
+from keel._report import summarize
 from keel._tour import run_tour
 from keel.emulator.server import free_port
 
 KEEL = [sys.executable, "-c", "from keel.cli import main; main()"]
 
 
-def test_tour_passes_every_step_offline() -> None:
+def test_tour_passes_every_step_offline(tmp_path: Path) -> None:
     out = io.StringIO()
-    assert run_tour(console=Console(file=out, width=120)) == 0
+    records = tmp_path / ".keel" / "records.jsonl"
+    assert run_tour(records, console=Console(file=out, width=120)) == 0
     text = out.getvalue()
+    assert text.rstrip().endswith(f"summarise them with: keel report {records}")
+    assert summarize(records).calls >= 5
     assert "keel's embedded emulator" in text
     assert "Every step behaved as expected." in text
     assert "authentication_error" in text and "invalid_request_error" in text
@@ -58,7 +63,8 @@ def test_emulator_serve_answers_the_sdk_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
         assert proc.stdout is not None
         banner = proc.stdout.readline()
         assert f"http://127.0.0.1:{port}" in banner
-        sdk = anthropic.Anthropic(api_key="test-key", base_url=f"http://127.0.0.1:{port}", max_retries=8)
+        # no retries: the banner comes once the port is bound
+        sdk = anthropic.Anthropic(api_key="test-key", base_url=f"http://127.0.0.1:{port}", max_retries=0)
         message = sdk.messages.create(
             model="claude-haiku-5-5", max_tokens=50, messages=[{"role": "user", "content": "[[keel:reply=served]]"}]
         )
@@ -74,6 +80,23 @@ def test_emulator_serve_answers_the_sdk_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_emulator_serve_on_a_busy_port_is_one_line_and_no_banner() -> None:
+    from typer.testing import CliRunner
+
+    from keel.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["emulator", "serve", "--port", str(port)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"keel emulator serve: cannot listen on 127.0.0.1:{port}: Address already in use. Pick another --port, or "
+        "stop what uses it."
+    ]
 
 
 def test_emulator_serve_rejects_a_bad_scenario_with_its_line(tmp_path: Path) -> None:
@@ -92,8 +115,9 @@ def test_emulator_serve_enforces_scenario_limits_and_writes_the_access_log(tmp_p
     access_log = tmp_path / "logs" / "access.jsonl"
     access_log.parent.mkdir()
     port = free_port()
+    serve = ["emulator", "serve", "--port", str(port), "--faults", str(scenario), "--access-log", str(access_log)]
     proc = subprocess.Popen(
-        [*KEEL, "emulator", "serve", "--port", str(port), "--faults", str(scenario), "--access-log", str(access_log)],
+        [*KEEL, *serve, "--clock-speed", "6"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -108,7 +132,8 @@ def test_emulator_serve_enforces_scenario_limits_and_writes_the_access_log(tmp_p
         try:
             sdk.messages.create(model="claude-haiku-5-5", max_tokens=20, messages=hello)
         except anthropic.RateLimitError as err:
-            assert int(err.response.headers["retry-after"]) == 60  # 1 RPM
+            # 1 RPM on a clock 6 times as fast: a request every 10 s, retry-after in real seconds
+            assert 1 <= int(err.response.headers["retry-after"]) <= 10
         else:
             raise AssertionError("the key's limit of 1 RPM did not apply")
         proc.send_signal(signal.SIGINT)

@@ -460,7 +460,8 @@ def test_serving_100k_results_streams_in_bounded_memory() -> None:
     body = b'{"requests":[' + b",".join(b'{"custom_id":"r%d","params":%s}' % (i, same) for i in range(100_000)) + b"]}"
     headers = {"x-api-key": DEFAULT_API_KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
     base = "http://emulator.keel.invalid"
-    with httpx2.Client(transport=EmulatorTransport(emulator), base_url=base, headers=headers) as http:
+    # a generous read timeout: the 100,000-request body takes seconds to accept on a loaded machine
+    with httpx2.Client(transport=EmulatorTransport(emulator), base_url=base, headers=headers, timeout=60) as http:
         created = http.post("/v1/messages/batches", content=body)
         assert created.status_code == 200, created.text
         batch_id = created.json()["id"]

@@ -111,6 +111,16 @@ def test_over_the_request_limit_is_a_429_in_the_api_shape(clock: Clock) -> None:
     assert say(sdk).parse().stop_reason == "end_turn"
 
 
+def test_on_a_faster_clock_retry_after_is_in_real_seconds() -> None:
+    sdk = client(enforced(Clock(speed=10), requests_per_minute=3), max_retries=0)
+    for _ in range(3):
+        say(sdk)
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        say(sdk)
+    headers = caught.value.response.headers  # one request every 20 s of the clock: every 2 s of real time
+    assert 1_900 <= int(headers["retry-after-ms"]) <= 2_000 and headers["retry-after"] == "2"
+
+
 def test_the_sdk_waits_what_retry_after_asks_and_then_gets_through(
     clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

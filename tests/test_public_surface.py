@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,3 +104,21 @@ def test_import_keel_does_not_import_the_emulator() -> None:
     assert "keel" in loaded
     heavy = [name for name in loaded if name.split(".")[0] in ("starlette", "uvicorn") or name.startswith("keel.emu")]
     assert heavy == []
+
+
+def test_every_public_name_is_imported_lazily_from_the_module_the_type_checkers_see() -> None:
+    """keel/__init__.py imports each name for type checkers and maps it to its module for run time: the two agree."""
+    import ast
+
+    tree = ast.parse(Path(keel.__file__).read_text())
+    checked = next(node for node in tree.body if isinstance(node, ast.If))  # `if TYPE_CHECKING:`
+    imported = {
+        alias.name: node.module for node in checked.body if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
+    assert imported == keel._EXPORTS
+    assert all(
+        getattr(keel, name) is getattr(importlib.import_module(module), name) for name, module in imported.items()
+    )
+    assert sorted(keel.__all__) == sorted(["__version__", *imported])
+    with pytest.raises(AttributeError, match="no attribute 'NotAName'"):
+        _ = keel.NotAName  # type: ignore[attr-defined]

@@ -142,6 +142,28 @@ def test_headers_set_capacities_and_lower_levels(backend: Backend) -> None:
     assert limiter.limits_for("claude-haiku-5-5").capacities == (50, 1_000, 1_000)  # another model class
 
 
+def test_the_first_limits_stated_count_the_requests_still_in_flight(backend: Backend) -> None:
+    """Configured far above the real limits, the limiter lets a burst go before any response; the first response's
+    `remaining` predates the rest of that burst, so what is still in flight is taken off it (once)."""
+    limiter = limiter_on(backend, Limits(requests=1_000, input_tokens=10**6, output_tokens=10**6, per=3600))
+    permits = [limiter.acquire(Reservation(MODEL, 100, 50)) for _ in range(10)]
+    permits[0].reconcile(80, 20)
+    headers = {
+        "anthropic-ratelimit-requests-limit": "300",  # per minute, as the window says (60 s)
+        "anthropic-ratelimit-requests-remaining": "299",  # counted when the first request arrived
+        "anthropic-ratelimit-input-tokens-limit": "30000",
+        "anthropic-ratelimit-input-tokens-remaining": "29000",
+        "anthropic-ratelimit-output-tokens-limit": "6000",
+        "anthropic-ratelimit-output-tokens-remaining": "5000",
+    }
+    limiter.observe(MODEL, headers, 200)
+    assert limiter.snapshot(MODEL).levels == pytest.approx((290, 28_100, 4_550), abs=1)  # less the 9 in flight
+    for permit in permits[1:]:
+        permit.reconcile(80, 20)
+    limiter.observe(MODEL, {**headers, "anthropic-ratelimit-requests-remaining": "289"}, 200)
+    assert limiter.snapshot(MODEL).levels[0] == pytest.approx(289, abs=1)  # afterwards, remaining as it is
+
+
 def test_a_429_pauses_for_retry_after_and_halves_the_rate_until_successes_restore_it(backend: Backend) -> None:
     limiter = limiter_on(backend, Limits(requests=10, input_tokens=1_000, output_tokens=1_000, per=1))
     observed = time.monotonic()

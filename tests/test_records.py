@@ -397,3 +397,30 @@ def test_a_record_that_cannot_be_built_is_reported_and_the_others_are_written(
         sink.close()
     assert [r["request_id"] for r in read_records(path)] == ["req_before", "req_after"]
     assert "expected a token count" in caplog.text
+
+
+def test_a_kept_reply_keeps_its_message_and_record_but_not_its_call(keel_emulator: Emulator, tmp_path: Path) -> None:
+    """Replies are often kept (a gathered batch of them): what each keeps alive, the garbage collector walks."""
+    import functools
+    import gc
+    import types
+    from contextvars import Token
+
+    from keel._call import Call, Reply
+    from keel._records import DeferredCallRecord
+
+    _, sink, keel = gathering_client(keel_emulator, tmp_path, flush_seconds=3600)
+    reply = keel.messages.create(model=MODEL, max_tokens=60, messages=ask("x"))
+    walk = (Reply, DeferredCallRecord, functools.partial, types.MethodType, tuple, dict, list, Call, Token)
+
+    def reachable() -> list[object]:  # what the reply holds, through keel's own holders (not the SDK's message)
+        seen, todo = [], [reply._record]
+        while todo:
+            item = todo.pop()
+            seen.append(item)
+            todo += [ref for ref in gc.get_referents(item) if isinstance(ref, walk)]
+        return seen
+
+    assert not any(isinstance(item, Call | Token) for item in reachable())
+    sink.flush()  # the record is built: what it was built from is let go
+    assert reply.record.request_id and not any(isinstance(item, functools.partial) for item in reachable())

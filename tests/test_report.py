@@ -18,6 +18,7 @@ from keel import CallFailed, PriceTable, RetryPolicy, load_prices
 from keel._error_map import ERROR_TABLE
 from keel._records import CallRecord
 from keel._report import Percentiles
+from keel._stop import STOP_TABLE, stop_row
 from keel._usage import USAGE_FIELDS
 from keel.cli import app
 from keel.emulator import AccessEntry, Emulator
@@ -300,6 +301,31 @@ def test_explain_status_type_code() -> None:
 def test_explain_unknown_exits_2_listing_the_names(what: str) -> None:
     result = run("explain", what)
     assert result.exit_code == 2
-    assert f"no error class matches {what!r}" in result.stderr
+    assert f"{what!r} is not a term keel knows" in result.stderr
     assert all(row.name in result.stderr for row in ERROR_TABLE)
+    assert all(row.kind in result.stderr for row in STOP_TABLE)
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("kind", [row.kind for row in STOP_TABLE])
+def test_explain_a_stop_reason_from_the_stop_table(kind: str) -> None:
+    result = run("explain", kind, env=WIDE)
+    row = stop_row(kind)
+    assert result.exit_code == 0 and row is not None
+    assert f"stop_reason {kind}" in result.stdout
+    assert row.meaning in result.stdout and row.todo in result.stdout and row.outcome.__name__ in result.stdout
+
+
+def test_explain_a_request_id_finds_its_call_in_the_records(traffic: Traffic) -> None:
+    spend_cap, refusal = traffic.calls[6], traffic.calls[7]
+    assert spend_cap.request_id is not None and refusal.request_id is not None
+    failed = run("explain", spend_cap.request_id, "--records", str(traffic.path), env=WIDE)
+    assert failed.exit_code == 0, failed.output
+    assert f"call {spend_cap.call_id}" in failed.stdout and "error spend_cap" in failed.stdout
+    assert "─ spend_cap ─" in failed.stdout
+    refused = run("explain", refusal.request_id, "--records", str(traffic.path), env=WIDE)
+    assert refused.exit_code == 0 and "stop_reason refusal" in refused.stdout and "Surface it" in refused.stdout
+    missing = run("explain", "req_nothing", "--records", str(traffic.path))
+    assert missing.exit_code == 1 and "no record" in missing.stdout
+    no_file = run("explain", "req_nothing", "--records", str(traffic.path.with_name("none.jsonl")))
+    assert no_file.exit_code == 2 and "cannot read the records file" in no_file.stderr

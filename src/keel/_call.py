@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx2
 from anthropic._request import APIRequest
@@ -191,6 +191,7 @@ class Call:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         CURRENT_CALL.reset(self._token)
+        del self._token  # it holds the context it was set in (an asyncio task's): not to be kept alive with the call
         if isinstance(exc, CALL_ERRORS):
             raise self.failed(exc) from exc
 
@@ -279,9 +280,9 @@ class Call:
         }
         record: CallRecord | DeferredCallRecord
         if self.settings.log_content:  # the content quotes the caller's own data: recorded as it is now
-            record = self._record(message.model, content=_content(self.params, message), **facts)
+            record = self._figures().record(message.model, content=_content(self.params, message), **facts)
         else:  # built (and priced) when first needed, the same record for every reader
-            build = partial(self._record, message.model, ended=time.monotonic(), at=time.time(), **facts)
+            build = partial(self._figures().record, message.model, ended=time.monotonic(), at=time.time(), **facts)
             record = DeferredCallRecord(build)
         self._emit(record)
         reply = Reply(message, record)
@@ -291,7 +292,7 @@ class Call:
 
     def finished(self) -> None:
         """The record of an SDK call that is not a message (a batch submission, a poll, a token count)."""
-        self._emit(self._record("", request_id=self._last_request_id(), outcome=self.name))
+        self._emit(self._figures().record("", request_id=self._last_request_id(), outcome=self.name))
 
     def abandoned(self, partial: Message | None) -> None:
         """The record of a stream its caller left before the end: what it had produced, as far as known."""
@@ -299,7 +300,7 @@ class Call:
             self.pacing.settle(partial.usage if partial is not None else None)
         model = partial.model if partial is not None else str(self.params.get("model"))
         usage = partial.usage if partial is not None else None
-        self._emit(self._record(model, request_id=self._last_request_id(), outcome="abandoned", usage=usage))
+        self._emit(self._figures().record(model, request_id=self._last_request_id(), outcome="abandoned", usage=usage))
 
     def failed(self, err: BaseException) -> CallFailed:
         """The `CallFailed` to raise for this exception (one of `CALL_ERRORS`), its record written."""
@@ -308,7 +309,7 @@ class Call:
             self.pacing.settle(failure.partial.usage if failure.partial is not None else None)
         partial = failure.partial  # a stream broken after content: what it had produced is billed
         detail = f"{self.policy.name} deadline of {self.policy.deadline:g} s: {err}" if self.deadline_hit else str(err)
-        record = self._record(
+        record = self._figures().record(
             partial.model if partial is not None else str(self.params.get("model", "")),
             request_id=failure.request_id or self._last_request_id(),
             outcome=self.name,
@@ -320,7 +321,26 @@ class Call:
         self._emit(record)
         return CallFailed(failure.error_class, record, failure.sdk_error, deadline_exceeded=self.deadline_hit)
 
-    def _record(
+    def _figures(self) -> _CallFigures:
+        """What a call record takes from this call, as of now."""
+        prices, policy, attempts = self.settings.prices, self.policy.name, len(self.attempts)
+        return _CallFigures(prices, self.call_id, self.mode, policy, self.started, self.ttft_ms, attempts, self.rounds)
+
+
+class _CallFigures(NamedTuple):
+    """A call's figures for its record: a deferred record holds these, not the call (a reply may be kept long,
+    and the less it keeps alive, the less the garbage collector has to walk)."""
+
+    prices: PriceTable
+    call_id: str
+    mode: Mode
+    policy: str
+    started: float
+    ttft_ms: float | None
+    attempts: int
+    rounds: int
+
+    def record(
         self,
         model: str,
         *,
@@ -337,19 +357,19 @@ class Call:
         """One call record; `usage` is the SDK's usage object (priced here), None when there is none.
 
         `ended` (monotonic) and `at` (wall clock) say when the call ended, for a record built after the fact
-        from a finished call's state; by default, now.
+        from a finished call's figures; by default, now.
         """
         rounds = max(1, self.rounds)
-        attempts = len(self.attempts)
+        attempts = self.attempts
         if usage is None:
             counts, cost = Usage(), None
         else:
             counts = Usage.of(usage)
-            cost = self.settings.prices.cost(model, counts)
+            cost = self.prices.cost(model, counts)
         return CallRecord(  # positional: one per call, on the hot path (field order as CallRecord declares it)
             self.call_id,
             self.mode,
-            self.policy.name,
+            self.policy,
             model,
             request_id,
             stop_reason,

@@ -162,6 +162,8 @@ def combine_stream(parts: Sequence[Message], text_seen: str) -> Message:
     first = list(parts[0].content)
     at = next((i for i, block in enumerate(first) if block.type == "text"), len(first))
     before = first[:at]
-    text = [first[at].model_copy(update={"text": text_seen})] if at < len(first) else []
+    # the first text block of any round (a first round cut off before its text has none) carries the text seen
+    block = next((block for part in parts for block in part.content if block.type == "text"), None)
+    text = [] if block is None else [block.model_copy(update={"text": text_seen})]
     after = [block for part in parts for block in part.content if block.type != "text"][len(before) :]
     return parts[-1].model_copy(update={"content": before + text + after, "usage": sum_usage(parts)})

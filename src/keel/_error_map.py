@@ -410,7 +410,7 @@ ERROR_TABLE: tuple[ErrorClass, ...] = (
 
 _BY_NAME = {row.name: row for row in ERROR_TABLE}
 _BY_STATUS = {row.status: row for row in ERROR_TABLE if row.status is not None and row.error_code is None}
-_BY_STATUS.update({400: INVALID_REQUEST, 200: MID_STREAM})  # the plain row, not the message-matched one
+_BY_STATUS[400] = INVALID_REQUEST  # the plain row, not the message-matched one after it
 _BY_CODE = {row.error_code: row for row in ERROR_TABLE if row.error_code is not None}
 _BY_TYPE = {
     row.error_type: row

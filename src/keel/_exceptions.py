@@ -15,6 +15,7 @@
     ├── ConfigError (ValueError)             keel.toml or a store URL that cannot be used
     ├── AmbiguousSubmission (RuntimeError)   keel.batch: a lost create response matches several batches
     ├── ForeignResults (RuntimeError)        keel.batch: an adopted batch holds other custom_ids
+    ├── ProxyConfigError (ValueError)        keel.proxy: a configuration the proxy cannot honour
     ├── LimiterError               keel.ratelimit: the request was not sent
     │   ├── LimitExceedsCapacity (ValueError)    a reservation no bucket could ever hold
     │   ├── AcquireTimeout (TimeoutError)        no room in the buckets within the timeout
@@ -279,17 +280,23 @@ class AmbiguousSubmission(KeelError, RuntimeError):
         candidates: the ids of the matching batches; `keel batch adopt` takes the right one.
     """
 
-    def __init__(self, job_id: str, shard: Shard, candidates: list[str]) -> None:
+    def __init__(self, job_id: str, shard: Shard, number: int, candidates: list[str]) -> None:
+        """`number`: the shard's number within its job (1..n, as `keel batch status` shows it and `adopt` takes it)."""
         self.candidates = candidates
         super().__init__(
-            f"shard {shard.shard_id} of job {job_id} ({shard.requests} requests) was being submitted when the runner "
+            f"shard {number} of job {job_id} ({shard.requests} requests) was being submitted when the runner "
             f"stopped, and {len(candidates)} batches match it: {', '.join(candidates)}. Check which holds this job's "
-            f"custom_ids, then run: keel batch adopt {job_id} --shard {shard.shard_id} --batch-id <id>"
+            f"custom_ids, then run: keel batch adopt {job_id} --shard {number} --batch-id <id>"
         )
 
 
 class ForeignResults(KeelError, RuntimeError):
     """The results of an adopted batch do not hold the shard's custom_ids."""
+
+
+class ProxyConfigError(KeelError, ValueError):
+    """`keel proxy` was given what it cannot honour: an upstream that is not an http(s) URL, or a scenario whose
+    rate limits or batch shares only the emulator can apply. Raised when the proxy is built, before it listens."""
 
 
 class LimiterError(KeelError):

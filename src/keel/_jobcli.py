@@ -4,10 +4,13 @@ the runner's notes and the budget's stop."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import shlex
+import socket
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, NoReturn, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import anthropic
 import typer
@@ -17,7 +20,13 @@ from ._budget import CostEstimate, format_usd
 from ._exceptions import BudgetExceeded, ConfigError, StoreUnavailable, UnpricedModel
 
 SDK = TypeVar("SDK", anthropic.Anthropic, anthropic.AsyncAnthropic)
-L = TypeVar("L")
+
+
+class _Ledger(Protocol):
+    def close(self) -> None: ...
+
+
+L = TypeVar("L", bound=_Ledger | None)
 
 BUDGET_EXIT = 3
 """The exit status of a job stopped by its budget (2 is bad input, 1 a failure)."""
@@ -53,8 +62,54 @@ def start_job(command: str, make_sdk: Callable[[], SDK], dry_run: bool, prefligh
         preflight()
         return None
     sdk = sdk_with_credentials(make_sdk, command)
+    check_reachable(str(sdk.base_url), command)
     preflight()
     return sdk
+
+
+PROBE_TIMEOUT = 3.0
+"""Seconds the first contact may take: an API that cannot be reached at the start is reported within seconds (later
+outages are ridden out by the background policy's retries)."""
+
+INTERRUPTED_EXIT = 130
+"""The exit status after Ctrl-C, as a shell gives it."""
+
+
+def check_reachable(base_url: str, command: str) -> None:
+    """A TCP connection to `base_url`'s host (nothing sent): none within seconds is two lines and exit 2, rather than
+    a job that retries in silence."""
+    url = urlsplit(base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=PROBE_TIMEOUT).close()
+    except OSError as err:
+        typer.echo(
+            f"keel {command}: cannot reach the API at {base_url} ({err.strerror or err or 'timed out'}).\n"
+            "Check ANTHROPIC_BASE_URL (unset for the real API) and the network; for the emulator, start "
+            "`keel emulator serve`.",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+
+
+def resume_command(command: str, input: Path, out: Path, options: Mapping[str, object]) -> str:
+    """The command line that resumes a job: the same input and defaults (the job's identity), the same files."""
+    words = ["keel", *command.split(), str(input), "--out", str(out)]
+    for name, value in options.items():
+        if value is not None:
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    return shlex.join(words)
+
+
+@contextmanager
+def resumable(command: str, kept: str, resume: str) -> Iterator[None]:
+    """Ctrl-C inside: two lines, what was kept and the command that resumes, and exit 130 (no traceback)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo(f"\nkeel {command}: interrupted. {kept}", err=True)
+        typer.echo(f"To resume: {resume}", err=True)
+        raise typer.Exit(INTERRUPTED_EXIT) from None
 
 
 def sdk_with_credentials(make: Callable[[], SDK], command: str) -> SDK:
@@ -76,15 +131,21 @@ def sdk_with_credentials(make: Callable[[], SDK], command: str) -> SDK:
     return sdk
 
 
-def reached(console: Console, command: str, opener: Callable[[Path | None], L], path: Path | None) -> L:
-    """`opener(path)`: the command's ledger. One that cannot be reached (or configured), or of another kind or schema
-    version (`ValueError`), is one line, naming it without its password, and exit 2: there is no fallback to a local
-    file."""
+def reached(
+    ctx: typer.Context, console: Console, command: str, opener: Callable[[Path | None], L], path: Path | None
+) -> L:
+    """`opener(path)`: the command's ledger, closed when the command ends (a PostgreSQL pool left to the garbage
+    collector may be stopped from one of its own workers). One that cannot be reached (or configured), or of another
+    kind or schema version (`ValueError`), is one line, naming it without its password, and exit 2: there is no
+    fallback to a local file."""
     try:
-        return opener(path)
+        store = opener(path)
     except (StoreUnavailable, ConfigError, ValueError) as err:
         console.print(f"[red]keel {command}: {err}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    if store is not None:
+        ctx.call_on_close(store.close)
+    return store
 
 
 class _ConsoleNotes(logging.Handler):

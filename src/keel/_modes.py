@@ -55,7 +55,7 @@ def choose_mode(
     when nobody waits).
     """
     long_generation = (max_tokens or 0) > NONSTREAMING_MAX_TOKENS or (expected_seconds or 0) > LONG_SECONDS
-    window = can_wait_seconds if can_wait_seconds is not None else (0.0 if waiting else BATCH_WINDOW_SECONDS)
+    window = BATCH_WINDOW_SECONDS if can_wait_seconds is None else can_wait_seconds  # read only when nobody waits
     if watching:
         return ModeChoice("stream", "someone is watching the answer arrive: stream it token by token")
     if not waiting and requests >= BATCH_MIN_REQUESTS and window >= 3600:

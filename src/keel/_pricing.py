@@ -42,7 +42,6 @@ PRICES_ENV_VAR = "KEEL_PRICES_FILE"
 """Environment variable naming a prices file to use instead of the packaged one."""
 
 _PRICE_FIELDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
-_LONG_CONTEXT_FIELDS = ("long_context_threshold", "long_context_multiplier")
 _TOP_LEVEL_KEYS = {"as_of", "currency", "unit", "batch_multiplier", "sources", "notes", "models"}
 _MODEL_KEYS = {*_PRICE_FIELDS, "aliases", "long_context", "note"}
 _UNIT = "per million tokens"

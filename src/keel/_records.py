@@ -141,14 +141,16 @@ class DeferredCallRecord:
     content: None = None  # nor calls that record content: that is the caller's data, serialised at once
 
     def __init__(self, build: Callable[[], CallRecord]) -> None:
-        self._build = build
+        self._build: Callable[[], CallRecord] | None = build
         self._record: CallRecord | None = None
 
     def get(self) -> CallRecord:
         if self._record is None:
-            record = self._build()
-            if self._record is None:
-                self._record = record
+            build = self._build  # None: another thread has just built the record (it is set before this is dropped)
+            record = build() if build is not None else None
+            if self._record is None and record is not None:
+                self._record, self._build = record, None  # what it was built from need not live as long as the reply
+        assert self._record is not None
         return self._record
 
 

@@ -165,9 +165,92 @@ def outcome_of(message: Message) -> Outcome:
     return UnknownStop(reason, text)
 
 
-_STOP_KINDS = frozenset(
-    cls.kind for cls in (EndTurn, MaxTokens, StopSequence, ToolUse, PauseTurn, Refusal, ContextWindowExceeded)
+@dataclass(frozen=True)
+class StopRow:
+    """One row of the stop table: what an outcome kind means and what to do about it (`keel explain` shows it).
+
+    Attributes:
+        outcome: the outcome class.
+        meaning: what happened.
+        retry: whether to send the same request again, and when.
+        todo: what to do instead (or next).
+    """
+
+    outcome: type[Outcome]
+    meaning: str
+    retry: str
+    todo: str
+
+    @property
+    def kind(self) -> str:
+        return self.outcome.kind
+
+
+STOP_TABLE: tuple[StopRow, ...] = (
+    StopRow(
+        EndTurn,
+        "The model finished its turn.",
+        "no",
+        "Use the answer. An empty end_turn (after tool results): add a user turn rather than retrying it unchanged.",
+    ),
+    StopRow(
+        MaxTokens,
+        "The answer was cut at max_tokens.",
+        "not unchanged",
+        "Continue it (send the partial answer back as the assistant turn) or raise max_tokens; cut inside a "
+        "tool_use block, raise max_tokens and retry.",
+    ),
+    StopRow(
+        StopSequence,
+        "One of the request's stop_sequences matched (stop_sequence says which).",
+        "no",
+        "Use the text up to the sequence.",
+    ),
+    StopRow(
+        ToolUse,
+        "The model calls tools.",
+        "no",
+        "Run the tools and answer with tool_result blocks in the next user turn.",
+    ),
+    StopRow(
+        PauseTurn,
+        "A server-tool loop paused a long turn.",
+        "no, continue it",
+        "Send the response back as the assistant turn to let it continue.",
+    ),
+    StopRow(
+        Refusal,
+        "The model declined (stop_details.category says why, when given).",
+        "never blindly",
+        "Surface it to the user; rephrase or route the request elsewhere.",
+    ),
+    StopRow(
+        ContextWindowExceeded,
+        "The context window is full: the answer is truncated.",
+        "not unchanged",
+        "Shorten the conversation (drop or summarise turns), then continue.",
+    ),
+    StopRow(
+        Interrupted,
+        "No stop_reason: the stream ended without message_stop (a dropped connection).",
+        "yes",
+        "Send the request again, or keep the partial text; the call record has the request_id.",
+    ),
+    StopRow(
+        UnknownStop,
+        "A stop_reason newer than this keel: passed through as it came.",
+        "unknown",
+        "Read the API's release notes for it, and upgrade keel.",
+    ),
 )
+"""One row per outcome kind; `outcome_kind` and `keel explain` read it."""
+
+_STOP_KINDS = frozenset(row.kind for row in STOP_TABLE if row.outcome not in (Interrupted, UnknownStop))
+
+
+def stop_row(kind: str) -> StopRow | None:
+    """The stop table's row for an outcome kind (a stop_reason, "interrupted" or "unknown"); None for no such kind."""
+    return next((row for row in STOP_TABLE if row.kind == kind), None)
 
 
 def outcome_kind(stop_reason: str | None) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,8 +35,8 @@ PROMPT = "In two sentences, why do production systems log a request id for every
 class _KeptRecorder(Recorder):
     """Records for the tour to show, besides the usual logger."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, jsonl: Path) -> None:
+        super().__init__(jsonl)
         self.kept: list[Record] = []
 
     def emit(self, *records: Emitted) -> None:
@@ -44,10 +45,11 @@ class _KeptRecorder(Recorder):
 
 
 class Tour:
-    def __init__(self, console: Console, live: bool) -> None:
+    def __init__(self, console: Console, live: bool, records: Path) -> None:
         self.console = console
         self.live = live
-        self.records = _KeptRecorder()
+        self.records_path = records
+        self.records = _KeptRecorder(records)
         self.failures: list[str] = []
         if live:
             sdk, bad_key_sdk = anthropic.Anthropic(), anthropic.Anthropic(api_key="not-a-real-key")
@@ -259,16 +261,25 @@ class Tour:
         if not self.live:  # a real batch can take up to an hour: the tour shows it offline only
             self.step("6. A Message Batch: submitted, polled, collected, costed", self.batch)
         self.console.rule()
+        self.records.close()
         if self.failures:
             self.console.print(f"[red]{len(self.failures)} step(s) misbehaved.[/red]")
-            return 1
-        self.console.print("[green]Every step behaved as expected.[/green]")
-        return 0
+        else:
+            self.console.print("[green]Every step behaved as expected.[/green]")
+        self.console.print(
+            f"The tour's calls are recorded in {self.records_path}; summarise them with: "
+            f"keel report {shlex.quote(str(self.records_path))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1 if self.failures else 0
 
 
-def run_tour(*, live: bool = False, console: Console | None = None) -> int:
+def run_tour(records: Path, *, live: bool = False, console: Console | None = None) -> int:
+    """The tour; its calls' records are appended to `records` (the folder made if need be)."""
     console = console or Console()
     if live and not os.environ.get("ANTHROPIC_API_KEY"):
         console.print("[red]--live needs ANTHROPIC_API_KEY in the environment.[/red]")
         return 2
-    return Tour(console, live).run()
+    records.parent.mkdir(parents=True, exist_ok=True)
+    return Tour(console, live, records).run()

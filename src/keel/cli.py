@@ -3,45 +3,85 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from keel._callcli import call as call_command
+from keel._callcli import stream as stream_command
+from keel._cli_common import fail, scenario_from
 from keel.batch.cli import batch_app
 from keel.bulk.cli import run as run_command
 from keel.emulator import (
     DEFAULT_API_KEY,
+    Clock,
     Emulator,
     EmulatorConfig,
-    FaultSpecError,
     RateLimits,
-    Scenario,
-    load_scenario,
 )
+from keel.emulator.cassette import CassetteError
+from keel.emulator.replay import DEFAULT_IGNORED, OnMiss
+from keel.proxy.cli import proxy
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
     from keel._error_map import ErrorClass
+    from keel._stop import StopRow
 
 app = typer.Typer(help="keel: production habits for the Claude Messages API.", no_args_is_help=True)
 emulator_app = typer.Typer(help="The local emulator of the Claude API.", no_args_is_help=True)
 app.add_typer(emulator_app, name="emulator")
 app.add_typer(batch_app, name="batch")
 app.command("run")(run_command)
+app.command()(proxy)
+app.command("call")(call_command)
+app.command("stream")(stream_command)
+
+
+DEFAULT_RECORDS = Path(".keel") / "records.jsonl"
+"""Where `keel tour` writes its records, and where `keel explain REQUEST_ID` looks first."""
+
+
+@dataclass
+class _Global:
+    debug: bool = False
+
+
+_GLOBAL = _Global()
+
+
+def _show_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        typer.echo(f"keel {version('claude-keel')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error instead of one line.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print keel's version and exit.")
+    ] = False,
+) -> None:
+    _GLOBAL.debug = debug
 
 
 @app.command()
 def tour(
     live: Annotated[bool, typer.Option(help="Run against the real API with ANTHROPIC_API_KEY.")] = False,
+    records: Annotated[Path, typer.Option(help="Append the tour's call records to this file.")] = DEFAULT_RECORDS,
 ) -> None:
     """Walk through streaming, errors and retries against the embedded emulator (or the real API)."""
     from keel._tour import run_tour
 
-    raise typer.Exit(run_tour(live=live))
+    raise typer.Exit(run_tour(records, live=live))
 
 
 @app.command("config")
@@ -88,15 +128,33 @@ def serve(
     batch_speed: Annotated[
         float, typer.Option(min=0, help="Message Batches clock: simulated seconds per second (3600: an hour a second).")
     ] = 1.0,
+    clock_speed: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Clock of the rate limits and the prompt cache: simulated seconds per second (10: a minute's limits "
+            "refill in 6 s; retry-after stays in real seconds).",
+        ),
+    ] = 1.0,
+    replay: Annotated[
+        Path | None, typer.Option(help="Answer the requests this cassette holds with its recorded responses.")
+    ] = None,
+    replay_speed: Annotated[
+        float, typer.Option(help="Replay the recorded timing this many times as fast (inf: no waiting).")
+    ] = 1.0,
+    on_miss: Annotated[
+        OnMiss, typer.Option(help="A request the cassette does not hold: generate it, or answer a 404 (error).")
+    ] = "generate",
+    replay_ignore: Annotated[
+        list[str] | None,
+        typer.Option(help="A request field (dotted path) left out of matching; repeat it (default: metadata)."),
+    ] = None,
 ) -> None:
     """Serve the emulator over HTTP until Ctrl-C."""
+    from keel.emulator.server import listen
     from keel.emulator.server import serve as run_server
 
-    try:
-        scenario = load_scenario(faults, seed) if faults else Scenario(seed=seed or 0)
-    except (FaultSpecError, OSError) as err:
-        typer.echo(f"keel: bad scenario file: {err}", err=True)
-        raise typer.Exit(2) from None
+    scenario = scenario_from(faults, seed)
     config = EmulatorConfig(
         api_key=api_key,
         seed=seed or 0,
@@ -106,16 +164,33 @@ def serve(
         rate_limits=_rate_limits(rate_limit, scenario.limits) if rate_limit else None,
         batch_speed=batch_speed,
         access_log=access_log,
+        clock=Clock(speed=clock_speed),
+        replay=replay,
+        replay_speed=replay_speed,
+        on_miss=on_miss,
+        replay_ignore=tuple(replay_ignore) if replay_ignore is not None else DEFAULT_IGNORED,
     )
     try:
         emulator = Emulator(config)
+    except (CassetteError, ValueError) as err:
+        fail(str(err))
     except OSError as err:
-        typer.echo(f"keel: cannot write the access log {access_log}: {err.strerror or err}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"keel emulator listening on http://{host}:{port}  (ANTHROPIC_BASE_URL=http://{host}:{port})")
-    typer.echo(f"{len(scenario.rules)} fault rule(s); Ctrl-C stops it.")
+        fail(f"cannot write the access log {access_log}: {err.strerror or err}")
     try:
-        run_server(emulator, host, port)
+        try:
+            sock = listen(host, port)
+        except OSError as err:
+            typer.echo(
+                f"keel emulator serve: cannot listen on {host}:{port}: {err.strerror or err}. Pick another --port, "
+                "or stop what uses it.",
+                err=True,
+            )
+            raise typer.Exit(2) from None
+        typer.echo(f"keel emulator listening on http://{host}:{port}  (ANTHROPIC_BASE_URL=http://{host}:{port})")
+        replayer = emulator.replayer
+        replaying = f"; replaying {replay} ({len(replayer.cassette.exchanges)} exchanges)" if replayer else ""
+        typer.echo(f"{len(scenario.rules)} fault rule(s){replaying}; Ctrl-C stops it.")
+        run_server(emulator, sock)
     finally:
         emulator.access_log.close()
     typer.echo("keel emulator stopped.")
@@ -126,15 +201,19 @@ def explain(
     what: Annotated[
         str | None,
         typer.Argument(
-            metavar="NAME_OR_STATUS",
-            help="A row name (overloaded), a status (429), an error.type or error_code, or STATUS:TYPE:CODE.",
+            metavar="TERM",
+            help="An error row name (overloaded), a status (429), an error.type or error_code, STATUS:TYPE:CODE, a "
+            "stop_reason (refusal, max_tokens, pause_turn, ...) or a request id (req_...).",
         ),
     ] = None,
+    records: Annotated[Path, typer.Option(help="The records file a request id is looked up in.")] = DEFAULT_RECORDS,
 ) -> None:
-    """Explain keel's error map: the whole table, or what one error means and what to do about it."""
+    """Explain an error, a stop_reason or a recorded request: what it means, whether to retry, what to do. Without
+    TERM: keel's whole error map."""
     from rich.console import Console
 
     from keel._error_map import ERROR_TABLE
+    from keel._stop import STOP_TABLE, stop_row
 
     console = Console()
     if what is None:
@@ -143,13 +222,20 @@ def explain(
         else:
             _error_list(ERROR_TABLE, console)
         return
+    if what.startswith("req_"):
+        _explain_request(what.strip(), records, console)
+        return
+    stop = stop_row(what.strip().lower())
+    if stop is not None:
+        _explain_stop(stop, console)
+        return
     found = _error_rows(what)
     if found is None:
-        names = ", ".join(row.name for row in ERROR_TABLE)
         typer.echo(
-            f"keel: no error class matches {what!r}. Give a name, a status (e.g. 429), an error.type or "
-            f"error_code, or STATUS:TYPE:CODE (e.g. 429:rate_limit_error:enforced_spend_limit_reached).\n"
-            f"Names: {names}",
+            f"keel explain: {what!r} is not a term keel knows. Give an error name, a status (e.g. 429), an error.type "
+            "or error_code, STATUS:TYPE:CODE, a stop_reason, or a request id (req_...).\n"
+            f"Error names: {', '.join(row.name for row in ERROR_TABLE)}\n"
+            f"Stop reasons: {', '.join(row.kind for row in STOP_TABLE)}",
             err=True,
         )
         raise typer.Exit(2)
@@ -158,6 +244,51 @@ def explain(
         console.print(note)
     for row in rows:
         _explain_row(row, console)
+
+
+def _explain_request(request_id: str, records: Path, console: Console) -> None:
+    """The calls of a request id in the records, and what their error or stop means."""
+    from keel._error_map import by_name
+    from keel._report import find_calls
+    from keel._stop import stop_row
+
+    try:
+        traces = find_calls(records, request_id)
+    except OSError as err:
+        typer.echo(f"keel explain: cannot read the records file {records}: {err.strerror or err}", err=True)
+        typer.echo("Give the file keel.Client(records=PATH) writes with --records PATH.", err=True)
+        raise typer.Exit(2) from None
+    if not traces:
+        typer.echo(f"keel explain: no record in {records} has request_id {request_id} (--records PATH for another)")
+        raise typer.Exit(1)
+    for trace in traces:
+        call = trace.call or {}
+        tried = ", ".join(str(a.get("status") or a.get("error_class")) for a in trace.attempts)
+        console.print(
+            f"call {trace.call_id}: {call.get('mode', '?')} {call.get('model', '?')}, "
+            f"{len(trace.attempts)} attempt(s) [{tried}], "
+            f"stop_reason {call.get('stop_reason')}, error {call.get('error_class')}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if call.get("error_class"):
+            _explain_row(by_name(call["error_class"]), console)
+        elif (stop := stop_row(str(call.get("outcome")))) is not None:
+            _explain_stop(stop, console)
+
+
+def _explain_stop(row: StopRow, console: Console) -> None:
+    from rich.panel import Panel
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("means", row.meaning)
+    table.add_row("retry it", row.retry)
+    table.add_row("what to do", row.todo)
+    table.add_row("keel outcome", row.outcome.__name__)
+    console.print(Panel(table, title=f"stop_reason {row.kind}", title_align="left", expand=False))
 
 
 def _error_rows(what: str) -> tuple[list[ErrorClass], list[str]] | None:
@@ -373,5 +504,31 @@ def _rate_limits(text: str, scenario: RateLimits | None) -> RateLimits:
     )
 
 
+def failure_line(err: Exception) -> str:
+    """What went wrong, in one line, for an error no command reported itself."""
+    import anthropic
+
+    from keel._error_map import classify_exception
+    from keel._exceptions import KeelError
+
+    if isinstance(err, anthropic.APIConnectionError):
+        return f"cannot reach the API ({err}): check ANTHROPIC_BASE_URL and the network"
+    if isinstance(err, anthropic.APIError):
+        row = classify_exception(err)
+        return f"the API answered {row.label()}: {err.message} — {row.note}"
+    if isinstance(err, KeelError):
+        return str(err)
+    if isinstance(err, OSError):
+        return f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
+    return f"unexpected {type(err).__name__}: {err}"
+
+
 def main() -> None:
-    app()
+    """The `keel` command: an error no command reported is one line (the traceback with --debug)."""
+    try:
+        app()
+    except Exception as err:  # typer re-raises what a command raised
+        if _GLOBAL.debug:
+            raise
+        typer.echo(f"keel: {failure_line(err)}\nRun it again with --debug for the traceback.", err=True)
+        sys.exit(1)

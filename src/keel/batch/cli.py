@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import time
-from contextlib import closing
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import anthropic
 import typer
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Column, Table
+from rich.text import Text
 
 from .. import _jobcli as jobcli
 from .._client import Client
@@ -24,7 +27,7 @@ from .._exceptions import (
 )
 from .backends import existing_ledger, open_ledger
 from .costs import cost_line, cost_report
-from .inputs import Defaults
+from .inputs import Defaults, count_rejects
 from .jobs import Job
 from .leases import LiveRunner, RunnerId
 from .ledger import Shard, SQLLedger
@@ -32,7 +35,6 @@ from .runner import BatchRunner, Progress, RunnerOptions, job_id_for, preflight,
 
 batch_app = typer.Typer(help="Durable, resumable Message Batches.", no_args_is_help=True)
 console = Console()
-L = TypeVar("L")
 LedgerOption = Annotated[
     Path | None,
     typer.Option(
@@ -42,44 +44,111 @@ LedgerOption = Annotated[
 ]
 
 
-def _ledger(path: Path | None) -> closing[SQLLedger]:
-    """The command's ledger, closed when the command ends (`with _ledger(path) as store:`)."""
-    return closing(jobcli.reached(console, "batch", open_ledger, path))
+def _ledger(ctx: typer.Context, path: Path | None) -> SQLLedger:
+    return jobcli.reached(ctx, console, "batch", open_ledger, path)
 
 
-def _progress_table(progress: Progress) -> Table:
-    counts = progress.counts
-    elapsed = time.monotonic() - progress.started
-    eta = progress.eta_seconds()
-    title = f"job {progress.job_id} — {elapsed:,.0f} s elapsed" + (f", ETA {eta:,.0f} s" if eta is not None else "")
-    names = ("processing", "succeeded", "errored", "canceled", "expired")
-    table = Table("shard", "batch", "status", Column("runner", no_wrap=True), *names, title=title)
-    for shard in progress.shards:
-        counts_now = (str(shard.counts.get(n, "-")) for n in names)
-        table.add_row(str(shard.shard_id), shard.batch_id or "-", shard.state, _holder(shard), *counts_now)
-    table.add_row("all", "", "", "", *(str(counts.get(n, 0)) for n in names))
-    return table
+_COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 
 
-def _preflight(input: Path, options: RunnerOptions, path: Path | None) -> None:
+def _running(job: Job, live: list[LiveRunner]) -> bool:
+    """Whether a run drives the job: its status says so (a run stopped by Ctrl-C, a failure or its budget sets it
+    "stopped") and a runner's lease on it is live (a killed runner cannot say it stopped; its lease expires)."""
+    return job.status == "running" and bool(live)
+
+
+def _shown_status(job: Job, live: list[LiveRunner]) -> str:
+    """A job's status as the ledger says, except that a "running" job no live runner holds is "stopped"."""
+    return "stopped" if job.status == "running" and not live else job.status
+
+
+def _holder(shard: Shard) -> str:
+    """Who holds a shard: a runner (host, pid), one whose lease expired (to be taken over), or nobody."""
+    if shard.lease_owner is None or shard.lease_left is None:
+        return "-"
+    runner = RunnerId.parse(shard.lease_owner)
+    held = f"{runner.host} pid {runner.pid}"
+    return held if shard.lease_left > 0 else f"{held} (lease expired)"
+
+
+def _held(shards: list[Shard], runner: RunnerId) -> list[int]:
+    """The numbers (1..n within the job) of the shards `runner` holds."""
+    return [number for number, shard in enumerate(shards, 1) if shard.held_by(runner.key)]
+
+
+def _progress_view(progress: Progress, *, live: bool) -> Group:
+    """A job's shards, numbered 1..n within the job (with the runner that holds each, while any does), with each
+    round's counts (a retry round's requests are counted in that round, never added to the first's), then each shard's
+    batch id whole on its own line (`adopt` takes it); elapsed time and ETA only while a run drives the job."""
+    title = f"job {progress.job_id}"
+    if live:
+        eta = progress.eta_seconds()
+        elapsed = f"{time.monotonic() - progress.started:,.0f} s elapsed"
+        title += f" — {elapsed}" + (f", ETA {eta:,.0f} s" if eta is not None else "")
+    held = any(shard.lease_left is not None for shard in progress.shards)  # else no runner column
+    runner = [Column("runner", no_wrap=True)] if held else []
+    table = Table(
+        "shard",
+        "round",
+        "state",
+        *runner,
+        *_COUNTS,
+        title=title,
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    for number, shard in enumerate(progress.shards, 1):
+        holder = [_holder(shard)] if held else []
+        counts = (str(shard.counts.get(n, "-")) for n in _COUNTS)
+        table.add_row(str(number), str(shard.round), shard.state, *holder, *counts)
+    for round_number, totals in _round_counts(progress).items():
+        cells = ("total", str(round_number), "", *([""] if held else []), *(str(totals.get(n, 0)) for n in _COUNTS))
+        table.add_row(*cells, style="bold")
+    batches = [
+        Text(f"shard {number}: {shard.batch_id}", no_wrap=True, overflow="ignore")
+        for number, shard in enumerate(progress.shards, 1)
+        if shard.batch_id
+    ]
+    return Group(table, *batches)
+
+
+def _round_counts(progress: Progress) -> dict[int, dict[str, int]]:
+    """Each round's request counts, its shards' summed (a retry round's requests are not added to the first's)."""
+    rounds: dict[int, dict[str, int]] = {}
+    for shard in sorted(progress.shards, key=lambda shard: shard.round):
+        total = rounds.setdefault(shard.round, {})
+        for name, value in shard.counts.items():
+            total[name] = total.get(name, 0) + value
+    return rounds
+
+
+def _preflight(ctx: typer.Context, input: Path, options: RunnerOptions, path: Path | None) -> None:
     """Print what the requests not finished yet could cost (reading the ledger only if there is one)."""
-    store = jobcli.reached(console, "batch", existing_ledger, path)  # a dry run creates no ledger
+    store = jobcli.reached(ctx, console, "batch", existing_ledger, path)  # a dry run creates no ledger
     estimate = preflight(input, options, store)
     spent = spent_usd(store, job_id_for(input, options)) if store is not None else 0.0
-    if store is not None:
-        store.close()
     jobcli.show_preflight(console, "batch run", estimate, options.budget_usd, spent)
+    job = store.job(job_id_for(input, options)) if store is not None else None
+    if store is not None and job is not None and job.status != "new":
+        rejected = store.state_counts(job.job_id).get("rejected", 0)
+    else:
+        rejected = count_rejects(input, options.defaults, options.shard_bytes)
+    if rejected:
+        console.print(f"rejects: {rejected:,} input line(s) are not sent (the rejects file says why)", highlight=False)
 
 
 def _summary(ledger: SQLLedger, job_id: str) -> None:
     counts = ledger.state_counts(job_id)
-    console.print("  " + ", ".join(f"{state}: {count:,}" for state, count in sorted(counts.items())), soft_wrap=True)
+    final = ", ".join(f"{state}: {count:,}" for state, count in sorted(counts.items()))
+    console.print(f"  final: {final}", soft_wrap=True)
     for row in cost_report(ledger, job_id):
         console.print(f"  {cost_line(row)}", soft_wrap=True, highlight=False)
 
 
 @batch_app.command("run")
 def run(
+    ctx: typer.Context,
     input: jobcli.InputArgument,
     out: jobcli.OutOption,
     model: jobcli.ModelOption = None,
@@ -112,13 +181,16 @@ def run(
         budget_usd=budget_usd,
         lease_seconds=lease_seconds,
     )
-    sdk = jobcli.start_job("batch run", anthropic.Anthropic, dry_run, lambda: _preflight(input, options, ledger))
+    sdk = jobcli.start_job("batch run", anthropic.Anthropic, dry_run, lambda: _preflight(ctx, input, options, ledger))
     if sdk is None:
         return
     rejects = rejects or out.with_name(out.stem + ".rejects.jsonl")
     failures = failures or out.with_name(out.stem + ".failures.jsonl")
+    store = _ledger(ctx, ledger)
+    named = {"model": model, "max_tokens": max_tokens, "system": system, "budget_usd": budget_usd, "ledger": ledger}
+    kept = f"What finished is kept in the ledger ({store.where}); batches in flight go on and are collected on resume."
     with (
-        _ledger(ledger) as store,
+        jobcli.resumable("batch run", kept, jobcli.resume_command("batch run", input, out, named)),
         Client(sdk, policy="background") as client,
         Live(console=console, auto_refresh=False) as live,
         jobcli.notes_shown(console, "keel.batch", "batch run"),
@@ -126,10 +198,13 @@ def run(
 
         def show(progress: Progress) -> None:
             if quiet:
-                counts = ", ".join(f"{k} {v}" for k, v in sorted(progress.counts.items()))
-                console.print(f"{progress.job_id}: {counts}", highlight=False, soft_wrap=True)
+                rounds = "; ".join(
+                    f"round {n}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                    for n, counts in _round_counts(progress).items()
+                )
+                console.print(f"{progress.job_id}: {rounds}", highlight=False, soft_wrap=True)
             else:
-                live.update(_progress_table(progress), refresh=True)
+                live.update(_progress_view(progress, live=True), refresh=True)
 
         runner = BatchRunner(client, store, options, on_progress=show)
         try:
@@ -141,112 +216,154 @@ def run(
             live.stop()
             _summary(store, job_id_for(input, options))
             jobcli.stop_at_budget(console, "batch run", stopped)
-        live.stop()
-        console.print(f"job {job_id}: results in {out}, rejects in {rejects}, failures in {failures}", soft_wrap=True)
-        _summary(store, job_id)
+    console.print(f"job {job_id}: results in {out}, rejects in {rejects}, failures in {failures}", soft_wrap=True)
+    _summary(store, job_id)
 
 
-def _holder(shard: Shard) -> str:
-    """Who holds a shard: a runner (host, pid), one whose lease expired (to be taken over), or nobody."""
-    if shard.lease_owner is None or shard.lease_left is None:
-        return "-"
-    runner = RunnerId.parse(shard.lease_owner)
-    held = f"{runner.host} pid {runner.pid}"
-    return held if shard.lease_left > 0 else f"{held} (lease expired)"
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
-def _shown_status(job: Job, live: list[LiveRunner]) -> str:
-    """A job's status as the ledger says, except that a "running" job no live runner holds is "stopped"."""
-    if job.status == "running" and not live:
-        return "stopped"
-    return job.status
+@batch_app.command("status")
+def status(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="The job id.")],
+    ledger: LedgerOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """A job's live runners (host, pid) and the shards each holds, its shards (with each round's counts), its items'
+    final states and cost so far."""
+    store = _ledger(ctx, ledger)
+    found = store.job(job)
+    if found is None:
+        console.print(f"[red]no job {job} in {store.where}[/red]")
+        raise typer.Exit(2)
+    shards = store.shards(job)
+    live = store.runners(job)
+    if json_output:
+        typer.echo(
+            json.dumps(
+                {
+                    "job_id": job,
+                    "status": _shown_status(found, live),
+                    "running": _running(found, live),
+                    "input": found.input_path,
+                    "runners": [_runner_json(each, shards) for each in live],
+                    "shards": [
+                        {
+                            "shard": n,
+                            "round": s.round,
+                            "batch_id": s.batch_id,
+                            "state": s.state,
+                            "counts": s.counts,
+                            "runner": None if s.lease_left is None or s.lease_left <= 0 else _holder(s),
+                        }
+                        for n, s in enumerate(shards, 1)
+                    ],
+                    "final": store.state_counts(job),
+                    "cost": [asdict(row) for row in cost_report(store, job)],
+                },
+                indent=2,
+            )
+        )
+        return
+    shown = _shown_status(found, live)
+    if shown != found.status:
+        shown += " (no runner: the leases of its last runners expired; keel batch run resumes it)"
+    console.print(f"job {job}: {shown}, input {found.input_path}", soft_wrap=True, highlight=False)
+    for each in live:
+        held = _held(shards, each.runner)
+        doing = f"holds shards {', '.join(map(str, held))}" if held else "holds no shard (waiting, or between steps)"
+        console.print(f"  {each.runner}: {doing}; lease {each.lease_left:,.0f} s left", highlight=False, soft_wrap=True)
+    console.print(_progress_view(Progress(job, shards, time.monotonic()), live=False))
+    _summary(store, job)
+
+
+def _runner_json(each: LiveRunner, shards: list[Shard]) -> dict[str, object]:
+    runner = each.runner
+    return {"host": runner.host, "pid": runner.pid, "shards": _held(shards, runner), "lease_left": each.lease_left}
 
 
 def _runners_line(live: list[LiveRunner]) -> str:
     return ", ".join(f"{r.runner.host} pid {r.runner.pid}" for r in live) or "-"
 
 
-@batch_app.command("status")
-def status(job: Annotated[str, typer.Argument(help="The job id.")], ledger: LedgerOption = None) -> None:
-    """A job's shards (and the runner that holds each), item states and cost so far, and its live runners."""
-    with _ledger(ledger) as store:
-        found = store.job(job)
-        if found is None:
-            console.print(f"[red]no job {job} in {store.where}[/red]")
-            raise typer.Exit(2)
-        live = store.runners(job)
-        shown = _shown_status(found, live)
-        if shown != found.status:
-            shown += " (no runner: the leases of its last runners expired; keel batch run resumes it)"
-        console.print(f"job {job}: {shown}, input {found.input_path}", highlight=False, soft_wrap=True)
-        shards = store.shards(job)
-        for each in live:
-            held = [str(shard.shard_id) for shard in shards if shard.held_by(each.runner.key)]
-            doing = f"holds shards {', '.join(held)}" if held else "holds no shard (waiting, or between steps)"
-            console.print(
-                f"  {each.runner}: {doing}; lease {each.lease_left:,.0f} s left", highlight=False, soft_wrap=True
-            )
-        console.print(_progress_table(Progress(job, shards, time.monotonic())))
-        _summary(store, job)
-
-
 @batch_app.command("list")
-def list_jobs(ledger: LedgerOption = None) -> None:
-    """The jobs in the ledger, each with its live runners (host, pid)."""
-    with _ledger(ledger) as store:
-        table = Table(*(Column(name, no_wrap=True) for name in ("job", "status", "runners")), "input", "items")
-        for job in store.jobs():
-            counts = store.state_counts(job.job_id)
-            live = store.runners(job.job_id)
-            table.add_row(
-                job.job_id, _shown_status(job, live), _runners_line(live), job.input_path, f"{sum(counts.values()):,}"
-            )
-        console.print(table)
+def list_jobs(ctx: typer.Context, ledger: LedgerOption = None, json_output: JsonOption = False) -> None:
+    """The jobs in the ledger, whether a run drives each, and its live runners (host, pid)."""
+    store = _ledger(ctx, ledger)
+    rows = [(job, store.runners(job.job_id), sum(store.state_counts(job.job_id).values())) for job in store.jobs()]
+    if json_output:
+        listed = [
+            {
+                "job_id": j.job_id,
+                "status": _shown_status(j, live),
+                "running": _running(j, live),
+                "runners": [{"host": r.runner.host, "pid": r.runner.pid} for r in live],
+                "input": j.input_path,
+                "items": n,
+            }
+            for j, live, n in rows
+        ]
+        typer.echo(json.dumps(listed, indent=2))
+        return
+    table = Table()
+    for name in ("job", "status", "runners"):
+        table.add_column(name, no_wrap=True)  # whole, to copy; the input path folds instead
+    table.add_column("input", overflow="fold")
+    table.add_column("items")
+    for job, live, items in rows:
+        table.add_row(job.job_id, _shown_status(job, live), _runners_line(live), job.input_path, f"{items:,}")
+    console.print(table)
 
 
 @batch_app.command("cancel")
-def cancel(job: Annotated[str, typer.Argument(help="The job id.")], ledger: LedgerOption = None) -> None:
+def cancel(
+    ctx: typer.Context, job: Annotated[str, typer.Argument(help="The job id.")], ledger: LedgerOption = None
+) -> None:
     """Cancel a job's batches in flight; `keel batch run` then collects what finished and stops."""
-    with _ledger(ledger) as store:
-        if store.job(job) is None:
-            console.print(f"[red]no job {job} in {store.where}[/red]")
-            raise typer.Exit(2)
-        store.set_job_status(job, "canceling")
-        with Client(policy="background") as client:
-            for shard in store.shards(job, ("submitted",)):
-                assert shard.batch_id is not None
+    store = _ledger(ctx, ledger)
+    if store.job(job) is None:
+        console.print(f"[red]no job {job} in {store.where}[/red]")
+        raise typer.Exit(2)
+    store.set_job_status(job, "canceling")
+    with Client(policy="background") as client:
+        for number, shard in enumerate(store.shards(job), 1):
+            if shard.state == "submitted" and shard.batch_id is not None:
                 BatchRunner(client, store).cancel_batch(shard.batch_id)
-                console.print(f"canceling {shard.batch_id} (shard {shard.shard_id})")
-        store.set_job_status(job, "canceled")
+                console.print(f"canceling {shard.batch_id} (shard {number})")
+    store.set_job_status(job, "canceled")
 
 
 @batch_app.command("results")
 def results(
+    ctx: typer.Context,
     job: Annotated[str, typer.Argument(help="The job id.")],
     out: Annotated[Path, typer.Option(help="Where to write the results file.")],
     ledger: LedgerOption = None,
 ) -> None:
     """Write a job's results file again from the ledger (one line per input line, in input order)."""
-    with _ledger(ledger) as store:
-        if store.job(job) is None:
-            console.print(f"[red]no job {job} in {store.where}[/red]")
-            raise typer.Exit(2)
-        with Client(policy="background") as client:
-            BatchRunner(client, store).write_outputs(job, out, None, None)
+    store = _ledger(ctx, ledger)
+    if store.job(job) is None:
+        console.print(f"[red]no job {job} in {store.where}[/red]")
+        raise typer.Exit(2)
+    with Client(policy="background") as client:
+        BatchRunner(client, store).write_outputs(job, out, None, None)
     console.print(f"job {job}: results in {out}")
 
 
 @batch_app.command("adopt")
 def adopt(
+    ctx: typer.Context,
     job: Annotated[str, typer.Argument(help="The job id.")],
-    shard: Annotated[int, typer.Option(help="The shard whose create response was lost.")],
+    shard: Annotated[int, typer.Option(help="The shard whose create response was lost (its number in the job).")],
     batch_id: Annotated[str, typer.Option(help="The batch that holds it.")],
     ledger: LedgerOption = None,
 ) -> None:
     """Settle an ambiguous submission: this shard is that batch (its custom_ids are checked on download)."""
-    with _ledger(ledger) as store:
-        if not any(s.shard_id == shard and s.state == "submitting" for s in store.shards(job)):
-            console.print(f"[red]job {job} has no shard {shard} waiting to be settled[/red]")
-            raise typer.Exit(2)
-        store.mark_submitted(shard, batch_id)
+    store = _ledger(ctx, ledger)
+    shards = store.shards(job)
+    if not 1 <= shard <= len(shards) or shards[shard - 1].state != "submitting":
+        console.print(f"[red]job {job} has no shard {shard} waiting to be settled[/red]")
+        raise typer.Exit(2)
+    store.mark_submitted(shards[shard - 1].shard_id, batch_id)
     console.print(f"shard {shard} of job {job} is batch {batch_id}; run keel batch run again to carry on")

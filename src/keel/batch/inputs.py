@@ -150,7 +150,7 @@ def read_items(path: Path, defaults: Defaults, max_request_bytes: int, seen: IdS
             custom_id: str | None = None
             try:
                 try:
-                    data = json.loads(raw)
+                    data = json.loads(raw.rstrip("\r\n"))  # a line cut short errs at its end, not on "line 2"
                 except json.JSONDecodeError as err:
                     raise _Invalid(f"not valid JSON: {err.msg} at column {err.colno}") from None
                 if not isinstance(data, dict):
@@ -178,13 +178,24 @@ def read_items(path: Path, defaults: Defaults, max_request_bytes: int, seen: IdS
             yield item
 
 
-def accepted_items(path: Path, defaults: Defaults, max_request_bytes: int) -> Iterator[Item]:
-    """The accepted lines of `path`, in order, recording nothing (a dry run's estimate)."""
+def _screened(path: Path, defaults: Defaults, max_request_bytes: int) -> Iterator[Item | Reject]:
+    """Each line of `path` accepted or rejected, as a run would (a custom_id given twice is rejected the second
+    time), recording nothing."""
     seen: set[str] = set()
     for entry in read_items(path, defaults, max_request_bytes, seen):
         if isinstance(entry, Item):
             seen.add(entry.custom_id)
-            yield entry
+        yield entry
+
+
+def accepted_items(path: Path, defaults: Defaults, max_request_bytes: int) -> Iterator[Item]:
+    """The accepted lines of `path`, in order, recording nothing (a dry run's estimate)."""
+    return (entry for entry in _screened(path, defaults, max_request_bytes) if isinstance(entry, Item))
+
+
+def count_rejects(path: Path, defaults: Defaults, max_request_bytes: int) -> int:
+    """How many lines of `path` a run would reject (shown before anything is sent)."""
+    return sum(isinstance(entry, Reject) for entry in _screened(path, defaults, max_request_bytes))
 
 
 def input_digest(path: Path, fingerprint: Mapping[str, Any]) -> str:

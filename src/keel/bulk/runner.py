@@ -183,6 +183,10 @@ class BulkRunner:
             except BudgetExceeded:
                 self._finish(job_id, "stopped", out, rejects)
                 raise
+            except BaseException:  # Ctrl-C (the task canceled) or a failure: unless another runner drives the job
+                if not ledger.runners(job_id, besides=self.runner.key):
+                    ledger.set_job_status(job_id, "stopped")
+                raise
         self._finish(job_id, "done", out, rejects)
         return job_id
 

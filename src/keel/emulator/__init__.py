@@ -6,6 +6,7 @@ Depends on nothing else in keel. See docs/emulator.md for how a request asks for
 from .access_log import AccessEntry, AccessLog
 from .app import DEFAULT_API_KEY, Emulator, EmulatorConfig, create_app
 from .batches import BatchStore
+from .cassette import Cassette, CassetteError, read_cassette
 from .clients import async_client, client
 from .clock import BatchClock, Clock
 from .faults import FAULT_HEADER, Fault, FaultSpecError, Scenario, load_scenario, parse_fault_header
@@ -20,6 +21,8 @@ __all__ = [
     "AsyncEmulatorTransport",
     "BatchClock",
     "BatchStore",
+    "Cassette",
+    "CassetteError",
     "Clock",
     "Emulator",
     "EmulatorConfig",
@@ -35,4 +38,5 @@ __all__ = [
     "create_app",
     "load_scenario",
     "parse_fault_header",
+    "read_cassette",
 ]

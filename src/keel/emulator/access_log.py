@@ -12,7 +12,12 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Generic, Protocol, TextIO, TypeVar
+
+
+def stamp(at: float) -> str:
+    """A time as the log files write it: RFC 3339 in UTC, with milliseconds."""
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -32,38 +37,31 @@ class AccessEntry:
         """The entry as one line of the access-log file, its time in RFC 3339 with milliseconds."""
         fields = asdict(self)
         at = fields.pop("at")
-        stamp = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return json.dumps({"time": stamp, **fields}, separators=(",", ":"))
+        return json.dumps({"time": stamp(at), **fields}, separators=(",", ":"))
 
 
-class AccessLog:
+class LogEntry(Protocol):
+    def to_json(self) -> str: ...
+
+
+E = TypeVar("E", bound=LogEntry)
+
+
+class JsonLinesLog(Generic[E]):
     """Thread-safe, append-only; `entries()` returns a snapshot. With `path`, each entry is also a line there."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self._entries: list[AccessEntry] = []
+        self._entries: list[E] = []
         self._lock = threading.Lock()
         self._file: TextIO | None = path.open("a", encoding="utf-8", buffering=1) if path is not None else None
 
-    def add(
-        self,
-        *,
-        method: str,
-        path: str,
-        status: int,
-        request_id: str,
-        retry_count: int | None,
-        fault: str | None,
-        model: str | None,
-        stream: bool,
-        key_id: str | None,
-    ) -> None:
-        entry = AccessEntry(method, path, status, request_id, retry_count, fault, model, stream, time.time(), key_id)
+    def append(self, entry: E) -> None:
         with self._lock:
             self._entries.append(entry)
             if self._file is not None:
                 self._file.write(entry.to_json() + "\n")
 
-    def entries(self) -> list[AccessEntry]:
+    def entries(self) -> list[E]:
         with self._lock:
             return list(self._entries)
 
@@ -78,3 +76,24 @@ class AccessLog:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+class AccessLog(JsonLinesLog[AccessEntry]):
+    """The emulator's access log: one `AccessEntry` per request served."""
+
+    def add(
+        self,
+        *,
+        method: str,
+        path: str,
+        status: int,
+        request_id: str,
+        retry_count: int | None,
+        fault: str | None,
+        model: str | None,
+        stream: bool,
+        key_id: str | None,
+    ) -> None:
+        self.append(
+            AccessEntry(method, path, status, request_id, retry_count, fault, model, stream, time.time(), key_id)
+        )

@@ -21,14 +21,17 @@ from starlette.routing import Route
 
 from .access_log import AccessLog
 from .batches import MAX_BATCH_BYTES, MAX_BATCH_REQUESTS, Batch, BatchStore
-from .catalog import ModelSpec, load_catalog
+from .cassette import Cassette, read_cassette
+from .catalog import ModelSpec, capabilities, load_catalog
 from .clock import Clock
 from .errors import ApiError, invalid
-from .faults import FAULT_HEADER, Fault, FaultSpecError, Rule, Scenario, parse_fault_header
+from .faults import FAULT_HEADER, Fault, Rule, Scenario, parse_fault_header
 from .keys import key_id
+from .pacing import paced
 from .prompt_cache import PromptCache
 from .ratelimit import Admission, RateLimiter, RateLimits
 from .render import message_json, new_id, sse_events
+from .replay import DEFAULT_IGNORED, OnMiss, Replayer
 from .responder import Generation, generate
 from .validation import check_version, resolve_model, validate
 
@@ -58,6 +61,11 @@ class EmulatorConfig:
     batch_speed: float = 1.0  # simulated seconds per real second (3600: an hour a second; 0: only advance())
     batch_duration: float = 60.0  # simulated seconds a small batch takes (grows with size, +-20% by seed)
     batch_stall: bool = False  # batches never progress: every request expires at 24 h
+    # Replay (see docs/proxy.md): answer the requests a cassette holds with its recorded responses
+    replay: Cassette | Path | None = None
+    replay_speed: float = 1.0  # recorded timing divided by this (inf: no waiting)
+    on_miss: OnMiss = "generate"  # a request the cassette does not hold: generated as usual, or a 404 ("error")
+    replay_ignore: tuple[str, ...] = DEFAULT_IGNORED  # body fields (dotted paths) left out of matching
 
 
 @dataclass
@@ -70,6 +78,7 @@ class _Call:
     model: str | None = None
     stream: bool = False
     fault: Fault | None = None
+    fault_chosen: bool = False  # the fault was chosen already (a replay chose it before the request was generated)
 
 
 def _dumps(data: Any) -> bytes:
@@ -106,6 +115,14 @@ class Emulator:
             Route("/v1/models/{model_id:path}", self._endpoint(self._get_model), methods=["GET"]),
         ]
         self.app = Starlette(routes=routes, exception_handlers={HTTPException: self._http_exception})
+        self.replayer = self._replayer(self.config)
+
+    @staticmethod
+    def _replayer(config: EmulatorConfig) -> Replayer | None:
+        if config.replay is None:
+            return None
+        cassette = config.replay if isinstance(config.replay, Cassette) else read_cassette(config.replay)
+        return Replayer(cassette, speed=config.replay_speed, on_miss=config.on_miss, ignored=config.replay_ignore)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.app(scope, receive, send)
@@ -139,7 +156,8 @@ class Emulator:
             )
             try:
                 self._check_auth(api_key)
-                response = await handler(request, call)
+                replayed = await self._replayed(request, call) if self.replayer is not None else None
+                response = replayed or await handler(request, call)
             except ApiError as err:
                 response = self._error_response(err, call.request_id)
             response.headers["request-id"] = call.request_id
@@ -225,27 +243,42 @@ class Emulator:
         except json.JSONDecodeError as err:
             raise invalid(f"The request body is not valid JSON: {err}") from None
 
+    async def _replayed(self, request: Request, call: _Call) -> Response | None:
+        """The recorded answer to this request, with any fault layered on; None to generate it (a miss, with
+        `on_miss="generate"`)."""
+        assert self.replayer is not None
+        raw = await request.body()
+        try:
+            body = from_json(raw) if raw else None
+        except ValueError:
+            body = None  # not JSON: no recorded request has that body; generating it gives the API's 400
+        if isinstance(body, dict):
+            call.model = body.get("model") if isinstance(body.get("model"), str) else None
+            call.stream = body.get("stream") is True
+        self._pick_fault(request, call, batch_create=request.method == "POST" and request.url.path.endswith("/batches"))
+        call.fault_chosen = True
+        method, path, query = request.method, request.url.path, request.url.query
+        exchange = self.replayer.take(method, path, query, body)
+        if exchange is None:
+            if self.replayer.on_miss == "error":
+                raise self.replayer.miss(method, path, query, body)
+            return None
+        call.request_id = exchange.headers.get("request-id", call.request_id)
+        return await self.replayer.respond(exchange, call.fault, str(request.base_url))
+
     def _pick_fault(self, request: Request, call: _Call, *, batch_create: bool = False) -> None:
-        attempt = call.retry_count or 0
-        header = request.headers.get(FAULT_HEADER)
-        if header is not None:
-            try:
-                scripted = parse_fault_header(header)
-            except FaultSpecError as err:
-                raise invalid(f"{FAULT_HEADER}: {err}") from None
-            call.fault = scripted if scripted.applies_to(attempt) else None
-        else:
-            call.fault = self.config.scenario.pick(
-                request.scope["path"], call.model, attempt, batch_create=batch_create
-            )
-        fault = call.fault
-        if fault is not None and fault.status is not None:
-            headers = fault.error_headers()
-            if fault.status == 429 and fault.error_code is None and not headers:
-                headers["retry-after"] = "1"
-            raise ApiError(
-                fault.status, fault.message, error_type=fault.error_type, error_code=fault.error_code, headers=headers
-            )
+        if call.fault_chosen:
+            return
+        call.fault = self.config.scenario.choose(
+            request.headers.get(FAULT_HEADER),
+            request.scope["path"],
+            call.model,
+            call.retry_count or 0,
+            batch_create=batch_create,
+        )
+        error = call.fault.status_error() if call.fault else None
+        if error is not None:
+            raise error
 
     async def _request_body(self, request: Request, call: _Call) -> tuple[Any, str]:
         """Read and decode the body, note model and stream for the log, apply any fault; return body, version."""
@@ -279,7 +312,7 @@ class Emulator:
         gen = generate(valid, self.config.seed, new_id)
         message_id = new_id("msg_01")
         if call.stream:
-            events = sse_events(message_id, valid.model.id, gen, plan.usage)
+            events = sse_events(message_id, valid, gen, plan.usage)
             return StreamingResponse(
                 self._paced(events, call.fault, admission, gen.output_tokens),
                 media_type="text/event-stream; charset=utf-8",
@@ -287,7 +320,7 @@ class Emulator:
             )
         await self._delay(gen, call.fault)
         admission.settle(gen.output_tokens)
-        body = message_json(message_id, valid.model.id, gen, plan.usage)
+        body = message_json(message_id, valid, gen, plan.usage)
         return Response(_dumps(body), media_type=JSON_TYPE, headers=admission.headers)
 
     async def _count_tokens(self, request: Request, call: _Call) -> Response:
@@ -391,30 +424,21 @@ class Emulator:
             await asyncio.sleep(total)
 
     async def _paced(
-        self, events: Any, fault: Fault | None, admission: Admission, output_tokens: int
+        self, events: Iterator[tuple[bytes, bool]], fault: Fault | None, admission: Admission, output_tokens: int
     ) -> AsyncIterator[bytes]:
         """Send the events at the configured pace; the output tokens are taken from the rate limits when the body
         ends, however it ends (complete, cut by a fault, or left by the client)."""
-        ttft, tps = self._rates(fault)
-        error_after = fault.stream_error_after if fault else None
-        drop_after = fault.drop_after if fault else None
         try:
-            if ttft > 0:
-                await asyncio.sleep(ttft)
-            for sent, (chunk, is_content) in enumerate(events):
-                if drop_after is not None and sent >= drop_after:
-                    return
-                if error_after is not None and sent >= error_after:
-                    assert fault is not None
-                    err = ApiError(529, fault.message, error_type=fault.error_type or "overloaded_error")
-                    error = json.dumps({"type": "error", "error": err.error_object()})
-                    yield f"event: error\ndata: {error}\n\n".encode()
-                    return
-                if is_content and tps:
-                    await asyncio.sleep(1 / tps)
+            async for chunk in paced(_unblocked(events), fault, *self._rates(fault)):
                 yield chunk
         finally:
             admission.settle(output_tokens)
+
+
+async def _unblocked(events: Iterator[tuple[bytes, bool]]) -> AsyncIterator[tuple[bytes, bool]]:
+    """Events made on the fly, as an async iterator (what `paced` takes)."""
+    for item in events:
+        yield item
 
 
 async def _yielding(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
@@ -452,6 +476,7 @@ def _model_info(spec: ModelSpec) -> dict[str, Any]:
         "created_at": spec.created_at,
         "max_input_tokens": spec.context_window,
         "max_tokens": spec.max_output_tokens,
+        "capabilities": capabilities(spec),
         "lifecycle": "active",
     }
 

@@ -432,7 +432,7 @@ class _ResultWriter:
             return cached[0] + message_id + cached[1]
         valid = validate(json.loads(self.batch.params[params]), self.batch.version)
         gen = generate(valid, self.seed, new_id)
-        message = message_json(message_id, valid.model.id, gen, InputUsage(valid.input_tokens))
+        message = message_json(message_id, valid, gen, InputUsage(valid.input_tokens))
         message["usage"]["service_tier"] = "batch"
         text = json.dumps(message, separators=(",", ":"))
         if not any(block.tool_id for block in gen.blocks):

@@ -38,6 +38,7 @@ class ModelSpec:
     sampling: str  # "rejected": non-default values are a 400; "exclusive": temperature + top_p is a 400
     rate_limit_class: str  # models of one class (family: opus, sonnet, ...) share rate-limit buckets
     min_cache_tokens: int  # the minimum cacheable prompt length: a shorter prefix is not cached
+    inference_geo: bool  # takes `inference_geo` and reports where inference ran in `usage.inference_geo`
 
 
 def _spec(raw: dict[str, Any]) -> ModelSpec:
@@ -65,7 +66,43 @@ def _spec(raw: dict[str, Any]) -> ModelSpec:
         sampling=raw["sampling"],
         rate_limit_class=raw["rate_limit_class"],
         min_cache_tokens=raw["min_cache_tokens"],
+        inference_geo=raw["inference_geo"],
     )
+
+
+EFFORT_LEVELS = ("low", "medium", "high", "max", "xhigh")
+THINKING_TYPES = ("adaptive", "between_tools", "disabled", "enabled")
+
+
+def _support(supported: bool) -> dict[str, bool]:
+    return {"supported": supported}
+
+
+def capabilities(spec: ModelSpec) -> dict[str, Any]:
+    """`ModelInfo.capabilities`: thinking types and effort levels from the catalog; the rest (batch, citations,
+    code execution, image and PDF input, structured outputs, context management, server tools) is reported
+    supported on every model, as the docs list it for every current model (see docs/emulator.md)."""
+    levels = spec.effort_levels or ()
+    return {
+        "batch": _support(True),
+        "citations": _support(True),
+        "code_execution": _support(True),
+        "context_management": {
+            "supported": True,
+            "clear_thinking_20251015": _support(True),
+            "clear_tool_uses_20250919": _support(True),
+            "compact_20260112": _support(True),
+        },
+        "effort": {"supported": bool(levels), **{level: _support(level in levels) for level in EFFORT_LEVELS}},
+        "image_input": _support(True),
+        "pdf_input": _support(True),
+        "server_tools": {"supported": True, "code_execution": _support(True), "web_search": _support(True)},
+        "structured_outputs": _support(True),
+        "thinking": {
+            "supported": True,
+            "types": {kind: _support(kind not in spec.thinking_rejected) for kind in THINKING_TYPES},
+        },
+    }
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ docs/emulator.md): `rpm`, `itpm`, `otpm`, `enforce`, `[[limits.keys]]` entries a
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import tomllib
@@ -32,6 +33,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from .errors import ApiError, invalid
 from .ratelimit import LimitSpecError, RateLimits, limits_from_toml
 
 FAULT_HEADER = "x-keel-fault"
@@ -94,6 +96,23 @@ class Fault:
         if self.should_retry is not None:
             headers["x-should-retry"] = "true" if self.should_retry else "false"
         return headers
+
+    def status_error(self) -> ApiError | None:
+        """The error response this fault answers with, in the API's shape; None when it sets no `status`. A plain
+        429 gets `retry-after: 1` unless it says otherwise (a spend-limit 429, with `error_code`, gets none)."""
+        if self.status is None:
+            return None
+        headers = self.error_headers()
+        if self.status == 429 and self.error_code is None and not headers:
+            headers["retry-after"] = "1"
+        return ApiError(
+            self.status, self.message, error_type=self.error_type, error_code=self.error_code, headers=headers
+        )
+
+    def stream_error_event(self) -> bytes:
+        """The `event: error` frame of `stream_error_after` (`overloaded_error` unless `error_type` says otherwise)."""
+        error = ApiError(529, self.message, error_type=self.error_type or "overloaded_error").error_object()
+        return f"event: error\ndata: {json.dumps({'type': 'error', 'error': error})}\n\n".encode()
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -203,6 +222,19 @@ class Scenario:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+
+    def choose(
+        self, header: str | None, path: str, model: str | None, attempt: int, *, batch_create: bool = False
+    ) -> Fault | None:
+        """The fault for a request: the one its `x-keel-fault` header scripts (`header`), else the rules' pick. A
+        header that cannot be understood is the API's 400 naming the header."""
+        if header is None:
+            return self.pick(path, model, attempt, batch_create=batch_create)
+        try:
+            scripted = parse_fault_header(header)
+        except FaultSpecError as err:
+            raise invalid(f"{FAULT_HEADER}: {err}") from None
+        return scripted if scripted.applies_to(attempt) else None
 
     def pick(self, path: str, model: str | None, attempt: int, *, batch_create: bool = False) -> Fault | None:
         """The fault to apply, if any. Rules with only batch shares are considered for batch creation alone."""

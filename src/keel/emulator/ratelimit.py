@@ -276,9 +276,13 @@ class Admission:
         self._limiter.settle(self._account, output_tokens)
 
 
-def _retry_headers(wait: float) -> dict[str, str]:
+def _retry_headers(wait: float, speed: float) -> dict[str, str]:
+    """`retry-after` (whole seconds) and `retry-after-ms` for a wait of `wait` seconds on a clock running `speed`
+    times as fast as the wall clock: the client waits in real time (a frozen clock, speed 0, gives the wait as is)."""
     if math.isinf(wait):  # more than the bucket ever holds: no wait helps
         return {"retry-after": "60"}
+    if speed > 0:
+        wait /= speed
     return {"retry-after": str(max(1, math.ceil(wait))), "retry-after-ms": str(math.ceil(wait * 1000))}
 
 
@@ -321,7 +325,9 @@ class RateLimiter:
                 "You can see the response headers for current usage. Please reduce the prompt length or the maximum "
                 "tokens requested, or try again later."
             )
-            raise ApiError(429, message, headers={**account.headers(now, name), **_retry_headers(wait)})
+            raise ApiError(
+                429, message, headers={**account.headers(now, name), **_retry_headers(wait, self.clock.speed)}
+            )
         if account.ramp is None:
             return
         name, wait = max(((n, account.ramp_wait(n, amount, now)) for n, amount in needs.items()), key=lambda x: x[1])
@@ -335,7 +341,7 @@ class RateLimiter:
                 429,
                 message,
                 error_code="ramp_limit_exceeded",
-                headers={**account.headers(now, None), **_retry_headers(wait)},
+                headers={**account.headers(now, None), **_retry_headers(wait, self.clock.speed)},
             )
 
     def settle(self, account: _Account, output_tokens: int) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .prompt_cache import InputUsage
 from .responder import Block, Generation
+from .validation import ValidRequest
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # byte % 62: a slight bias, harmless
 PING = b'event: ping\ndata: {"type": "ping"}\n\n'
@@ -20,7 +21,20 @@ def new_id(prefix: str, length: int = 22) -> str:
     return prefix + "".join(_ALPHABET[byte % 62] for byte in os.urandom(length))
 
 
-def usage(prompt: InputUsage, output_tokens: int) -> dict[str, Any]:
+def inference_geo(request: ValidRequest) -> str | None:
+    """Where inference ran, as `usage.inference_geo` reports it: the requested geo (default `global`) on the models
+    that take the parameter, None on the older ones."""
+    return (request.body.get("inference_geo") or "global") if request.model.inference_geo else None
+
+
+def usage(request: ValidRequest, prompt: InputUsage, gen: Generation | None, output_tokens: int) -> dict[str, Any]:
+    """The `usage` object. Without `gen` (a stream's `message_start`: nothing generated yet) the breakdowns of the
+    output are null; with it, `output_tokens_details` counts the thinking tokens and `server_tool_use` the server tool
+    calls, each null when there are none."""
+    thinking = sum(block.tokens for block in gen.blocks if block.kind == "thinking") if gen else 0
+    searches = (
+        sum(block.tool_name == "web_search" for block in gen.blocks if block.kind == "server_tool_use") if gen else 0
+    )
     return {
         "input_tokens": prompt.input_tokens,
         "cache_creation_input_tokens": prompt.cache_creation,
@@ -30,13 +44,16 @@ def usage(prompt: InputUsage, output_tokens: int) -> dict[str, Any]:
             "ephemeral_1h_input_tokens": prompt.cache_write_1h,
         },
         "output_tokens": output_tokens,
+        "output_tokens_details": {"thinking_tokens": min(thinking, output_tokens)} if thinking else None,
+        "server_tool_use": {"web_search_requests": searches, "web_fetch_requests": 0} if searches else None,
         "service_tier": "standard",
+        "inference_geo": inference_geo(request),
     }
 
 
-def message_json(message_id: str, model: str, gen: Generation, prompt: InputUsage) -> dict[str, Any]:
+def message_json(message_id: str, request: ValidRequest, gen: Generation, prompt: InputUsage) -> dict[str, Any]:
     return {
-        "model": model,
+        "model": request.model.id,
         "id": message_id,
         "type": "message",
         "role": "assistant",
@@ -44,7 +61,8 @@ def message_json(message_id: str, model: str, gen: Generation, prompt: InputUsag
         "stop_reason": gen.stop_reason,
         "stop_sequence": gen.stop_sequence,
         "stop_details": gen.stop_details,
-        "usage": usage(prompt, gen.output_tokens),
+        "usage": usage(request, prompt, gen, gen.output_tokens),
+        "container": None,
     }
 
 
@@ -65,10 +83,8 @@ def _block_start(block: Block) -> dict[str, Any]:
         return {"type": "text", "text": ""}
     if block.kind == "thinking":
         return {"type": "thinking", "thinking": "", "signature": ""}
-    if block.kind == "server_tool_use":
-        return {"type": "server_tool_use", "id": block.tool_id, "name": block.tool_name, "input": {}}
-    return {
-        "type": "tool_use",
+    return {  # tool_use or server_tool_use
+        "type": block.kind,
         "id": block.tool_id,
         "name": block.tool_name,
         "caller": {"type": "direct"},
@@ -89,11 +105,16 @@ def _deltas(block: Block, index: int) -> Iterator[bytes]:
             yield _delta_event(index, "input_json_delta", "partial_json", piece)
 
 
-def sse_events(message_id: str, model: str, gen: Generation, prompt: InputUsage) -> Iterator[tuple[bytes, bool]]:
-    """The SSE events in the real order, each with whether it carries generated content (for pacing)."""
-    start = message_json(message_id, model, gen, prompt)
-    start.update(content=[], stop_reason=None, stop_sequence=None, usage=usage(prompt, 1))
-    del start["stop_details"]
+def sse_events(
+    message_id: str, request: ValidRequest, gen: Generation, prompt: InputUsage
+) -> Iterator[tuple[bytes, bool]]:
+    """The SSE events in the real order, each with whether it carries generated content (for pacing).
+
+    `message_start` carries the message's keys as the recordings show them: no `stop_details`, no `container`."""
+    start = message_json(message_id, request, gen, prompt)
+    final_usage = start["usage"]
+    start.update(content=[], stop_reason=None, stop_sequence=None, usage=usage(request, prompt, None, 1))
+    del start["stop_details"], start["container"]
     yield event("message_start", {"type": "message_start", "message": start}), False
     for index, block in enumerate(gen.blocks):
         yield (
@@ -112,10 +133,10 @@ def sse_events(message_id: str, model: str, gen: Generation, prompt: InputUsage)
     final: dict[str, Any] = {"stop_reason": gen.stop_reason, "stop_sequence": gen.stop_sequence}
     if gen.stop_details is not None:
         final["stop_details"] = gen.stop_details
-    yield (
-        event(
-            "message_delta", {"type": "message_delta", "delta": final, "usage": {"output_tokens": gen.output_tokens}}
-        ),
-        False,
+    # the cumulative output_tokens, and the output breakdowns when there is one (the SDK takes them from here)
+    delta_usage = {"output_tokens": gen.output_tokens}
+    delta_usage.update(
+        (name, final_usage[name]) for name in ("output_tokens_details", "server_tool_use") if final_usage[name]
     )
+    yield event("message_delta", {"type": "message_delta", "delta": final, "usage": delta_usage}), False
     yield event("message_stop", {"type": "message_stop"}), False

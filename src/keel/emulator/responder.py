@@ -110,11 +110,17 @@ class Block:
     def to_json(self) -> dict[str, Any]:
         text = "".join(self.pieces)
         if self.kind == "text":
-            return {"type": "text", "text": text}
+            return {"type": "text", "text": text, "citations": None}
         if self.kind == "thinking":
             return {"type": "thinking", "thinking": text, "signature": self.signature}
         if self.kind == "server_tool_use":
-            return {"type": "server_tool_use", "id": self.tool_id, "name": self.tool_name, "input": json.loads(text)}
+            return {
+                "type": "server_tool_use",
+                "id": self.tool_id,
+                "name": self.tool_name,
+                "caller": {"type": "direct"},
+                "input": json.loads(text),
+            }
         return {
             "type": "tool_use",
             "id": self.tool_id,

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 import uvicorn
+
+ServerFactory = Callable[[uvicorn.Config], uvicorn.Server]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -18,23 +22,50 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _config(app: Any, host: str, port: int) -> uvicorn.Config:
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+def _config(app: Any, host: str, port: int, options: dict[str, Any]) -> uvicorn.Config:
+    settings: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "off", **options}
+    return uvicorn.Config(app, host=host, port=port, **settings)
 
 
-def serve(app: Any, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve until Ctrl-C: uvicorn finishes in-flight requests, then re-raises the signal, which ends here."""
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(_config(app, host, port)).run()
+def listen(host: str = "127.0.0.1", port: int = 8765) -> socket.socket:
+    """A socket bound to host:port and listening (connections queue until `serve` answers them); OSError when the
+    port is taken or the address is not this host's."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve(app: Any, sock: socket.socket, *, server: ServerFactory = uvicorn.Server, **options: Any) -> None:
+    """Serve on a `listen` socket until Ctrl-C: uvicorn finishes in-flight requests, then re-raises the signal, which
+    ends here. `server` makes the uvicorn server (a subclass may act on the signal); `options` go to
+    `uvicorn.Config`."""
+    host, port = sock.getsockname()[:2]
+    with contextlib.suppress(KeyboardInterrupt), sock:
+        server(_config(app, host, port, options)).run(sockets=[sock])
 
 
 class BackgroundServer:
-    """An emulator on loopback in a daemon thread; a context manager that waits until it listens."""
+    """An app (the emulator, by default) on loopback in a daemon thread; a context manager that waits until it
+    listens. `server` and `options` as for `serve`; `stop()` acts as a Ctrl-C would."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        server: ServerFactory = uvicorn.Server,
+        **options: Any,
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
-        self._server = uvicorn.Server(_config(app, host, self.port))
+        self._server = server(_config(app, host, self.port, options))
         self._thread = threading.Thread(target=self._server.run, name="keel-emulator-server", daemon=True)
 
     @property
@@ -51,8 +82,8 @@ class BackgroundServer:
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._server.handle_exit(signal.SIGINT, None)
+        self._thread.join(timeout=30)
 
     def __enter__(self) -> BackgroundServer:
         return self.start()

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager, contextmanager
 
 from .._exceptions import AcquireTimeout, LimitExceedsCapacity
 from .backends import Backend, LocalBackend
-from .buckets import Amounts, BucketOp, BucketSpec, BucketView
+from .buckets import NOTHING, Amounts, BucketOp, BucketSpec, BucketView
 from .headers import read_headers
 from .limits import API_WINDOW, Adaptation, Limits, Reservation, model_class
 
@@ -110,6 +110,8 @@ class RateLimiter:
         self._default = limits.spec()
         self._specs = {klass: class_limits.spec() for klass, class_limits in (per_class or {}).items()}
         self._lock = threading.Lock()
+        self._learned: set[str] = set()  # classes whose limits a response's headers have stated
+        self._unsettled: dict[str, Amounts] = {}  # per class: what this limiter's unsettled permits reserved
 
     def limits_for(self, model: str) -> BucketSpec:
         """The capacities and refill rates in force for `model`'s class: configured, or learned from headers."""
@@ -220,20 +222,40 @@ class RateLimiter:
         if input_tokens < 0 or output_tokens < 0:
             raise ValueError("usage cannot be negative")
         permit.settled = True
+        self._count_unsettled(permit.model_class, -1, -permit.input_tokens, -permit.output_tokens)
         credits = Amounts(0, permit.input_tokens - input_tokens, permit.output_tokens - output_tokens)
         return self._key(permit.model_class), BucketOp("adjust", self._spec(permit.model_class), credits)
+
+    def _count_unsettled(self, klass: str, requests: int, input_tokens: int, output_tokens: int) -> None:
+        """Add a granted permit's reservation to the class's unsettled total (negative amounts: a settled one)."""
+        with self._lock:
+            was = self._unsettled.get(klass, NOTHING)
+            self._unsettled[klass] = Amounts(was[0] + requests, was[1] + input_tokens, was[2] + output_tokens)
 
     def _observation(self, model: str, headers: Mapping[str, str], status: int) -> tuple[str, BucketOp]:
         klass = self._classify(model)
         report = read_headers(headers)
+        in_flight = NOTHING
         with self._lock:
             spec = self._specs[klass] = self._spec(klass).learned(report.limits, self.window)
+            if klass not in self._learned and any(limit is not None for limit in report.limits):
+                # The first limits the server states: until now this limiter granted on its configured limits,
+                # maybe far above the real ones. The server's `remaining` was measured when this response's request
+                # arrived, before the requests still in flight: those are taken off it, once (later, the levels
+                # already follow the real limits, and `remaining` only ever lowers them).
+                self._learned.add(klass)
+                in_flight = self._unsettled.get(klass, NOTHING)
         adaptation = self.adaptation
         throttled = status in adaptation.throttle_statuses
         op = BucketOp(
             "observe",
             spec,
-            Amounts(*(-1 if remaining is None else remaining for remaining in report.remaining)),
+            Amounts(
+                *(
+                    -1 if remaining is None else max(0.0, remaining - flying)
+                    for remaining, flying in zip(report.remaining, in_flight, strict=True)
+                )
+            ),
             factor_scale=adaptation.decrease if throttled else 1.0,
             factor_step=adaptation.increase if 200 <= status < 300 else 0.0,
             factor_floor=adaptation.floor,
@@ -276,7 +298,9 @@ class _Attempt:
         return min(view.wait, left, self.limiter.poll_interval)
 
     def permit(self) -> Permit:
+        """The granted reservation, counted as unsettled until it is settled."""
         reservation = self.reservation
+        self.limiter._count_unsettled(self.model_class, 1, reservation.input_tokens, reservation.output_tokens)
         return Permit(
             self.limiter, reservation.model, self.model_class, reservation.input_tokens, reservation.output_tokens
         )
