@@ -134,7 +134,10 @@ class SQLLeases(SQLJobs):
         """Give back every lease the runner holds, and its registration: another runner may take its work at once."""
 
         def body(conn: Connection) -> None:
-            conn.execute(f"UPDATE {self.LEASED} SET lease_until = NULL WHERE lease_owner = ?", (runner,))
+            conn.execute(
+                f"UPDATE {self.LEASED} SET lease_until = NULL WHERE lease_owner = ? AND lease_until IS NOT NULL",
+                (runner,),
+            )
             conn.execute(f"DELETE FROM {self.PREFIX}runners WHERE runner_id = ?", (runner,))
 
         self._write(body)
