@@ -146,9 +146,9 @@ def test_adopt_takes_the_shard_number_within_the_job(tmp_path: Path, emulator: E
         job = job_id_for(src, options)
         ledger.create_job(job, str(src), options.fingerprint())
         ledger.add_inputs(job, read_items(src, options.defaults, options.shard_bytes, ledger))
-        shard = ledger.plan_shards(job, options.shard_requests, options.shard_bytes)[0].shard_id
-        ledger.mark_submitting(shard, "elsewhere/1/gone", 60)  # a runner killed mid-create, its lease expired
-        ledger.release(shard, "elsewhere/1/gone")
+        shard_id = ledger.plan_shards(job, options.shard_requests, options.shard_bytes)[0].shard_id
+        ledger.mark_submitting(shard_id, "elsewhere/1/gone", 60)
+        ledger.release(shard_id, "elsewhere/1/gone")  # as a runner that stopped
         jobs.append(job)
     assert "shard 1 of job" in run("batch", "adopt", jobs[1], "--shard", "1", "--batch-id", "msgbatch_b")
     assert [(s.state, s.batch_id) for s in ledger.shards(jobs[1])] == [("submitted", "msgbatch_b")]

@@ -85,3 +85,16 @@ def test_quick_run_of_one_real_benchmark() -> None:
     assert "keel benchmarks: all targets" in done.stdout
     assert "keel + JSONL, added per call" in done.stdout
     assert "1 benchmark with --quick" in done.stdout
+
+
+def test_the_ideal_time_of_the_rate_limit_benchmarks_counts_the_full_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/load.py: limits on a clock 10x as fast refill a minute's worth in 6 s, and start full."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    load = importlib.import_module("load")
+    budget = load.Budget.matching(300, (598, 120), clock_speed=10)
+    assert (budget.itpm, budget.otpm, budget.window) == (179_400, 36_000, 6.0)
+    assert budget.per_second() == pytest.approx((50, 29_900, 6_000))
+    seconds = budget.seconds_for((1_500, 1_500 * 598, 1_500 * 100))  # shorter answers: output does not bind
+    assert seconds == pytest.approx({"requests": 24.0, "input tokens": 24.0, "output tokens": 19.0})
+    assert budget.seconds_for((200, 200 * 598, 200 * 120)) == {"requests": 0, "input tokens": 0, "output tokens": 0}
+    assert budget.limiter_limits().per == 6.0

@@ -18,13 +18,7 @@ from rich.text import Text
 
 from .. import _jobcli as jobcli
 from .._client import Client
-from .._exceptions import (
-    AmbiguousSubmission,
-    BudgetExceeded,
-    CallFailed,
-    ForeignResults,
-    StoreUnavailable,
-)
+from .._exceptions import AmbiguousSubmission, BudgetExceeded, CallFailed, ForeignResults, StoreUnavailable
 from .backends import existing_ledger, open_ledger
 from .costs import cost_line, cost_report
 from .inputs import Defaults, count_rejects
@@ -52,14 +46,16 @@ _COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 
 
 def _running(job: Job, live: list[LiveRunner]) -> bool:
-    """Whether a run drives the job: its status says so (a run stopped by Ctrl-C, a failure or its budget sets it
-    "stopped") and a runner's lease on it is live (a killed runner cannot say it stopped; its lease expires)."""
+    """Whether a run drives the job: its status field says "running" (a run stopped by Ctrl-C, a failure or its
+    budget sets it "stopped") and a runner's lease on it has not expired (a killed runner cannot say it stopped)."""
     return job.status == "running" and bool(live)
 
 
 def _shown_status(job: Job, live: list[LiveRunner]) -> str:
     """A job's status as the ledger says, except that a "running" job no live runner holds is "stopped"."""
-    return "stopped" if job.status == "running" and not live else job.status
+    if job.status == "running" and not _running(job, live):
+        return "stopped"
+    return job.status
 
 
 def _holder(shard: Shard) -> str:
@@ -71,40 +67,39 @@ def _holder(shard: Shard) -> str:
     return held if shard.lease_left > 0 else f"{held} (lease expired)"
 
 
-def _held(shards: list[Shard], runner: RunnerId) -> list[int]:
-    """The numbers (1..n within the job) of the shards `runner` holds."""
-    return [number for number, shard in enumerate(shards, 1) if shard.held_by(runner.key)]
+def _runners_line(live: list[LiveRunner]) -> str:
+    return ", ".join(f"{r.runner.host} pid {r.runner.pid}" for r in live) or "-"
 
 
 def _progress_view(progress: Progress, *, live: bool) -> Group:
-    """A job's shards, numbered 1..n within the job (with the runner that holds each, while any does), with each
-    round's counts (a retry round's requests are counted in that round, never added to the first's), then each shard's
-    batch id whole on its own line (`adopt` takes it); elapsed time and ETA only while a run drives the job."""
+    """A job's shards, numbered 1..n within the job, with the runner holding each and each round's counts (a retry
+    round's requests are counted in that round, never added to the first's), then each shard's batch id whole on its
+    own line (`adopt` takes it); elapsed time and ETA only while a run drives the job."""
     title = f"job {progress.job_id}"
     if live:
         eta = progress.eta_seconds()
         elapsed = f"{time.monotonic() - progress.started:,.0f} s elapsed"
         title += f" — {elapsed}" + (f", ETA {eta:,.0f} s" if eta is not None else "")
-    held = any(shard.lease_left is not None for shard in progress.shards)  # else no runner column
-    runner = [Column("runner", no_wrap=True)] if held else []
+    holders = [_holder(shard) for shard in progress.shards]
+    held = any(holder != "-" for holder in holders)  # the runner column only while a runner holds a shard
+    runner_column = [Column("runner", no_wrap=True)] if held else []
     table = Table(
         "shard",
         "round",
         "state",
-        *runner,
+        *runner_column,
         *_COUNTS,
         title=title,
         box=box.SIMPLE_HEAD,
         collapse_padding=True,
         pad_edge=False,
     )
-    for number, shard in enumerate(progress.shards, 1):
-        holder = [_holder(shard)] if held else []
-        counts = (str(shard.counts.get(n, "-")) for n in _COUNTS)
-        table.add_row(str(number), str(shard.round), shard.state, *holder, *counts)
-    for round_number, totals in _round_counts(progress).items():
-        cells = ("total", str(round_number), "", *([""] if held else []), *(str(totals.get(n, 0)) for n in _COUNTS))
-        table.add_row(*cells, style="bold")
+    for number, (shard, holder) in enumerate(zip(progress.shards, holders, strict=True), 1):
+        counts_now = (str(shard.counts.get(n, "-")) for n in _COUNTS)
+        table.add_row(str(number), str(shard.round), shard.state, *([holder] if held else []), *counts_now)
+    for round_number, counts in _round_counts(progress).items():
+        blank = [""] if held else []
+        table.add_row("total", str(round_number), "", *blank, *(str(counts.get(n, 0)) for n in _COUNTS), style="bold")
     batches = [
         Text(f"shard {number}: {shard.batch_id}", no_wrap=True, overflow="ignore")
         for number, shard in enumerate(progress.shards, 1)
@@ -230,8 +225,8 @@ def status(
     ledger: LedgerOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """A job's live runners (host, pid) and the shards each holds, its shards (with each round's counts), its items'
-    final states and cost so far."""
+    """A job's live runners, its shards (the runner that holds each, each round's counts), its items' final states and
+    cost so far."""
     store = _ledger(ctx, ledger)
     found = store.job(job)
     if found is None:
@@ -239,6 +234,11 @@ def status(
         raise typer.Exit(2)
     shards = store.shards(job)
     live = store.runners(job)
+    numbers = {shard.shard_id: n for n, shard in enumerate(shards, 1)}
+
+    def held(each: LiveRunner) -> list[int]:
+        return [numbers[shard.shard_id] for shard in shards if shard.held_by(each.runner.key)]
+
     if json_output:
         typer.echo(
             json.dumps(
@@ -247,7 +247,15 @@ def status(
                     "status": _shown_status(found, live),
                     "running": _running(found, live),
                     "input": found.input_path,
-                    "runners": [_runner_json(each, shards) for each in live],
+                    "runners": [
+                        {
+                            "host": each.runner.host,
+                            "pid": each.runner.pid,
+                            "lease_left": each.lease_left,
+                            "shards": held(each),
+                        }
+                        for each in live
+                    ],
                     "shards": [
                         {
                             "shard": n,
@@ -255,7 +263,7 @@ def status(
                             "batch_id": s.batch_id,
                             "state": s.state,
                             "counts": s.counts,
-                            "runner": None if s.lease_left is None or s.lease_left <= 0 else _holder(s),
+                            "runner": None if _holder(s) == "-" else _holder(s),
                         }
                         for n, s in enumerate(shards, 1)
                     ],
@@ -269,49 +277,48 @@ def status(
     shown = _shown_status(found, live)
     if shown != found.status:
         shown += " (no runner: the leases of its last runners expired; keel batch run resumes it)"
-    console.print(f"job {job}: {shown}, input {found.input_path}", soft_wrap=True, highlight=False)
+    console.print(f"job {job}: {shown}, input {found.input_path}", highlight=False, soft_wrap=True)
     for each in live:
-        held = _held(shards, each.runner)
-        doing = f"holds shards {', '.join(map(str, held))}" if held else "holds no shard (waiting, or between steps)"
+        numbered = held(each)
+        doing = (
+            f"holds shards {', '.join(map(str, numbered))}"
+            if numbered
+            else "holds no shard (waiting, or between steps)"
+        )
         console.print(f"  {each.runner}: {doing}; lease {each.lease_left:,.0f} s left", highlight=False, soft_wrap=True)
     console.print(_progress_view(Progress(job, shards, time.monotonic()), live=False))
     _summary(store, job)
-
-
-def _runner_json(each: LiveRunner, shards: list[Shard]) -> dict[str, object]:
-    runner = each.runner
-    return {"host": runner.host, "pid": runner.pid, "shards": _held(shards, runner), "lease_left": each.lease_left}
-
-
-def _runners_line(live: list[LiveRunner]) -> str:
-    return ", ".join(f"{r.runner.host} pid {r.runner.pid}" for r in live) or "-"
 
 
 @batch_app.command("list")
 def list_jobs(ctx: typer.Context, ledger: LedgerOption = None, json_output: JsonOption = False) -> None:
     """The jobs in the ledger, whether a run drives each, and its live runners (host, pid)."""
     store = _ledger(ctx, ledger)
-    rows = [(job, store.runners(job.job_id), sum(store.state_counts(job.job_id).values())) for job in store.jobs()]
+    rows = [(job, sum(store.state_counts(job.job_id).values()), store.runners(job.job_id)) for job in store.jobs()]
     if json_output:
         listed = [
             {
                 "job_id": j.job_id,
                 "status": _shown_status(j, live),
                 "running": _running(j, live),
-                "runners": [{"host": r.runner.host, "pid": r.runner.pid} for r in live],
+                "runners": [{"host": each.runner.host, "pid": each.runner.pid} for each in live],
                 "input": j.input_path,
                 "items": n,
             }
-            for j, live, n in rows
+            for j, n, live in rows
         ]
         typer.echo(json.dumps(listed, indent=2))
         return
     table = Table()
-    for name in ("job", "status", "runners"):
-        table.add_column(name, no_wrap=True)  # whole, to copy; the input path folds instead
+    table.add_column(
+        "job", no_wrap=True, overflow="ignore", min_width=max((len(j.job_id) for j, _, _ in rows), default=3)
+    )
+    table.add_column("status", no_wrap=True)
+    runners_width = max((len(_runners_line(live)) for _, _, live in rows), default=7)
+    table.add_column("runners", no_wrap=True, overflow="ignore", min_width=runners_width)
     table.add_column("input", overflow="fold")
-    table.add_column("items")
-    for job, live, items in rows:
+    table.add_column("items", no_wrap=True)
+    for job, items, live in rows:
         table.add_row(job.job_id, _shown_status(job, live), _runners_line(live), job.input_path, f"{items:,}")
     console.print(table)
 
