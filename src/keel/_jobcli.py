@@ -9,7 +9,7 @@ import socket
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import anthropic
@@ -20,7 +20,13 @@ from ._budget import CostEstimate, format_usd
 from ._exceptions import BudgetExceeded, ConfigError, StoreUnavailable, UnpricedModel
 
 SDK = TypeVar("SDK", anthropic.Anthropic, anthropic.AsyncAnthropic)
-L = TypeVar("L")
+
+
+class _Ledger(Protocol):
+    def close(self) -> None: ...
+
+
+L = TypeVar("L", bound=_Ledger | None)
 
 BUDGET_EXIT = 3
 """The exit status of a job stopped by its budget (2 is bad input, 1 a failure)."""
@@ -125,15 +131,21 @@ def sdk_with_credentials(make: Callable[[], SDK], command: str) -> SDK:
     return sdk
 
 
-def reached(console: Console, command: str, opener: Callable[[Path | None], L], path: Path | None) -> L:
-    """`opener(path)`: the command's ledger. One that cannot be reached (or configured), or of another kind or schema
-    version (`ValueError`), is one line, naming it without its password, and exit 2: there is no fallback to a local
-    file."""
+def reached(
+    ctx: typer.Context, console: Console, command: str, opener: Callable[[Path | None], L], path: Path | None
+) -> L:
+    """`opener(path)`: the command's ledger, closed when the command ends (a PostgreSQL pool left to the garbage
+    collector may be stopped from one of its own workers). One that cannot be reached (or configured), or of another
+    kind or schema version (`ValueError`), is one line, naming it without its password, and exit 2: there is no
+    fallback to a local file."""
     try:
-        return opener(path)
+        store = opener(path)
     except (StoreUnavailable, ConfigError, ValueError) as err:
         console.print(f"[red]keel {command}: {err}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    if store is not None:
+        ctx.call_on_close(store.close)
+    return store
 
 
 class _ConsoleNotes(logging.Handler):

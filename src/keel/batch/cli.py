@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import anthropic
 import typer
@@ -30,7 +29,6 @@ from .runner import BatchRunner, Progress, RunnerOptions, job_id_for, preflight,
 
 batch_app = typer.Typer(help="Durable, resumable Message Batches.", no_args_is_help=True)
 console = Console()
-L = TypeVar("L", bound=SQLLedger | None)
 LedgerOption = Annotated[
     Path | None,
     typer.Option(
@@ -41,17 +39,7 @@ LedgerOption = Annotated[
 
 
 def _ledger(ctx: typer.Context, path: Path | None) -> SQLLedger:
-    return _reached(ctx, open_ledger, path)
-
-
-def _reached(ctx: typer.Context, opener: Callable[[Path | None], L], path: Path | None) -> L:
-    """`opener(path)`, closed when the command ends (a PostgreSQL pool left to the garbage collector may be stopped
-    from one of its own workers); a ledger that cannot be reached (or configured), or of another kind or schema
-    version, is one line and exit 2 (`jobcli.reached`)."""
-    store = jobcli.reached(console, "batch", opener, path)
-    if store is not None:
-        ctx.call_on_close(store.close)
-    return store
+    return jobcli.reached(ctx, console, "batch", open_ledger, path)
 
 
 _COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
@@ -132,7 +120,7 @@ def _round_counts(progress: Progress) -> dict[int, dict[str, int]]:
 
 def _preflight(ctx: typer.Context, input: Path, options: RunnerOptions, path: Path | None) -> None:
     """Print what the requests not finished yet could cost (reading the ledger only if there is one)."""
-    store = _reached(ctx, existing_ledger, path)  # a dry run creates no ledger
+    store = jobcli.reached(ctx, console, "batch", existing_ledger, path)  # a dry run creates no ledger
     estimate = preflight(input, options, store)
     spent = spent_usd(store, job_id_for(input, options)) if store is not None else 0.0
     jobcli.show_preflight(console, "batch run", estimate, options.budget_usd, spent)

@@ -113,7 +113,7 @@ class SQLLeases(SQLJobs):
             )
 
         self._write(body)
-        return [live for live in self.runners(job_id) if live.runner.key != runner]
+        return self.runners(job_id, besides=runner)
 
     def renew(self, runner: str, lease: float) -> None:
         """Push back the expiry of the runner's registration and of every lease it holds."""
@@ -134,7 +134,10 @@ class SQLLeases(SQLJobs):
         """Give back every lease the runner holds, and its registration: another runner may take its work at once."""
 
         def body(conn: Connection) -> None:
-            conn.execute(f"UPDATE {self.LEASED} SET lease_until = NULL WHERE lease_owner = ?", (runner,))
+            conn.execute(
+                f"UPDATE {self.LEASED} SET lease_until = NULL WHERE lease_owner = ? AND lease_until IS NOT NULL",
+                (runner,),
+            )
             conn.execute(f"DELETE FROM {self.PREFIX}runners WHERE runner_id = ?", (runner,))
 
         self._write(body)
@@ -148,14 +151,14 @@ class SQLLeases(SQLJobs):
         rows = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchall())
         return {RunnerId.parse(owner): count for owner, count in rows}
 
-    def runners(self, job_id: str) -> list[LiveRunner]:
-        """The job's runners whose registration has not expired, in the order they joined."""
+    def runners(self, job_id: str, besides: str | None = None) -> list[LiveRunner]:
+        """The job's runners whose registration has not expired, in the order they joined (but `besides`)."""
         sql = (
             f"SELECT runner_id, started_at, lease_until - {self.NOW} FROM {self.PREFIX}runners"
             f" WHERE job_id = ? AND lease_until >= {self.NOW} ORDER BY started_at"
         )
         rows = self._read(lambda conn: conn.execute(sql, (job_id,)).fetchall())
-        return [LiveRunner(RunnerId.parse(row[0]), row[1], row[2]) for row in rows]
+        return [LiveRunner(RunnerId.parse(row[0]), row[1], row[2]) for row in rows if row[0] != besides]
 
 
 class Heartbeat:

@@ -193,18 +193,14 @@ class BatchRunner:
                 self.write_outputs(job_id, out, rejects, failures)
                 self.ledger.set_job_status(job_id, "stopped")
                 raise
-            except BaseException:  # Ctrl-C or a failure: unless another runner is on it, no process runs the job
-                if self._status(job_id) == "running" and not self._others_on(job_id):
+            except BaseException:  # Ctrl-C or a failure: unless another runner drives the job, none does any more
+                if self._status(job_id) == "running" and not self.ledger.runners(job_id, besides=self.runner.key):
                     self.ledger.set_job_status(job_id, "stopped")
                 raise
         self.write_outputs(job_id, out, rejects, failures)
         canceled = self._status(job_id) in ("canceling", "canceled")
         self.ledger.set_job_status(job_id, "canceled" if canceled else "done")
         return job_id
-
-    def _others_on(self, job_id: str) -> bool:
-        """Whether another runner whose registration has not expired is on the job."""
-        return any(live.runner.key != self.runner.key for live in self.ledger.runners(job_id))
 
     def _status(self, job_id: str) -> str | None:
         job = self.ledger.job(job_id)
@@ -275,17 +271,17 @@ class BatchRunner:
                 logger.info(
                     "%s: taking over shard %d (%s) from %s, whose lease expired",
                     job_id,
-                    claimed.shard_id,
+                    shard_number(self.ledger.shards(job_id), claimed),
                     claimed.state,
                     RunnerId.parse(claimed.lease_owner),
                 )
 
     def _note_waiting(self, job_id: str, shards: list[Shard]) -> None:
-        """Say once which runners hold the shards this one waits for."""
+        """Say once which runners hold the shards this one waits for (numbered within the job)."""
         held: dict[str, list[int]] = {}
-        for shard in shards:
+        for number, shard in enumerate(shards, 1):
             if shard.lease_owner is not None and shard.lease_left is not None and shard.lease_left > 0:
-                held.setdefault(shard.lease_owner, []).append(shard.shard_id)
+                held.setdefault(shard.lease_owner, []).append(number)
         note = "; ".join(
             f"{RunnerId.parse(owner)} holds shard{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
             for owner, ids in held.items()
@@ -374,8 +370,7 @@ class BatchRunner:
             if batch.id not in known and sum(batch.request_counts.model_dump().values()) == shard.requests
         ]
         if len(candidates) > 1:
-            number = [s.shard_id for s in self.ledger.shards(job_id)].index(shard.shard_id) + 1
-            raise AmbiguousSubmission(job_id, shard, number, candidates)
+            raise AmbiguousSubmission(job_id, shard, shard_number(self.ledger.shards(job_id), shard), candidates)
         return candidates[0] if candidates else None
 
     def cancel_batch(self, batch_id: str) -> MessageBatch:
@@ -548,6 +543,12 @@ class _ShardBudget:
 
     def exceeded(self, shard: Shard) -> BudgetExceeded:
         return self.budget.exceeded(self.worst_case(shard))
+
+
+def shard_number(shards: list[Shard], shard: Shard) -> int:
+    """A shard's number within its job (1..n, as `keel batch status` shows it and `adopt` takes it), from the job's
+    shards."""
+    return [each.shard_id for each in shards].index(shard.shard_id) + 1
 
 
 def _finished(shards: list[Shard], canceling: bool) -> bool:

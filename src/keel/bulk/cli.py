@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +28,7 @@ _QUIET_EVERY = 1.0  # seconds between log lines with --quiet
 
 
 def run(
+    ctx: typer.Context,
     input: jobcli.InputArgument,
     out: jobcli.OutOption,
     model: jobcli.ModelOption = None,
@@ -52,25 +53,25 @@ def run(
     if not input.is_file():
         raise typer.BadParameter(f"no such file: {input}", param_hint="INPUT")
     options = BulkOptions(Defaults(model, max_tokens, system), concurrency, budget_usd, lease_seconds=lease_seconds)
-    sdk = jobcli.start_job("run", anthropic.AsyncAnthropic, dry_run, lambda: _preflight(input, options, ledger))
+    sdk = jobcli.start_job("run", anthropic.AsyncAnthropic, dry_run, lambda: _preflight(ctx, input, options, ledger))
     if sdk is None:
         return
     rejects = rejects or out.with_name(out.stem + ".rejects.jsonl")
+    store = jobcli.reached(ctx, console, "run", RUN_LEDGERS.open, ledger)
     named = {"model": model, "max_tokens": max_tokens, "system": system, "budget_usd": budget_usd, "ledger": ledger}
-    with closing(jobcli.reached(console, "run", RUN_LEDGERS.open, ledger)) as store:
-        kept = f"Every answer received is kept in the ledger ({store.where}); the rest is sent on resume."
-        try:
-            with (
-                jobcli.resumable("run", kept, jobcli.resume_command("run", input, out, named)),
-                _display(quiet) as show,
-                jobcli.notes_shown(console, "keel.bulk", "run"),
-            ):
-                job_id = asyncio.run(_run(sdk, store, options, input, out, rejects, show))
-        except BudgetExceeded as stopped:
-            _summary(store, run_id_for(input, options))
-            jobcli.stop_at_budget(console, "run", stopped)
-        console.print(f"job {job_id}: results in {out}, rejects in {rejects}", soft_wrap=True, highlight=False)
-        _summary(store, job_id)
+    kept = f"Every answer received is kept in the ledger ({store.where}); the rest is sent on resume."
+    try:
+        with (
+            jobcli.resumable("run", kept, jobcli.resume_command("run", input, out, named)),
+            _display(quiet) as show,
+            jobcli.notes_shown(console, "keel.bulk", "run"),
+        ):
+            job_id = asyncio.run(_run(sdk, store, options, input, out, rejects, show))
+    except BudgetExceeded as stopped:
+        _summary(store, run_id_for(input, options))
+        jobcli.stop_at_budget(console, "run", stopped)
+    console.print(f"job {job_id}: results in {out}, rejects in {rejects}", soft_wrap=True, highlight=False)
+    _summary(store, job_id)
 
 
 async def _run(
@@ -86,13 +87,11 @@ async def _run(
         return await BulkRunner(client, store, options, on_progress=show).run(input, out, rejects)
 
 
-def _preflight(input: Path, options: BulkOptions, path: Path | None) -> None:
+def _preflight(ctx: typer.Context, input: Path, options: BulkOptions, path: Path | None) -> None:
     """Print what the requests left to send could cost (reading the ledger only if there is one)."""
-    store = jobcli.reached(console, "run", RUN_LEDGERS.existing, path)  # a dry run creates no ledger
+    store = jobcli.reached(ctx, console, "run", RUN_LEDGERS.existing, path)  # a dry run creates no ledger
     estimate = preflight(input, options, store, load_prices())
     spent = store.totals(run_id_for(input, options)).cost_usd if store is not None else 0.0
-    if store is not None:
-        store.close()
     jobcli.show_preflight(console, "run", estimate, options.budget_usd, spent)
 
 

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS run_items (
     PRIMARY KEY (job_id, custom_id)
 );
 CREATE INDEX IF NOT EXISTS run_items_by_line ON run_items (job_id, line);
-CREATE INDEX IF NOT EXISTS run_items_by_state ON run_items (job_id, state);
+CREATE INDEX IF NOT EXISTS run_items_by_state ON run_items (job_id, state, line);
+CREATE INDEX IF NOT EXISTS run_items_leased ON run_items (lease_owner) WHERE lease_until IS NOT NULL;
 """
 )
 """The run ledger's tables on SQLite."""
@@ -99,24 +100,25 @@ class SQLRunLedger(SQLLeases):
     STATUS = "CASE WHEN state IN ('pending', 'sending') THEN 'unsent' ELSE state END"
 
     def claim(self, job_id: str, owner: str, lease: float) -> tuple[Item, bool] | None:
-        """Lease the job's first item (in input order) still to send that nobody holds: pending, or left "sending" by
-        a runner whose lease expired (True with it: its request may have been served). None when there is none."""
+        """Lease the job's next item to send that nobody holds: first one left "sending" by a runner whose lease
+        expired (True with it: its request may have been served), else the first pending one in input order. None when
+        there is none. Each is one step down the (job_id, state, line) index, past the few items leased already."""
 
         def body(conn: Connection) -> tuple[Item, bool] | None:
-            row = conn.execute(
-                "SELECT line, custom_id, params, state FROM run_items WHERE job_id = ?"
-                " AND state IN ('pending', 'sending')"
-                f" AND {self.free()} ORDER BY line LIMIT 1{self.SKIP_LOCKED}",
-                (job_id,),
-            ).fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                f"UPDATE run_items SET lease_owner = ?, lease_until = {self.NOW} + ?"
-                " WHERE job_id = ? AND custom_id = ?",
-                (owner, lease, job_id, row[1]),
-            )
-            return Item(row[0], row[1], row[2]), row[3] == "sending"
+            for state in ("sending", "pending"):
+                row = conn.execute(
+                    f"SELECT line, custom_id, params FROM run_items WHERE job_id = ? AND state = ? AND {self.free()}"
+                    f" ORDER BY line LIMIT 1{self.SKIP_LOCKED}",
+                    (job_id, state),
+                ).fetchone()
+                if row is not None:
+                    conn.execute(
+                        f"UPDATE run_items SET lease_owner = ?, lease_until = {self.NOW} + ?"
+                        " WHERE job_id = ? AND custom_id = ?",
+                        (owner, lease, job_id, row[1]),
+                    )
+                    return Item(row[0], row[1], row[2]), state == "sending"
+            return None
 
         return self._write(body)
 

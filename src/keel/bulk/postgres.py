@@ -28,7 +28,8 @@ CREATE TABLE run_items (
     PRIMARY KEY (job_id, custom_id)
 );
 CREATE INDEX run_items_by_line ON run_items (job_id, line);
-CREATE INDEX run_items_by_state ON run_items (job_id, state);
+CREATE INDEX run_items_by_state ON run_items (job_id, state, line);
+CREATE INDEX run_items_leased ON run_items (lease_owner) WHERE lease_until IS NOT NULL;
 """
 )
 

@@ -183,8 +183,8 @@ class BulkRunner:
             except BudgetExceeded:
                 self._finish(job_id, "stopped", out, rejects)
                 raise
-            except BaseException:  # Ctrl-C (the task canceled) or a failure: unless another runner is on it, none is
-                if not self._others_on(job_id):
+            except BaseException:  # Ctrl-C (the task canceled) or a failure: unless another runner drives the job
+                if not ledger.runners(job_id, besides=self.runner.key):
                     ledger.set_job_status(job_id, "stopped")
                 raise
         self._finish(job_id, "done", out, rejects)
@@ -211,10 +211,6 @@ class BulkRunner:
                 logger.info("%s: waiting: %s (taken over if its lease expires)", job_id, note)
             waiting_for = note
             await asyncio.sleep(self.options.lease_seconds / 3)
-
-    def _others_on(self, job_id: str) -> bool:
-        """Whether another runner whose registration has not expired is on the job."""
-        return any(live.runner.key != self.runner.key for live in self.ledger.runners(job_id))
 
     def _show(self, progress: BulkProgress) -> None:
         if self.on_progress is not None:
