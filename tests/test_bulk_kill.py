@@ -90,7 +90,7 @@ def test_killed_mid_run_then_run_again_sends_nothing_twice_that_had_a_result(
     lines = [{"custom_id": f"q{n}", "prompt": f"Question {n} [[keel:words=5]]"} for n in range(REQUESTS)]
     write_lines(tmp_path / "in.jsonl", lines)
     emulator = Emulator()
-    emulator.inject("latency_ms=150", path="/v1/messages", limit=8)  # slow enough to be killed half-way
+    emulator.inject("latency_ms=150", path="/v1/messages")  # every call slow: the kill always finds calls in flight
     app = Bodies(emulator)
     with BackgroundServer(app) as server:
         env = {**os.environ, "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": DEFAULT_API_KEY}
