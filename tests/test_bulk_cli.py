@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from batch_helpers import prompts, read_jsonl, write_lines
+from keel_helpers import canary_key
 from pg_helpers import schema_url
 from typer.testing import CliRunner, Result
 
@@ -101,7 +102,7 @@ def test_a_budget_cannot_be_kept_for_a_model_without_a_price(tmp_path: Path, ser
 def test_the_api_key_is_never_in_the_output_the_ledger_or_the_results(
     tmp_path: Path, served_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secret = "sk-ant-api03-this-key-is-wrong-" + "x" * 20
+    secret = canary_key("wrong")
     monkeypatch.setenv("ANTHROPIC_API_KEY", secret)  # the emulator answers 401, never retried
     src = write_lines(tmp_path / "in.jsonl", [*prompts(2), "{oops"])
     result = keel_run(src, tmp_path / "out.jsonl", "--quiet", "--budget-usd", "1")

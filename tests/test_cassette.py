@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from keel_helpers import canary_key
 
 from keel.emulator.cassette import (
     FORMAT,
@@ -22,7 +23,7 @@ from keel.emulator.cassette import (
     scrub_stream,
 )
 
-CANARY = "sk-ant-api03-CANARY0123456789abcdefghijklmnopqrstuvwxyz"
+CANARY = canary_key("cassette")
 
 
 def exchange(**changes: Any) -> Exchange:

@@ -17,6 +17,7 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+from keel_helpers import canary_key
 from proxy_helpers import MODEL, Proxied, ask, proxied, settled, sse_events, without_ids
 from typer.testing import CliRunner
 
@@ -55,7 +56,7 @@ def test_sdk_calls_come_back_as_from_the_upstream(through: Proxied) -> None:
 
 
 def test_the_clients_own_key_is_forwarded_untouched_and_never_logged(through: Proxied) -> None:
-    key = "sk-ant-api03-" + "k" * 40
+    key = canary_key("proxied")
     with through.sdk(api_key=key) as sdk:
         reply = sdk.messages.create(model=MODEL, max_tokens=20, messages=ask("hi"))
     assert through.emulator.access_log.entries()[-1].key_id == key_id(key)  # the upstream got this very key

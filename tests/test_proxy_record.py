@@ -16,6 +16,7 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+from keel_helpers import canary_key
 from proxy_helpers import MODEL, ask, proxied, sse_events
 
 from keel.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig, client
@@ -23,7 +24,7 @@ from keel.emulator.cassette import read_cassette
 from keel.emulator.server import BackgroundServer, free_port
 from keel.proxy import BackgroundProxy, Proxy, ProxyConfig
 
-CANARY = "sk-ant-api03-CANARYkeyCANARYkey0123456789abcdefghijklmnop-AAAA"
+CANARY = canary_key("proxy")
 HEADERS = {"x-api-key": DEFAULT_API_KEY, "anthropic-version": "2023-06-01"}
 STREAM = {"model": MODEL, "max_tokens": 100, "stream": True, "messages": ask("Tell me [[keel:words=12]]")}
 
