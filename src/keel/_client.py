@@ -226,12 +226,11 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
         sdk, rounds = self.for_policy(call.policy)
         call.start_round()
 
-        async def request() -> Message:
-            if call.mode == "stream":
-                stream = AsyncResilientStream(sdk, call, params, "continue", owns_call=False)
-                return await stream.get_final_message()
-            return cast(Message, await sdk.messages.create(**params))
-
+        # module-level coroutine functions, not a closure per call: under concurrency, every object a waiting call
+        # holds is work for the garbage collector
+        request: Callable[[], Awaitable[Message]] = (
+            partial(_streamed, sdk, call, params) if call.mode == "stream" else partial(_created, sdk, params)
+        )
         message = await request() if rounds is None else await AsyncRetrying(**rounds)(request)
         if call.pacing is not None:
             await call.pacing.settle_async(message.usage)  # a stream settles its own rounds: nothing is left then
@@ -276,6 +275,17 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def _created(sdk: anthropic.AsyncAnthropic, params: dict[str, Any]) -> Message:
+    """One round of an async `create` (a coroutine function, as tenacity needs to tell it is one: the SDK's
+    `create` is a plain function returning a coroutine)."""
+    return cast(Message, await sdk.messages.create(**params))
+
+
+async def _streamed(sdk: anthropic.AsyncAnthropic, call: Call, params: dict[str, Any]) -> Message:
+    """One round of an async `create` made as a stream (the stream's retries and resumes inside)."""
+    return await AsyncResilientStream(sdk, call, params, "continue", owns_call=False).get_final_message()
 
 
 class AsyncMessages:
