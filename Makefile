@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck bench mutation clean
+.PHONY: demo test soak lint typecheck bench mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ typecheck: $(VENV)/.installed
 test: lint typecheck
 	scripts/services.sh
 	$(BIN)/python -m pytest -q
+
+# The reliability suites at full length (tests/reliability; `make test` runs their short versions). See docs/reliability.md.
+soak: $(VENV)/.installed
+	scripts/services.sh
+	KEEL_SOAK=1 $(BIN)/python -m pytest -q tests/reliability
 
 # Every benchmark, one at a time, then one table of the targets: `make bench BENCH_ARGS="--quick"` for a smoke run,
 # `BENCH_ARGS="--strict"` to fail on a missed target.
