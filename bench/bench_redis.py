@@ -10,20 +10,18 @@ from contextlib import contextmanager
 
 import redis
 
-from keel.ratelimit import redact_url
+from keel import LimiterUnavailable
+from keel.ratelimit.redis_backend import RedisBackend
 
 REDIS_URL = os.environ.get("KEEL_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def unavailable(url: str = REDIS_URL) -> str | None:
     """Why Redis cannot be used (None: it answers), the URL without its password."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
     try:
-        client.ping()
-    except redis.RedisError as exc:
-        return f"no Redis answers at {redact_url(url)} ({type(exc).__name__})"
-    finally:
-        client.close()
+        RedisBackend(url).close()
+    except LimiterUnavailable as exc:
+        return str(exc)
     return None
 
 

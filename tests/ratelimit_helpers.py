@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import redis
 
+from keel import LimiterUnavailable
 from keel.ratelimit import Backend, Limits, LocalBackend, RateLimiter, Reservation
 from keel.ratelimit.redis_backend import RedisBackend
 
@@ -28,13 +29,10 @@ MODEL = "claude-opus-5"
 @functools.cache
 def redis_skip_reason() -> str | None:
     """Why the Redis tests cannot run here (None: they can)."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
     try:
-        client.ping()
-    except redis.RedisError as exc:
-        return f"no Redis at {REDIS_URL} ({exc}); `make test` starts one with scripts/services.sh, which says why not"
-    finally:
-        client.close()
+        RedisBackend(REDIS_URL, connect_timeout=0.5).close()
+    except LimiterUnavailable as exc:
+        return f"{exc}; `make test` starts one with scripts/services.sh, which says why not"
     return None
 
 

@@ -24,19 +24,8 @@ belongs to that event loop. Needs the optional `redis` extra (redis-py 8).
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import resources
 from typing import Any
-
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    wait_exponential_jitter,
-)
 
 try:
     import redis
@@ -49,8 +38,8 @@ except ImportError as exc:
     raise ImportError("the Redis rate-limit backend needs redis-py 8: pip install 'claude-keel[redis]'") from exc
 
 from .._exceptions import LimiterUnavailable
+from .._reconnect import Reconnecting
 from .buckets import Amounts, BucketOp, BucketView
-from .urls import redact_text, redact_url
 
 __all__ = ["DEFAULT_PREFIX", "RedisBackend"]
 
@@ -60,7 +49,6 @@ SCRIPT = resources.files(__package__).joinpath("buckets.lua").read_text(encoding
 logger = logging.getLogger("keel.ratelimit")
 
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
-_RETRY_WAIT = wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05)
 
 
 class RedisBackend:
@@ -81,7 +69,16 @@ class RedisBackend:
         connect_timeout: float = 1.0,
         command_timeout: float = 2.0,
     ) -> None:
-        self.url = redact_url(url)
+        self._net = Reconnecting(
+            "rate-limit store",
+            url,
+            _UNREACHABLE,
+            reconnect_for,
+            meanwhile="no reservation is granted until it answers",
+            error=LimiterUnavailable,
+            logger=logger,
+        )
+        self.url = self._net.url
         """The address without its password: safe to print."""
         self.prefix = prefix
         self.reconnect_for = reconnect_for
@@ -90,7 +87,7 @@ class RedisBackend:
         try:
             self._redis = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._options)
         except ValueError as exc:
-            raise ValueError(f"not a usable Redis URL: {self.url} ({self._reason(exc)})") from None
+            raise ValueError(f"not a usable Redis URL: {self.url} ({self._net.reason(exc)})") from None
         self._script = self._redis.register_script(SCRIPT)
         self._async: redis.asyncio.Redis | None = None
         self._async_script: AsyncScript | None = None
@@ -98,25 +95,15 @@ class RedisBackend:
             self._redis.ping()
         except redis.RedisError as exc:
             self._redis.close()
-            raise LimiterUnavailable(self.url, self._reason(exc)) from None
+            raise LimiterUnavailable(self.url, self._net.reason(exc)) from None
 
     def apply(self, key: str, op: BucketOp, deadline: float | None = None) -> BucketView:
         keys, args = [f"{self.prefix}:{key}"], _argv(op)
-        with self._failing_closed():
-            try:
-                reply: list[Any] = self._script(keys, args)
-            except _UNREACHABLE:  # the first try goes without tenacity: it costs more than the call
-                reply = Retrying(**self._retrying(deadline))(self._script, keys, args)
-        return _view(reply)
+        return _view(self._net.call(lambda: self._script(keys, args), deadline))
 
     async def apply_async(self, key: str, op: BucketOp, deadline: float | None = None) -> BucketView:
         keys, args, script = [f"{self.prefix}:{key}"], _argv(op), self._script_async()
-        with self._failing_closed():
-            try:
-                reply: list[Any] = await script(keys, args)
-            except _UNREACHABLE:
-                reply = await AsyncRetrying(**self._retrying(deadline))(script, keys, args)
-        return _view(reply)
+        return _view(await self._net.call_async(lambda: script(keys, args), deadline))
 
     def close(self) -> None:
         """Close the sync client's connections (the asyncio client's: `aclose`)."""
@@ -136,45 +123,6 @@ class RedisBackend:
             )
             self._async_script = self._async.register_script(SCRIPT)
         return self._async_script
-
-    def _retrying(self, deadline: float | None) -> dict[str, Any]:
-        """tenacity's settings for one operation: retry a lost connection until `reconnect_for` has passed or the
-        caller's `deadline`, whichever comes first, the last retry falling on that limit."""
-        until = time.monotonic() + self.reconnect_for
-        if deadline is not None:
-            until = min(until, deadline)
-
-        def wait(state: RetryCallState) -> float:
-            return min(_RETRY_WAIT(state), max(0.0, until - time.monotonic()))
-
-        return {
-            "stop": lambda state: time.monotonic() >= until,
-            "wait": wait,
-            "retry": retry_if_exception_type(_UNREACHABLE),
-            "before_sleep": self._log_retry,
-            "reraise": True,
-        }
-
-    @contextmanager
-    def _failing_closed(self) -> Iterator[None]:
-        try:
-            yield
-        except _UNREACHABLE as exc:
-            raise LimiterUnavailable(self.url, self._reason(exc)) from None
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        logger.log(
-            logging.WARNING if state.attempt_number == 1 else logging.DEBUG,
-            "rate-limit store at %s unreachable (%s); no reservation is granted until it answers; retry %d in %.2f s",
-            self.url,
-            self._reason(error),
-            state.attempt_number,
-            state.upcoming_sleep,
-        )
-
-    def _reason(self, error: BaseException | None) -> str:
-        return redact_text(f"{type(error).__name__}: {error}", self._secret_url)
 
 
 def _argv(op: BucketOp) -> list[str | float]:

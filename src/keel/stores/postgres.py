@@ -26,7 +26,7 @@ try:
 except ImportError as exc:
     raise ImportError("keel's PostgreSQL stores need psycopg 3: pip install 'claude-keel[postgres]'") from exc
 
-from .reconnect import Reconnecting
+from .._reconnect import Reconnecting
 
 __all__ = ["NOW", "SCHEMA_TABLE", "SKIP_LOCKED", "Postgres"]
 

@@ -32,8 +32,8 @@ except ImportError as exc:
     raise ImportError("the Redis tool store needs redis-py 8: pip install 'claude-keel[redis]'") from exc
 
 from .._exceptions import ConfigError
+from .._reconnect import Reconnecting
 from .base import Claim, Status, ToolCallRecord
-from .reconnect import Reconnecting
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
 
