@@ -77,7 +77,7 @@ class _LazyGroup(TyperGroup):
 
     # `Any` for click's types: typer vendors click as a private module of its own
     def list_commands(self, ctx: Any) -> list[str]:
-        return ["run", "proxy", *super().list_commands(ctx), "emulator", "batch"]
+        return [*super().list_commands(ctx), *_LAZY]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         lazy = _LAZY.get(cmd_name)
@@ -405,8 +405,7 @@ def cards(
     seed: Annotated[int | None, typer.Option(help="Draw the same cards, in the same order, every time.")] = None,
     list_cards: Annotated[bool, typer.Option("--list", help="Print every card with its answer; no quiz.")] = False,
 ) -> None:
-    """Flashcards from keel's own tables (error map, stop reasons, delivery modes): a quiz on stdin with a score, or
-    --list."""
+    """Flashcards from keel's own tables (error map, stop reasons, delivery modes): a quiz with a score, or --list."""
     from keel._cards import deck, listing, quiz
 
     every = deck()
