@@ -12,6 +12,7 @@ import pytest
 from batch_helpers import invoke, prompts, read_jsonl, write_lines
 from keel_helpers import ask, keel_client
 
+import keel
 from keel import RetryPolicy
 from keel._retry_notices import sdk_retries_noticed
 from keel.emulator import Emulator
@@ -102,3 +103,21 @@ def test_keel_batch_run_shows_retrying_while_its_polls_fail_and_completes(
         r"^keel batch run: retrying: overloaded \(request_id req_\w+\), attempt 1 failed", result.output, re.M
     )
     assert "keel batch run: recovered: " in result.output
+
+
+def test_an_attempt_without_a_response_is_noticed_as_such(
+    keel_emulator: Emulator, keel_loopback_url: str, notices: list[dict[str, object]]
+) -> None:
+    import anthropic
+
+    keel_emulator.inject("latency_ms=2000", path="/v1/messages", limit=2)  # longer than the attempt's timeout
+    sdk = anthropic.Anthropic(api_key="keel-emulator-key", base_url=keel_loopback_url)
+    impatient = RetryPolicy("impatient", max_retries=2, timeout=0.5)
+    reply = keel.Client(sdk, policy=impatient).messages.create(model=MODEL, max_tokens=50, messages=ask("Hi"))
+    assert reply.record.attempts == 3
+    retrying = [n for n in notices if n["event"] == "retrying"]
+    assert [(n["error_class"], n["request_id"], n["attempt"]) for n in retrying] == [
+        ("timeout", None, 1),
+        ("timeout", None, 2),
+    ]
+    assert "retrying: timeout (no response), attempt 1 failed, next in" in str(retrying[0]["line"])

@@ -22,6 +22,7 @@ from typing import Any
 from tenacity import RetryCallState
 
 from ._call import CURRENT_CALL, Call
+from ._error_map import classify_exception
 
 logger = logging.getLogger("keel.retrying")
 
@@ -30,22 +31,24 @@ SDK_LOGGER = "anthropic._base_client"
 _SDK_RETRY_MESSAGE = "Retrying request to %s in %f seconds"
 
 
-def retrying(call: Call | None, wait_seconds: float) -> None:
-    """Notice that `call` waits `wait_seconds` before its next attempt (after the attempt it recorded last)."""
+def retrying(call: Call | None, wait_seconds: float, error_class: str | None = None) -> None:
+    """Notice that `call` waits `wait_seconds` before its next attempt, after the attempt it recorded last, for
+    `error_class` (by default that attempt's: a stream can break after its attempt's 200)."""
     if call is None or not call.attempts or not logger.isEnabledFor(logging.INFO):
         return
     last = call.attempts[-1]
+    error_class = error_class or last.error_class
     cause = f"request_id {last.request_id}" if last.request_id else "no response"
     fields: dict[str, Any] = {
         "event": "retrying",
         "call_id": call.call_id,
-        "error_class": last.error_class,
+        "error_class": error_class,
         "status": last.status,
         "request_id": last.request_id,
         "attempt": last.attempt,
         "wait_seconds": round(wait_seconds, 3),
     }
-    message = f"retrying: {last.error_class} ({cause}), attempt {last.attempt} failed, next in {wait_seconds:.1f} s"
+    message = f"retrying: {error_class} ({cause}), attempt {last.attempt} failed, next in {wait_seconds:.1f} s"
     logger.info(message, extra={"keel": fields})
 
 
@@ -60,9 +63,12 @@ def recovered(call: Call) -> None:
 
 
 def before_round_sleep(state: RetryCallState) -> None:
-    """tenacity's `before_sleep` for keel's rounds: the wait it chose, noticed for the call in progress."""
-    action = state.next_action
-    retrying(CURRENT_CALL.get(), action.sleep if action is not None else 0.0)
+    """tenacity's `before_sleep` for keel's rounds: the wait it chose, and the error that ended the round, noticed for
+    the call in progress."""
+    action, outcome = state.next_action, state.outcome
+    error = outcome.exception() if outcome is not None else None
+    error_class = classify_exception(error).name if error is not None else None
+    retrying(CURRENT_CALL.get(), action.sleep if action is not None else 0.0, error_class)
 
 
 class _SdkRetries(logging.Handler):
