@@ -204,3 +204,12 @@ def test_a_lazy_command_loads_when_run_and_lists_its_own_help() -> None:
         assert load_command(name).help == lazy.help, name
     modules, shown = _modules_after("batch", "--help")
     assert "keel.batch.cli" in modules and "status" in shown and "adopt" in shown
+
+
+def test_a_mistyped_command_suggests_a_lazy_one_too() -> None:
+    from typer.testing import CliRunner
+
+    from keel.cli import app
+
+    result = CliRunner().invoke(app, ["bach"])
+    assert result.exit_code == 2 and "Did you mean 'batch'?" in result.output

@@ -69,25 +69,27 @@ def load_command(name: str) -> TyperGroup | TyperCommand:
     return command
 
 
+class _Unloaded(TyperCommand):
+    """A lazy command's stand-in until it is loaded: its name and help, for the listing and for typo suggestions."""
+
+
 class _LazyGroup(TyperGroup):
-    """keel's top-level group: the lazy commands are imported when one is run, or asked for help; the listing of
-    `keel --help` shows their one-line help without importing them."""
+    """keel's top-level group: a lazy command is imported when it is run or asked for its help; the listing of
+    `keel --help` shows its help without importing it."""
 
     _listing = False  # while `format_help` runs: the listing wants names and help only
 
-    # `Any` for click's types: typer vendors click as a private module of its own
-    def list_commands(self, ctx: Any) -> list[str]:
-        return [*super().list_commands(ctx), *_LAZY]
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        for name, lazy in _LAZY.items():
+            self.commands[name] = _Unloaded(name, help=lazy.help)
 
+    # `Any` for click's types: typer vendors click as a private module of its own
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        lazy = _LAZY.get(cmd_name)
-        if lazy is None:
-            return super().get_command(ctx, cmd_name)
-        if self._listing:
-            return TyperCommand(cmd_name, help=lazy.help)
-        if cmd_name not in self.commands:
-            self.commands[cmd_name] = load_command(cmd_name)
-        return self.commands[cmd_name]
+        command = super().get_command(ctx, cmd_name)
+        if isinstance(command, _Unloaded) and not self._listing:
+            command = self.commands[cmd_name] = load_command(cmd_name)
+        return command
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         self._listing = True
