@@ -155,3 +155,61 @@ def test_emulator_serve_rejects_bad_limits_naming_the_field(tmp_path: Path) -> N
     )
     assert result.returncode == 2
     assert f"{scenario}:3: [[limits.keys]] #1: itpm: expected a whole number >= 1, got 0" in result.stderr
+
+
+# What `keel --help` and `keel --version` may not import: the SDK, the emulator and its web stack.
+_HEAVY = ("anthropic", "keel.emulator", "starlette", "uvicorn", "keel.batch", "keel.bulk", "keel.proxy")
+_MODULES_AFTER = """
+import json, sys
+sys.argv = ["keel", *json.loads(sys.argv[1])]
+from keel.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _modules_after(*arguments: str) -> tuple[set[str], str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _MODULES_AFTER, json.dumps(arguments)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    *shown, modules = done.stdout.strip().splitlines()
+    return set(json.loads(modules)), "\n".join(shown)
+
+
+def test_keel_help_lists_every_command_without_importing_the_sdk_or_the_emulator() -> None:
+    modules, shown = _modules_after("--help")
+    for name in ("run", "proxy", "call", "stream", "tour", "config", "explain", "report", "cards", "emulator", "batch"):
+        assert re.search(rf"│ {name} ", shown), name
+    assert "Durable, resumable Message Batches." in shown
+    assert not {name for name in modules if name.startswith(_HEAVY)}
+
+
+def test_keel_version_imports_neither_the_sdk_nor_the_emulator() -> None:
+    modules, shown = _modules_after("--version")
+    assert shown.startswith("keel ")
+    assert not {name for name in modules if name.startswith(_HEAVY)}
+
+
+def test_a_lazy_command_loads_when_run_and_lists_its_own_help() -> None:
+    from keel.cli import _LAZY, load_command
+
+    for name, lazy in _LAZY.items():
+        assert load_command(name).help == lazy.help, name
+    modules, shown = _modules_after("batch", "--help")
+    assert "keel.batch.cli" in modules and "status" in shown and "adopt" in shown
+
+
+def test_a_mistyped_command_suggests_a_lazy_one_too() -> None:
+    from typer.testing import CliRunner
+
+    from keel.cli import app
+
+    result = CliRunner().invoke(app, ["bach"])
+    assert result.exit_code == 2 and "Did you mean 'batch'?" in result.output

@@ -2,8 +2,8 @@
 
 Each file's blocks run in order in one fresh interpreter (so a snippet cannot lean on what the test process
 has imported), in an empty directory; a block that defines `def test_` functions is a pytest module and runs
-under pytest instead. A block that is deliberately not runnable carries `<!-- not run: reason -->` on the
-line before its opening fence.
+under pytest instead (a file's pytest modules in one pytest run). A block that is deliberately not runnable
+carries `<!-- not run: reason -->` on the line before its opening fence.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def _id(path: Path) -> str:
 
 SCRIPT_DOCS = [path for path in DOCS if any(not block.is_pytest_module for block in _runnable(path))]
 PYTEST_BLOCKS = [block for path in DOCS for block in _runnable(path) if block.is_pytest_module]
+PYTEST_DOCS = [path for path in DOCS if any(block.is_pytest_module for block in _runnable(path))]
 
 
 def test_readme_opens_with_the_two_commands() -> None:
@@ -132,10 +133,13 @@ def test_python_blocks_run(path: Path, tmp_path: Path) -> None:
         assert "q1 succeeded" in done.stdout.splitlines()
 
 
-@pytest.mark.parametrize("block", PYTEST_BLOCKS, ids=lambda block: f"{block.doc}:{block.line}")
-def test_pytest_examples_pass(block: Block, pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(**{f"test_example_{block.number}": block.code})
+@pytest.mark.parametrize("path", PYTEST_DOCS, ids=_id)
+def test_pytest_examples_pass(path: Path, pytester: pytest.Pytester) -> None:
+    blocks = [block for block in _runnable(path) if block.is_pytest_module]
+    pytester.makepyfile(**{f"test_example_{block.number}": block.code for block in blocks})
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    tests = len(re.findall(r"^def test_", block.code, re.M))
+    tests = sum(len(re.findall(r"^def test_", block.code, re.M)) for block in blocks)
     if result.ret != 0 or result.parseoutcomes().get("passed") != tests:
-        pytest.fail(f"{block.where} failed under pytest:\n{result.stdout.str()}", pytrace=False)
+        output = result.stdout.str()
+        failed = [block.where for block in blocks if f"test_example_{block.number}.py::" in output]
+        pytest.fail(f"{', '.join(failed) or _id(path)} failed under pytest:\n{output}", pytrace=False)

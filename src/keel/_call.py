@@ -268,6 +268,13 @@ class Call:
         held, self.held = self.held, []
         self.settings.recorder.emit(*held, record)
 
+    def _recovered(self) -> None:
+        """A call that retried has succeeded: noticed on `keel.retrying` (checked on every success, rarely true)."""
+        if len(self.attempts) > self.rounds:
+            from ._retry_notices import recovered  # imports this module
+
+            recovered(self)
+
     def succeeded(self, rounds: Sequence[Message], raise_on_refusal: bool = False) -> Reply:
         """The reply of a call whose rounds produced these messages, its record written; a refusal raises
         `Refused` when the caller asked."""
@@ -285,6 +292,7 @@ class Call:
             build = partial(self._figures().record, message.model, ended=time.monotonic(), at=time.time(), **facts)
             record = DeferredCallRecord(build)
         self._emit(record)
+        self._recovered()
         reply = Reply(message, record)
         if raise_on_refusal and message.stop_reason == "refusal":
             raise Refused(reply)
@@ -293,6 +301,7 @@ class Call:
     def finished(self) -> None:
         """The record of an SDK call that is not a message (a batch submission, a poll, a token count)."""
         self._emit(self._figures().record("", request_id=self._last_request_id(), outcome=self.name))
+        self._recovered()
 
     def abandoned(self, partial: Message | None) -> None:
         """The record of a stream its caller left before the end: what it had produced, as far as known."""

@@ -29,6 +29,7 @@ from ._middleware import AttemptMiddleware
 from ._modes import Mode, call_mode
 from ._pricing import PriceTable
 from ._records import Recorder
+from ._retry_notices import before_round_sleep
 from ._retrying import INTERACTIVE, RetryPolicy, background_rounds
 from ._streaming import AsyncResilientStream, OnInterrupt, ResilientStream
 from .ratelimit import RateLimiter
@@ -63,12 +64,16 @@ class _ClientBase(Generic[SDK]):
     def for_policy(self, policy: RetryPolicy) -> tuple[SDK, dict[str, Any] | None]:
         """The SDK client configured for the policy, and tenacity's settings for keel's rounds (None: no rounds).
 
-        Made once per policy: tenacity's stop, wait and retry strategies hold no state of their own.
+        Made once per policy: tenacity's stop, wait and retry strategies hold no state of their own. Each wait
+        between rounds is noticed on the `keel.retrying` logger (`keel._retry_notices`).
         """
         entry = self._by_policy.get(id(policy))
         if entry is None:
             sdk = self.sdk.with_options(max_retries=policy.max_retries, timeout=policy.timeout)
-            entry = self._by_policy[id(policy)] = (sdk, background_rounds(policy), policy)
+            rounds = background_rounds(policy)
+            if rounds is not None:
+                rounds["before_sleep"] = before_round_sleep
+            entry = self._by_policy[id(policy)] = (sdk, rounds, policy)
         return entry[0], entry[1]
 
 

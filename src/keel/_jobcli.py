@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shlex
 import socket
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ import anthropic
 import typer
 from rich.console import Console
 
+from . import _retry_notices as retry_notices
 from ._budget import CostEstimate, format_usd
 from ._exceptions import BudgetExceeded, ConfigError, StoreUnavailable, UnpricedModel
 
@@ -164,17 +166,53 @@ class _ConsoleNotes(logging.Handler):
 def notes_shown(console: Console, logger_name: str, command: str) -> Iterator[None]:
     """The runner's notes and warnings (another runner on the job, waiting for it, taking its work over, a request
     sent again after a kill) as lines of the command's output, while the block runs."""
-    handler = _ConsoleNotes(console, command)
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    try:
+    with retry_notices.handled_at_info(logger_name, _ConsoleNotes(console, command)):
         yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+
+
+RETRY_LINE_GAP = 1.0
+"""Seconds between two "retrying" lines at least: the retries of calls in flight together make one line."""
+
+
+class _RetryLines(logging.Handler):
+    """The `keel.retrying` notices as lines: a "retrying" line per retry (those that come within `RETRY_LINE_GAP` of
+    the last line are counted into the next one), and one "recovered" line when a call succeeds after them."""
+
+    def __init__(self, console: Console, command: str) -> None:
+        super().__init__(logging.INFO)
+        self.console = console
+        self.command = command
+        self.shown_at: float | None = None  # when the last "retrying" line was shown; None: not retrying
+        self.held = 0  # retries noticed since then, not shown yet
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "keel", {}).get("event")
+        now = time.monotonic()
+        if event == "retrying":
+            if self.shown_at is not None and now - self.shown_at < RETRY_LINE_GAP:
+                self.held += 1
+                return
+            more = f" (and {self.held} more retr{'y' if self.held == 1 else 'ies'})" if self.held else ""
+            self._line(record.getMessage() + more)
+            self.shown_at, self.held = now, 0
+        elif event == "recovered" and self.shown_at is not None:
+            self._line(record.getMessage())
+            self.shown_at, self.held = None, 0
+
+    def _line(self, text: str) -> None:
+        self.console.print(f"keel {self.command}: {text}", highlight=False, soft_wrap=True, markup=False)
+
+
+@contextmanager
+def retries_shown(console: Console, command: str) -> Iterator[None]:
+    """While the block runs, each retry of its calls (keel's rounds and the SDK's own retries) is a "retrying" line
+    with the error, its request_id and the wait, and a call that succeeds after them a "recovered" line: a job
+    riding out an outage says so instead of going quiet."""
+    with (
+        retry_notices.handled_at_info(retry_notices.logger.name, _RetryLines(console, command)),
+        retry_notices.sdk_retries_noticed(),
+    ):
+        yield
 
 
 def show_preflight(

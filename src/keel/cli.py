@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from keel._callcli import call as call_command
 from keel._callcli import stream as stream_command
-from keel._cli_common import fail, scenario_from
-from keel.batch.cli import batch_app
-from keel.bulk.cli import run as run_command
-from keel.emulator import (
-    DEFAULT_API_KEY,
-    Clock,
-    Emulator,
-    EmulatorConfig,
-    RateLimits,
-)
-from keel.emulator.cassette import CassetteError
-from keel.emulator.replay import DEFAULT_IGNORED, OnMiss
-from keel.proxy.cli import proxy
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -33,12 +22,84 @@ if TYPE_CHECKING:
     from keel._error_map import ErrorClass
     from keel._stop import StopRow
 
-app = typer.Typer(help="keel: production habits for the Claude Messages API.", no_args_is_help=True)
-emulator_app = typer.Typer(help="The local emulator of the Claude API.", no_args_is_help=True)
-app.add_typer(emulator_app, name="emulator")
-app.add_typer(batch_app, name="batch")
-app.command("run")(run_command)
-app.command()(proxy)
+
+@dataclass(frozen=True)
+class _Lazy:
+    """A command loaded on first use: where it is (a module's `typer.Typer` or command function) and the help
+    `keel --help` lists for it (a test checks it is the command's own)."""
+
+    module: str
+    attribute: str
+    help: str
+
+
+_LAZY = {
+    "run": _Lazy(
+        "keel.bulk.cli",
+        "run",
+        "Send a file of requests as real-time calls (for work that cannot wait for a batch), or resume the job: the\n"
+        "same input and defaults are the same job. Exit status 3: stopped at the budget.",
+    ),
+    "proxy": _Lazy(
+        "keel.proxy.cli",
+        "proxy",
+        "Forward every request to the API untouched, with faults and recording: any client, any language.",
+    ),
+    "emulator": _Lazy("keel._emulatorcli", "emulator_app", "The local emulator of the Claude API."),
+    "batch": _Lazy("keel.batch.cli", "batch_app", "Durable, resumable Message Batches."),
+}
+"""The commands whose modules import the SDK, the emulator or its web stack: `keel --help` and `keel --version` load
+none of them."""
+
+
+def load_command(name: str) -> TyperGroup | TyperCommand:
+    """The click command of a lazy command, imported now."""
+    lazy = _LAZY[name]
+    target = getattr(import_module(lazy.module), lazy.attribute)
+    command: TyperGroup | TyperCommand
+    if isinstance(target, typer.Typer):
+        command = typer.main.get_group(target)  # a group, even of one command (emulator serve)
+    else:
+        single = typer.Typer()
+        single.command(name)(target)
+        loaded = typer.main.get_command(single)
+        assert isinstance(loaded, TyperCommand)
+        command = loaded
+    command.name = name
+    return command
+
+
+class _Unloaded(TyperCommand):
+    """A lazy command's stand-in until it is loaded: its name and help, for the listing and for typo suggestions."""
+
+
+class _LazyGroup(TyperGroup):
+    """keel's top-level group: a lazy command is imported when it is run or asked for its help; the listing of
+    `keel --help` shows its help without importing it."""
+
+    _listing = False  # while `format_help` runs: the listing wants names and help only
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        for name, lazy in _LAZY.items():
+            self.commands[name] = _Unloaded(name, help=lazy.help)
+
+    # `Any` for click's types: typer vendors click as a private module of its own
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if isinstance(command, _Unloaded) and not self._listing:
+            command = self.commands[cmd_name] = load_command(cmd_name)
+        return command
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+app = typer.Typer(cls=_LazyGroup, help="keel: production habits for the Claude Messages API.", no_args_is_help=True)
 app.command("call")(call_command)
 app.command("stream")(stream_command)
 
@@ -104,96 +165,6 @@ def show_config() -> None:
     for row in placements(settings):
         table.add_row(row.state, row.backend, row.where, row.chosen_by)
     console.print(table, soft_wrap=True)
-
-
-@emulator_app.command("serve")
-def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
-    api_key: Annotated[str, typer.Option(help="The key clients must send.")] = DEFAULT_API_KEY,
-    faults: Annotated[Path | None, typer.Option(help="A TOML scenario file of fault rules.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for generation and fault probabilities.")] = None,
-    ttft_ms: Annotated[float, typer.Option(help="Delay before each response starts, in ms.")] = 0.0,
-    tps: Annotated[float | None, typer.Option(help="Output tokens per second (default: no pacing).")] = None,
-    rate_limit: Annotated[
-        str | None,
-        typer.Option(
-            help="Enforce RPM,ITPM,OTPM per key and model class, e.g. 50,40000,8000 (default: the scenario's "
-            "[limits], else report only)."
-        ),
-    ] = None,
-    access_log: Annotated[
-        Path | None, typer.Option(help="Also write the access log to this file, one JSON line per request.")
-    ] = None,
-    batch_speed: Annotated[
-        float, typer.Option(min=0, help="Message Batches clock: simulated seconds per second (3600: an hour a second).")
-    ] = 1.0,
-    clock_speed: Annotated[
-        float,
-        typer.Option(
-            min=0,
-            help="Clock of the rate limits and the prompt cache: simulated seconds per second (10: a minute's limits "
-            "refill in 6 s; retry-after stays in real seconds).",
-        ),
-    ] = 1.0,
-    replay: Annotated[
-        Path | None, typer.Option(help="Answer the requests this cassette holds with its recorded responses.")
-    ] = None,
-    replay_speed: Annotated[
-        float, typer.Option(help="Replay the recorded timing this many times as fast (inf: no waiting).")
-    ] = 1.0,
-    on_miss: Annotated[
-        OnMiss, typer.Option(help="A request the cassette does not hold: generate it, or answer a 404 (error).")
-    ] = "generate",
-    replay_ignore: Annotated[
-        list[str] | None,
-        typer.Option(help="A request field (dotted path) left out of matching; repeat it (default: metadata)."),
-    ] = None,
-) -> None:
-    """Serve the emulator over HTTP until Ctrl-C."""
-    from keel.emulator.server import listen
-    from keel.emulator.server import serve as run_server
-
-    scenario = scenario_from(faults, seed)
-    config = EmulatorConfig(
-        api_key=api_key,
-        seed=seed or 0,
-        scenario=scenario,
-        ttft_ms=ttft_ms,
-        tps=tps,
-        rate_limits=_rate_limits(rate_limit, scenario.limits) if rate_limit else None,
-        batch_speed=batch_speed,
-        access_log=access_log,
-        clock=Clock(speed=clock_speed),
-        replay=replay,
-        replay_speed=replay_speed,
-        on_miss=on_miss,
-        replay_ignore=tuple(replay_ignore) if replay_ignore is not None else DEFAULT_IGNORED,
-    )
-    try:
-        emulator = Emulator(config)
-    except (CassetteError, ValueError) as err:
-        fail(str(err))
-    except OSError as err:
-        fail(f"cannot write the access log {access_log}: {err.strerror or err}")
-    try:
-        try:
-            sock = listen(host, port)
-        except OSError as err:
-            typer.echo(
-                f"keel emulator serve: cannot listen on {host}:{port}: {err.strerror or err}. Pick another --port, "
-                "or stop what uses it.",
-                err=True,
-            )
-            raise typer.Exit(2) from None
-        typer.echo(f"keel emulator listening on http://{host}:{port}  (ANTHROPIC_BASE_URL=http://{host}:{port})")
-        replayer = emulator.replayer
-        replaying = f"; replaying {replay} ({len(replayer.cassette.exchanges)} exchanges)" if replayer else ""
-        typer.echo(f"{len(scenario.rules)} fault rule(s){replaying}; Ctrl-C stops it.")
-        run_server(emulator, sock)
-    finally:
-        emulator.access_log.close()
-    typer.echo("keel emulator stopped.")
 
 
 @app.command()
@@ -431,6 +402,24 @@ def _explain_row(row: ErrorClass, console: Console) -> None:
 
 
 @app.command()
+def cards(
+    count: Annotated[int, typer.Option(min=1, help="Cards in the quiz.")] = 10,
+    seed: Annotated[int | None, typer.Option(help="Draw the same cards, in the same order, every time.")] = None,
+    list_cards: Annotated[bool, typer.Option("--list", help="Print every card with its answer; no quiz.")] = False,
+) -> None:
+    """Flashcards from keel's own tables (error map, stop reasons, delivery modes): a quiz with a score, or --list."""
+    from keel._cards import deck, listing, quiz
+
+    every = deck()
+    if list_cards:
+        for line in listing(every):
+            typer.echo(line)
+        return
+    score = quiz(every, count, seed, sys.stdin, typer.echo)
+    typer.echo(score.line())
+
+
+@app.command()
 def report(
     records: Annotated[
         Path, typer.Argument(metavar="RECORDS", help="A JSONL records file (keel.Client(records=PATH)).")
@@ -487,21 +476,6 @@ def report(
 
 
 _BAD_LINES_SHOWN = 100
-
-
-def _rate_limits(text: str, scenario: RateLimits | None) -> RateLimits:
-    """--rate-limit: these limits, enforced (a scenario's per-key limits and ramp are kept)."""
-    parts = text.split(",")
-    if len(parts) != 3 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
-        raise typer.BadParameter("expected three positive whole numbers: RPM,ITPM,OTPM", param_hint="--rate-limit")
-    rpm, itpm, otpm = (int(part) for part in parts)
-    return replace(
-        scenario or RateLimits(),
-        requests_per_minute=rpm,
-        input_tokens_per_minute=itpm,
-        output_tokens_per_minute=otpm,
-        enforce=True,
-    )
 
 
 def failure_line(err: Exception) -> str:

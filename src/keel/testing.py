@@ -6,6 +6,10 @@ Fixtures:
 - `keel_anthropic` / `keel_async_anthropic`: official SDK clients talking to it in-process, with strict
   response validation and retry waits kept short.
 - `keel_loopback_url`: the same emulator served over loopback (one uvicorn server per session).
+- `keel_client` / `keel_async_client`: a `keel.Client` / `keel.AsyncClient` wrapping those SDK clients (policy
+  "interactive"; pass `policy=` per call), its records kept in `keel_records`.
+- `keel_records`: a `CapturedRecords`, the records of the test's calls in memory (`.calls`, `.attempts`); give it to a
+  client of your own as `records=keel_records`.
 
 Cassettes (see docs/proxy.md):
 - `@pytest.mark.keel_cassette("name")` replays `cassettes/name.jsonl` beside the test file, offline: `keel_emulator`
@@ -29,6 +33,8 @@ from typing import Any
 import anthropic
 import pytest
 
+from keel._client import AsyncClient, Client
+from keel._records import AttemptRecord, CallRecord, DeferredCallRecord, Emitted, Recorder
 from keel.emulator import Emulator, EmulatorConfig, async_client, client
 from keel.emulator.cassette import CassetteError
 from keel.emulator.replay import DEFAULT_IGNORED, OnMiss
@@ -174,6 +180,60 @@ async def keel_async_anthropic(
         sdk = async_client(keel_emulator, _strict_response_validation=True)
     yield sdk
     await sdk.close()
+
+
+class CapturedRecords(Recorder):
+    """A `Recorder` that also keeps every record in memory, in the order they were emitted (and logs them, as any
+    recorder does). What `keel_records` gives a test.
+
+    Attributes:
+        records: every attempt and call record so far.
+        calls: the call records.
+        attempts: the attempt records.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kept: list[Emitted] = []
+
+    def emit(self, *records: Emitted) -> None:
+        super().emit(*records)
+        self._kept.extend(records)
+
+    @property
+    def records(self) -> list[AttemptRecord | CallRecord]:
+        return [item.get() if isinstance(item, DeferredCallRecord) else item for item in self._kept]
+
+    @property
+    def calls(self) -> list[CallRecord]:
+        return [record for record in self.records if isinstance(record, CallRecord)]
+
+    @property
+    def attempts(self) -> list[AttemptRecord]:
+        return [record for record in self.records if isinstance(record, AttemptRecord)]
+
+
+@pytest.fixture
+def keel_records() -> Iterator[CapturedRecords]:
+    records = CapturedRecords()
+    yield records
+    records.close()
+
+
+@pytest.fixture
+def keel_client(keel_anthropic: anthropic.Anthropic, keel_records: CapturedRecords) -> Iterator[Client]:
+    wrapped = Client(keel_anthropic, records=keel_records)
+    yield wrapped
+    wrapped.close()
+
+
+@pytest.fixture
+async def keel_async_client(
+    keel_async_anthropic: anthropic.AsyncAnthropic, keel_records: CapturedRecords
+) -> AsyncIterator[AsyncClient]:
+    wrapped = AsyncClient(keel_async_anthropic, records=keel_records)
+    yield wrapped
+    await wrapped.close()
 
 
 @pytest.fixture(scope="session")

@@ -189,6 +189,7 @@ def run(
         Client(sdk, policy="background") as client,
         Live(console=console, auto_refresh=False) as live,
         jobcli.notes_shown(console, "keel.batch", "batch run"),
+        jobcli.retries_shown(console, "batch run"),
     ):
 
         def show(progress: Progress) -> None:

@@ -65,6 +65,7 @@ def run(
             jobcli.resumable("run", kept, jobcli.resume_command("run", input, out, named)),
             _display(quiet) as show,
             jobcli.notes_shown(console, "keel.bulk", "run"),
+            jobcli.retries_shown(console, "run"),
         ):
             job_id = asyncio.run(_run(sdk, store, options, input, out, rejects, show))
     except BudgetExceeded as stopped:
