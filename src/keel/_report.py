@@ -381,8 +381,8 @@ class Failure:
 
 @dataclass
 class TimeBin:
-    """What happened in one stretch of time: calls ended, the failed ones and the error responses by class,
-    and the retries of the calls that ended in it."""
+    """What happened in one stretch of time: the calls that ended in it (their retries, and the failed ones by
+    class), and the error responses by class (each attempt at its own time)."""
 
     calls: int = 0
     retries: int = 0

@@ -45,10 +45,10 @@ main { max-width: 1200px; margin: 0 auto; padding: 28px 24px 48px; }
 header h1 { margin: 0; font-size: 22px; letter-spacing: -0.01em; }
 header p { margin: 4px 0 0; color: var(--muted); }
 code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(140px, 1fr)); gap: 12px; margin: 20px 0; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(128px, 1fr)); gap: 12px; margin: 20px 0; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; }
 .card .label { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: 0.04em; }
-.card .value { font-size: 22px; font-weight: 600; font-variant-numeric: tabular-nums; }
+.card .value { font-size: 20px; white-space: nowrap; font-weight: 600; font-variant-numeric: tabular-nums; }
 .card .note { color: var(--muted); font-size: 12px; }
 .card.bad .value { color: var(--bad); }
 section { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 16px 20px;
@@ -70,7 +70,7 @@ th { font-size: 12px; text-transform: uppercase; letter-spacing: 0.04em; color: 
 td.n, th.n { text-align: right; }
 tr.total td { font-weight: 600; border-top: 2px solid var(--line); }
 .message { color: #495057; overflow-wrap: anywhere; }
-code.request-id { white-space: nowrap; }
+code.request-id, #failed-calls td:first-child { white-space: nowrap; }
 details { margin-top: 10px; }
 summary { cursor: pointer; font-weight: 600; }
 .tag { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 12px; color: #fff; }
@@ -144,6 +144,14 @@ def _card(label: str, value: str, note: str = "", *, bad: bool = False, key: str
     )
 
 
+def _compact(count: int) -> str:
+    """A count in at most about six characters: 987,654 or 5.77 B."""
+    for size, suffix in ((1e9, "B"), (1e6, "M")):
+        if count >= size:
+            return f"{count / size:.3g} {suffix}"
+    return f"{count:,}"
+
+
 def _cards(summary: Summary) -> str:
     totals = summary.totals
     share = f"{summary.failed / summary.calls:.1%} of calls" if summary.calls else ""
@@ -154,8 +162,8 @@ def _cards(summary: Summary) -> str:
         _card("Failed", f"{summary.failed:,}", share, bad=summary.failed > 0, key="failed"),
         _card("Retries", f"{summary.retries:,}", f"in {summary.retried_calls:,} call(s)", key="retries"),
         _card("Latency p50", f"{_ms(p50)} ms", "successful calls", key="latency-p50"),
-        _card("Input tokens", f"{totals.usage.prompt_tokens:,}", "cache reads and writes included", key="input"),
-        _card("Output tokens", f"{totals.usage.output_tokens:,}", key="output"),
+        _card("Input tokens", _compact(totals.usage.prompt_tokens), "cache reads and writes included", key="input"),
+        _card("Output tokens", _compact(totals.usage.output_tokens), f"{totals.usage.output_tokens:,}", key="output"),
         _card("Cost", _usd(totals), "at the records' prices", key="cost"),
     ]
     if summary.bad_lines:
@@ -234,8 +242,8 @@ def _timeline(summary: Summary, colors: dict[str, str]) -> str:
     return _section(
         "timeline",
         "Errors and retries over time",
-        f"Each column is {width}. Errors are the error responses, by keel's error class (those retried included); "
-        "the line counts the retries of the calls that ended in that time.",
+        f"Each column is {width}. Errors are the error responses by keel's error class, those retried included; "
+        "the line counts the retries of the calls that ended in that column.",
         _figure("Error responses by class, and retries", "", errors_chart),
         legend,
         _figure("Calls ended", "", calls_chart),
