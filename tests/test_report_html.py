@@ -224,6 +224,24 @@ def test_the_page_lists_bad_lines_by_number(traffic: Traffic, tmp_path: Path) ->
     assert dom.find("div", data_card="calls").find("div", class_="value").text == f"{len(traffic.calls):,}"
 
 
+def test_a_page_without_successful_calls_or_without_records_says_so(traffic: Traffic, tmp_path: Path) -> None:
+    failed = [line for line in traffic.path.read_text().splitlines() if '"error_class":"spend_cap"' in line]
+    assert len(failed) == 2  # its attempt and its call
+    only_failures = tmp_path / "failures.jsonl"
+    only_failures.write_text("\n".join(failed) + "\n")
+    dom = write_page(only_failures, tmp_path / "failures.html")
+    texts = [p.text for p in dom.find_all("p", class_="empty")]
+    assert texts == ["No successful calls.", "No streamed calls.", "No messages."]
+    charts = [svg.attrs["data-chart"] for svg in dom.find_all("svg", class_="chart")]
+    assert not dom.find_all("table", id="latency-table") and charts == ["errors", "calls", "cost", "tokens"]
+    assert dom.find("div", data_card="latency-p50").find("div", class_="value").text == "—"
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    dom = write_page(empty, tmp_path / "empty.html")
+    assert not dom.find_all("svg") and "no records" in dom.find("header").text
+    assert [p.text for p in dom.find_all("p", class_="empty")][-1] == "No call failed."
+
+
 def test_html_with_request_id_or_to_an_unwritable_place_exits_2(traffic: Traffic, tmp_path: Path) -> None:
     both = CliRunner().invoke(app, ["report", str(traffic.path), "--html", "x.html", "--request-id", "req_1"])
     assert both.exit_code == 2 and "--request-id" in both.output

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from html import escape
 
 from ._report import _ACTIONS, ModelTotals, Percentiles, Summary, _iso, _ms, _ranked, _usd
-from ._svg import MUTED, PALETTE, Marker, Series, distribution, horizontal_bars, stacked_columns
+from ._svg import INK, MUTED, PALETTE, Marker, Series, distribution, horizontal_bars, stacked_columns
 
 __all__ = ["render_html"]
 
@@ -161,7 +161,7 @@ def _cards(summary: Summary) -> str:
         _card("Calls", f"{summary.calls:,}", f"{summary.succeeded:,} succeeded", key="calls"),
         _card("Failed", f"{summary.failed:,}", share, bad=summary.failed > 0, key="failed"),
         _card("Retries", f"{summary.retries:,}", f"in {summary.retried_calls:,} call(s)", key="retries"),
-        _card("Latency p50", f"{_ms(p50)} ms", "successful calls", key="latency-p50"),
+        _card("Latency p50", "—" if p50 is None else f"{_ms(p50)} ms", "successful calls", key="latency-p50"),
         _card("Input tokens", _compact(totals.usage.prompt_tokens), "cache reads and writes included", key="input"),
         _card("Output tokens", _compact(totals.usage.output_tokens), f"{totals.usage.output_tokens:,}", key="output"),
         _card("Cost", _usd(totals), "at the records' prices", key="cost"),
@@ -192,8 +192,8 @@ def _distribution_figure(name: str, caption: str, stats: Percentiles | None, emp
 
 
 def _latency(summary: Summary) -> str:
-    rows = [(name, summary.latency[name]) for name in ["all", *sorted(set(summary.latency) - {"all"})]]
-    rows = [(f"latency: {name}", stats) for name, stats in rows if name in summary.latency]
+    names = sorted(summary.latency, key=lambda name: (name != "all", name))  # "all" first, then the modes
+    rows = [(f"latency: {name}", summary.latency[name]) for name in names]
     if summary.ttft.count:
         rows.append(("time to first token: stream", summary.ttft))
     table = _table(
@@ -212,7 +212,7 @@ def _latency(summary: Summary) -> str:
     lead = (
         "Successful calls, from the call's start to its end; streams also to their first token. Dashed: p50, p95, p99."
     )
-    return _section("latency", "Latency", lead, f'<div class="pair">{"".join(charts)}</div>', table)
+    return _section("latency", "Latency", lead, f'<div class="pair">{"".join(charts)}</div>', table if rows else "")
 
 
 def _ms_cell(label: str, value: float | None) -> str:
@@ -228,14 +228,13 @@ def _timeline(summary: Summary, colors: dict[str, str]) -> str:
     labels = [_clock(start, summary.timeline.width_ms) for start, _ in series]
     errors = _error_responses(summary)
     layers = [Series(name, [moment.errors[name] for _, moment in series], colors[name]) for name in _ranked(errors)]
-    retries = Series("retries", [moment.retries for _, moment in series], "#212529")
+    retries = Series("retries", [moment.retries for _, moment in series], INK)
     width = _duration(summary.timeline.width_ms / 1000)
-    errors_chart = (
-        stacked_columns("errors", labels, layers, line=retries)
-        if errors or summary.retries
-        else _empty("No error responses and no retries.")
-    )
-    legend = _legend([(name, colors[name], False) for name in _ranked(errors)] + [("retries", "#212529", True)])
+    if errors or summary.retries:
+        errors_chart = stacked_columns("errors", labels, layers, line=retries)
+        errors_chart += _legend([(name, colors[name], False) for name in _ranked(errors)] + [("retries", INK, True)])
+    else:
+        errors_chart = _empty("No error responses and no retries.")
     failed = Series("failed", [sum(moment.failed.values()) for _, moment in series], PALETTE[0])
     succeeded = Series("succeeded", [moment.calls - failed.values[i] for i, (_, moment) in enumerate(series)], MUTED)
     calls_chart = stacked_columns("calls", labels, [succeeded, failed], height=180)
@@ -245,7 +244,6 @@ def _timeline(summary: Summary, colors: dict[str, str]) -> str:
         f"Each column is {width}. Errors are the error responses by keel's error class, those retried included; "
         "the line counts the retries of the calls that ended in that column.",
         _figure("Error responses by class, and retries", "", errors_chart),
-        legend,
         _figure("Calls ended", "", calls_chart),
         _legend([("succeeded", MUTED, False), ("failed", PALETTE[0], False)]),
     )

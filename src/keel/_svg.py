@@ -160,6 +160,7 @@ def stacked_columns(
         return _TOP + plot_h * (1 - count / ticks[-1])
 
     step = plot_w / max(columns, 1)
+    bar_w = min(max(step * 0.76, 1), 48)  # a few columns stay columns, not slabs
     parts = [_open(name, name, width, height), *_y_grid(ticks, y, width)]
     shown = max(1, math.ceil(columns / 8))  # at most about 8 time labels
     for index in range(0, columns, shown):
@@ -174,14 +175,15 @@ def stacked_columns(
             if value:
                 title = escape(f"{labels[index]} · {layer.name}: {value:,.0f}")
                 parts.append(
-                    f'<rect x="{_LEFT + index * step + step * 0.12:.1f}" y="{y(base + value):.1f}" '
-                    f'width="{max(step * 0.76, 1):.1f}" height="{y(base) - y(base + value):.1f}" '
+                    f'<rect x="{_LEFT + (index + 0.5) * step - bar_w / 2:.1f}" y="{y(base + value):.1f}" '
+                    f'width="{bar_w:.1f}" height="{y(base) - y(base + value):.1f}" '
                     f'fill="{layer.color}"><title>{title}</title></rect>'
                 )
             base += value
-    if line is not None and columns:
-        points = " ".join(f"{_LEFT + (i + 0.5) * step:.1f},{y(v):.1f}" for i, v in enumerate(line.values))
-        parts.append(f'<polyline points="{points}" fill="none" stroke="{line.color}" stroke-width="2"/>')
+    if line is not None:
+        if columns > 1:  # one column's value shows as its point alone
+            points = " ".join(f"{_LEFT + (i + 0.5) * step:.1f},{y(v):.1f}" for i, v in enumerate(line.values))
+            parts.append(f'<polyline points="{points}" fill="none" stroke="{line.color}" stroke-width="2"/>')
         for index, value in enumerate(line.values):
             if value:
                 title = escape(f"{labels[index]} · {line.name}: {value:,.0f}")
