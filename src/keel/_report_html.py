@@ -122,7 +122,9 @@ def _header(summary: Summary) -> str:
     if summary.first_at is not None and summary.last_at is not None:
         span = f"{_iso(summary.first_at)} to {_iso(summary.last_at)} ({_duration(summary.last_at - summary.first_at)})"
     since = (
-        f" · since {_iso(summary.since)}, {summary.before_since:,} earlier record(s) left out" if summary.since else ""
+        f" · since {_iso(summary.since)}, {summary.before_since:,} earlier record(s) left out"
+        if summary.since is not None
+        else ""
     )
     return (
         f"<header><h1>keel report</h1><p><code>{escape(summary.path)}</code> · {escape(span)}{escape(since)}</p>"
