@@ -217,8 +217,9 @@ def test_the_page_lists_bad_lines_by_number(traffic: Traffic, tmp_path: Path) ->
     path.write_text("".join(lines))
     dom = write_page(path, tmp_path / "broken.html")
     table = rows(dom.find("table", id="bad-lines-table"))
-    assert [(row[0].text, row[1].text.split(":")[0]) for row in table] == [("4", "not a JSON record")] * 1 + [
-        ("8", "not a JSON record")
+    assert [(row[0].text, row[1].text.split(":")[0]) for row in table] == [
+        ("4", "not a JSON record"),
+        ("8", "not a JSON record"),
     ]
     assert dom.find("div", data_card="bad-lines").find("div", class_="value").text == "2"
     assert dom.find("div", data_card="calls").find("div", class_="value").text == f"{len(traffic.calls):,}"
