@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Start the services the tests use, if they are not running: Redis on 127.0.0.1:6379 (no persistence), then
-# PostgreSQL on 127.0.0.1:5432 with a database `test` that user postgres reaches without a password.
-# Installs either with apt-get when it is missing and we are root. Never fails the build: when a server cannot
-# be had, it says why and only the tests of that server skip.
+# PostgreSQL on 127.0.0.1:5432 with a database `test` that user postgres reaches without a password; and make
+# sure headless Chromium is there (the HTML report's rendering test).
+# Installs each with apt-get when it is missing and we are root. Never fails the build: when one cannot be had,
+# it says why and only the tests that need it skip.
 set -uo pipefail
 
 REDIS_PORT=6379
@@ -10,6 +11,7 @@ REDIS_PORT=6379
 main() {
     start_redis
     start_postgres
+    have_chromium
 }
 
 redis_answers() {
@@ -22,7 +24,7 @@ redis_answers() {
 
 # Each start_* function says why it gives up and returns 1; main goes on to the next server either way.
 unavailable() {
-    echo "services: $1 unavailable ($2); the $1 tests will be skipped" >&2
+    echo "services: $1 unavailable ($2); the tests that need $1 will be skipped" >&2
     return 1
 }
 
@@ -30,7 +32,9 @@ apt_install() {  # apt_install SERVER PACKAGE: install PACKAGE when we are root 
     [[ "$(id -u)" == 0 ]] || { unavailable "$1" "$2 is not installed and installing it needs root"; return 1; }
     command -v apt-get >/dev/null || { unavailable "$1" "$2 is not installed and there is no apt-get"; return 1; }
     echo "services: installing $2"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; } >"/tmp/keel-services-apt-$2.log" 2>&1 \
+    # waits for another apt-get holding the lock (parallel builds on one machine) rather than failing at once
+    { apt-get update -qq -o DPkg::Lock::Timeout=300 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 "$2"; } \
+        >"/tmp/keel-services-apt-$2.log" 2>&1 \
         || { unavailable "$1" "apt-get install $2 failed: see /tmp/keel-services-apt-$2.log"; return 1; }
 }
 
@@ -98,6 +102,15 @@ start_postgres() {
         sleep 0.1
     done
     unavailable PostgreSQL "the server does not answer as user postgres, database test, on 127.0.0.1:$PG_PORT"
+}
+
+have_chromium() {  # tests/test_report_html.py renders the HTML report with `chromium --headless`
+    if command -v chromium >/dev/null; then
+        echo "services: Chromium installed ($(command -v chromium))"
+        return 0
+    fi
+    apt_install Chromium chromium || return 1
+    echo "services: Chromium installed"
 }
 
 main

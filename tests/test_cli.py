@@ -15,9 +15,11 @@ from typing import Any
 
 import anthropic
 from rich.console import Console
+from typer.testing import CliRunner
 
 from keel._report import summarize
 from keel._tour import run_tour
+from keel.cli import app
 from keel.emulator.server import free_port
 
 KEEL = [sys.executable, "-c", "from keel.cli import main; main()"]
@@ -28,8 +30,13 @@ def test_tour_passes_every_step_offline(tmp_path: Path) -> None:
     records = tmp_path / ".keel" / "records.jsonl"
     assert run_tour(records, console=Console(file=out, width=120)) == 0
     text = out.getvalue()
-    assert text.rstrip().endswith(f"summarise them with: keel report {records}")
+    page = records.with_name("report.html")
+    assert text.rstrip().endswith(f"  keel report {records}\n  keel report {records} --html {page}")
     assert summarize(records).calls >= 5
+    # the command it prints writes the page
+    html_command = text.rstrip().splitlines()[-1].split()
+    assert CliRunner().invoke(app, html_command[1:]).exit_code == 0
+    assert "<svg" in page.read_text()
     assert "keel's embedded emulator" in text
     assert "Every step behaved as expected." in text
     assert "authentication_error" in text and "invalid_request_error" in text

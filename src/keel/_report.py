@@ -1,7 +1,9 @@
 """`keel report`: summarise a JSONL records file, or find one call in it by request_id.
 
-The file is read line by line and only counters are kept, so memory stays flat however long the file is:
-percentiles are exact up to `EXACT_SAMPLES` values, then come from a log-bucket histogram (within 0.5%).
+The file is read line by line and only bounded structures are kept, so memory stays flat however long the
+file is: percentiles are exact up to `EXACT_SAMPLES` values, then come from a log-bucket histogram (within
+0.5%); the timeline has at most `Timeline.MAX_BINS` bins (they widen as the file's time span grows); the
+failures keep the latest `FAILURES_KEPT` per error class, and the bad lines the first `BAD_LINES_KEPT`.
 A bad line (not JSON, not an object, not a keel record) is reported with its line number and skipped.
 """
 
@@ -10,8 +12,8 @@ from __future__ import annotations
 import json
 import math
 from array import array
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -26,12 +28,18 @@ from ._records import AttemptRecord, CallRecord
 from ._usage import USAGE_FIELDS, Usage
 
 __all__ = [
+    "BAD_LINES_KEPT",
     "EXACT_SAMPLES",
+    "FAILURES_KEPT",
     "BadLine",
     "CallTrace",
+    "Failure",
     "Line",
+    "ModelTotals",
     "Percentiles",
     "Summary",
+    "TimeBin",
+    "Timeline",
     "find_calls",
     "iter_records",
     "parse_since",
@@ -269,6 +277,17 @@ class Percentiles:
                 return min(self.max, max(self.min, self._middle(bucket)))
         return self.max  # not reached: the buckets hold every value
 
+    def histogram(self) -> list[tuple[float, float, int]]:
+        """Every value's bucket, in order, as (low, high, count): 1% wide, the first from 0 if any value was ~0."""
+        return [
+            (0.0 if bucket == _ZERO_BUCKET else _HISTOGRAM_GROWTH**bucket, self._upper(bucket), count)
+            for bucket, count in sorted(self._buckets.items())
+        ]
+
+    @staticmethod
+    def _upper(bucket: int) -> float:
+        return _SMALLEST if bucket == _ZERO_BUCKET else float(_HISTOGRAM_GROWTH ** (bucket + 1))
+
     def as_dict(self, *quantiles: float) -> dict[str, Any]:
         out: dict[str, Any] = {"count": self.count}
         for q in quantiles:
@@ -337,17 +356,134 @@ class ModelTotals:
         }
 
 
-def _ranked(counter: Counter[str]) -> dict[str, int]:
+FAILURES_KEPT = 20
+"""The latest failed calls kept per error class (their request ids are listed on the HTML page)."""
+BAD_LINES_KEPT = 100
+"""The first bad lines kept (with their line numbers and reasons); every bad line is counted."""
+_MESSAGE_KEPT = 500  # characters of a failure's message kept: a message is the API's text, of any length
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed call, as the report lists it."""
+
+    request_id: str | None
+    call_id: str
+    error_class: str
+    error: str
+    model: str
+    mode: str
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "at": _iso(self.at)}
+
+
+@dataclass
+class TimeBin:
+    """What happened in one stretch of time: the calls that ended in it (their retries, and the failed ones by
+    class), and the error responses by class (each attempt at its own time)."""
+
+    calls: int = 0
+    retries: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def merge(self, other: TimeBin) -> None:
+        self.calls += other.calls
+        self.retries += other.retries
+        self.failed.update(other.failed)
+        self.errors.update(other.errors)
+
+
+# Bin widths in ms, each a multiple of the one before, so that widening regroups whole bins (past the last: doubled)
+_BIN_WIDTHS_MS = (
+    *(100, 200, 1_000, 2_000, 10_000, 30_000, 60_000, 300_000, 900_000, 1_800_000),  # 0.1 s to 30 min
+    *(3_600_000, 10_800_000, 21_600_000, 43_200_000, 86_400_000, 604_800_000),  # 1 h to 7 days
+)
+
+
+class Timeline:
+    """Counts over time in at most `MAX_BINS` bins, whatever the time span and the order the records come in.
+
+    Bins are aligned on the Unix epoch: bin i covers [i * width, (i + 1) * width). When a record would make the
+    span wider than `MAX_BINS` bins, the width steps up to the next of `_BIN_WIDTHS_MS` and the bins regroup.
+    """
+
+    MAX_BINS = 96
+
+    def __init__(self) -> None:
+        self.width_ms = _BIN_WIDTHS_MS[0]
+        self.bins: dict[int, TimeBin] = {}
+        self._low = self._high = 0
+
+    def at(self, at: float) -> TimeBin:
+        """The bin of this moment (Unix time), made if need be."""
+        index = math.floor(at * 1000 / self.width_ms)
+        found = self.bins.get(index)
+        if found is not None:
+            return found
+        if self.bins:
+            low, high = min(self._low, index), max(self._high, index)
+            while high - low >= self.MAX_BINS:
+                self._widen()
+                index = math.floor(at * 1000 / self.width_ms)
+                low, high = min(self._low, index), max(self._high, index)
+            found = self.bins.get(index)
+            if found is not None:
+                return found
+            self._low, self._high = low, high
+        else:
+            self._low = self._high = index
+        found = self.bins[index] = TimeBin()
+        return found
+
+    def _widen(self) -> None:
+        wider = next((width for width in _BIN_WIDTHS_MS if width > self.width_ms), self.width_ms * 2)
+        factor = wider // self.width_ms
+        bins: dict[int, TimeBin] = {}
+        for index, counts in self.bins.items():
+            merged = bins.get(index // factor)
+            if merged is None:
+                bins[index // factor] = counts
+            else:
+                merged.merge(counts)
+        self.width_ms, self.bins = wider, bins
+        self._low, self._high = min(bins), max(bins)
+
+    def series(self) -> list[tuple[float, TimeBin]]:
+        """Every bin from the first to the last, empty ones included, with its start (Unix time)."""
+        if not self.bins:
+            return []
+        return [
+            (index * self.width_ms / 1000, self.bins.get(index) or TimeBin())
+            for index in range(self._low, self._high + 1)
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bin_seconds": self.width_ms / 1000,
+            "bins": [
+                {"start": _iso(start), "calls": counts.calls, "retries": counts.retries}
+                | {"failed": _ranked(counts.failed), "errors": _ranked(counts.errors)}
+                for start, counts in self.series()
+            ],
+        }
+
+
+def _ranked(counter: Mapping[str, int]) -> dict[str, int]:
     return dict(sorted(counter.items(), key=lambda item: (-item[1], item[0])))
 
 
 @dataclass
 class Summary:
-    """Everything `keel report` prints, aggregated one record at a time (`add`)."""
+    """Everything `keel report` shows, aggregated one record at a time (`add`) in bounded memory."""
 
     path: str = ""
     since: float | None = None
+    exact_limit: int = EXACT_SAMPLES
     bad_lines: int = 0
+    first_bad_lines: list[BadLine] = field(default_factory=list)
     before_since: int = 0
     calls: int = 0
     succeeded: int = 0
@@ -356,6 +492,7 @@ class Summary:
     by_model: Counter[str] = field(default_factory=Counter)
     by_policy: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    latest_failures: dict[str, deque[Failure]] = field(default_factory=dict)
     stop_reasons: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     attempt_records: int = 0
@@ -364,10 +501,14 @@ class Summary:
     retries: int = 0
     retried_calls: int = 0
     latency: dict[str, Percentiles] = field(default_factory=dict)
-    ttft: Percentiles = field(default_factory=Percentiles)
-    models: dict[str, ModelTotals] = field(default_factory=dict)
+    ttft: Percentiles = field(init=False)
+    model_modes: dict[tuple[str, str], ModelTotals] = field(default_factory=dict)
+    timeline: Timeline = field(default_factory=Timeline)
     first_at: float | None = None
     last_at: float | None = None
+
+    def __post_init__(self) -> None:
+        self.ttft = Percentiles(self.exact_limit)
 
     def add(self, record: dict[str, Any]) -> None:
         at = record["at"]
@@ -380,8 +521,15 @@ class Summary:
             self.attempt_records += 1
             status = record["status"]
             self.attempts_by_status[str(status) if status is not None else "no response"] += 1
+            if record["error_class"] is not None:
+                self.timeline.at(at).errors[record["error_class"]] += 1
         else:
             self._add_call(record)
+
+    def add_bad_line(self, line: BadLine) -> None:
+        self.bad_lines += 1
+        if len(self.first_bad_lines) < BAD_LINES_KEPT:
+            self.first_bad_lines.append(line)
 
     def _add_call(self, record: dict[str, Any]) -> None:
         self.calls += 1
@@ -394,13 +542,19 @@ class Summary:
         self.retries += record["retries"]
         if record["retries"]:
             self.retried_calls += 1
-        totals = self.models.get(model)
+        moment = self.timeline.at(record["at"])
+        moment.calls += 1
+        moment.retries += record["retries"]
+        totals = self.model_modes.get((model, mode))
         if totals is None:
-            totals = self.models[model] = ModelTotals()
+            totals = self.model_modes[model, mode] = ModelTotals()
         totals.add(record)
-        if record["error_class"] is not None:
+        error_class = record["error_class"]
+        if error_class is not None:
             self.failed += 1
-            self.failures[record["error_class"]] += 1
+            self.failures[error_class] += 1
+            moment.failed[error_class] += 1
+            self._keep_failure(record, error_class, model, mode)
             return
         self.succeeded += 1
         if record["stop_reason"] is not None:  # a successful call without one is not a message
@@ -410,27 +564,49 @@ class Summary:
         for group in ("all", mode):
             stats = self.latency.get(group)
             if stats is None:
-                stats = self.latency[group] = Percentiles()
+                stats = self.latency[group] = Percentiles(self.exact_limit)
             stats.add(record["latency_ms"])
         if mode == "stream" and record["ttft_ms"] is not None:
             self.ttft.add(record["ttft_ms"])
 
+    def _keep_failure(self, record: dict[str, Any], error_class: str, model: str, mode: str) -> None:
+        kept = self.latest_failures.get(error_class)
+        if kept is None:
+            kept = self.latest_failures[error_class] = deque(maxlen=FAILURES_KEPT)
+        message = record["error"] or ""
+        if len(message) > _MESSAGE_KEPT:
+            message = message[: _MESSAGE_KEPT - 1] + "…"
+        kept.append(Failure(record["request_id"], record["call_id"], error_class, message, model, mode, record["at"]))
+
+    @property
+    def models(self) -> dict[str, ModelTotals]:
+        """Tokens and cost by model (every mode together)."""
+        models: dict[str, ModelTotals] = {}
+        for (model, _), totals in self.model_modes.items():
+            models.setdefault(model, ModelTotals()).merge(totals)
+        return models
+
     @property
     def totals(self) -> ModelTotals:
         total = ModelTotals()
-        for totals in self.models.values():
+        for totals in self.model_modes.values():
             total.merge(totals)
         return total
 
     def as_dict(self) -> dict[str, Any]:
         totals = self.totals
+        models = self.models
         latency = {name: self.latency[name].as_dict(0.5, 0.95, 0.99) for name in sorted(self.latency)}
         return {
             "file": self.path,
             "since": _iso(self.since),
             "first_at": _iso(self.first_at),
             "last_at": _iso(self.last_at),
-            "lines": {"bad": self.bad_lines, "before_since": self.before_since},
+            "lines": {
+                "bad": self.bad_lines,
+                "first_bad": [{"line": bad.number, "reason": bad.reason} for bad in self.first_bad_lines],
+                "before_since": self.before_since,
+            },
             "calls": {
                 "total": self.calls,
                 "succeeded": self.succeeded,
@@ -450,18 +626,31 @@ class Summary:
                 "by_status": _ranked(self.attempts_by_status),
             },
             "latency_ms": latency,
-            "ttft_ms": self.ttft.as_dict(0.5, 0.95),
-            "models": {name: self.models[name].as_dict() for name in sorted(self.models)},
+            "ttft_ms": self.ttft.as_dict(0.5, 0.95, 0.99),
+            "models": {name: models[name].as_dict() for name in sorted(models)},
+            "by_model_and_mode": [
+                {"model": model, "mode": mode, **self.model_modes[model, mode].as_dict()}
+                for model, mode in sorted(self.model_modes)
+            ],
             "total": totals.as_dict(),
+            "timeline": self.timeline.as_dict(),
+            "latest_failures": {
+                name: [failure.as_dict() for failure in self.latest_failures[name]] for name in _ranked(self.failures)
+            },
         }
 
 
-def summarize(path: str | Path, *, since: float | None = None, on_bad: OnBad | None = None) -> Summary:
-    """Read a records file once and aggregate it; bad lines go to `on_bad` (and are counted)."""
-    summary = Summary(path=str(path), since=since)
+def summarize(
+    path: str | Path, *, since: float | None = None, on_bad: OnBad | None = None, exact_limit: int = EXACT_SAMPLES
+) -> Summary:
+    """Read a records file once and aggregate it; bad lines go to `on_bad` (and are counted).
+
+    `exact_limit`: up to this many values per latency group, percentiles are exact (then within 0.5%).
+    """
+    summary = Summary(path=str(path), since=since, exact_limit=exact_limit)
 
     def bad(line: BadLine) -> None:
-        summary.bad_lines += 1
+        summary.add_bad_line(line)
         if on_bad is not None:
             on_bad(line)
 
@@ -601,7 +790,13 @@ def render_summary(summary: Summary, console: Console) -> None:
         )
     if summary.ttft.count:
         ttft = summary.ttft
-        timing.add_row("stream TTFT", f"{ttft.count:,}", _ms(ttft.quantile(0.5)), _ms(ttft.quantile(0.95)), "")
+        timing.add_row(
+            "stream TTFT",
+            f"{ttft.count:,}",
+            _ms(ttft.quantile(0.5)),
+            _ms(ttft.quantile(0.95)),
+            _ms(ttft.quantile(0.99)),
+        )
     console.print(timing)
     console.print(_models_table(summary))
 

@@ -266,9 +266,11 @@ class Tour:
             self.console.print(f"[red]{len(self.failures)} step(s) misbehaved.[/red]")
         else:
             self.console.print("[green]Every step behaved as expected.[/green]")
+        records = shlex.quote(str(self.records_path))
+        page = shlex.quote(str(self.records_path.with_name("report.html")))
         self.console.print(
-            f"The tour's calls are recorded in {self.records_path}; summarise them with: "
-            f"keel report {shlex.quote(str(self.records_path))}",
+            f"The tour's calls are recorded in {self.records_path}. Summarise them as tables, or as a page with "
+            f"charts to open in a browser:\n  keel report {records}\n  keel report {records} --html {page}",
             highlight=False,
             soft_wrap=True,
         )

@@ -431,6 +431,12 @@ def report(
         str | None, typer.Option(help="Show the call that has this request_id (on the call or any attempt).")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="Write the summary as a self-contained HTML page with charts, not as tables."
+        ),
+    ] = None,
 ) -> None:
     """Summarise a records file: calls, failures, retries, latency, tokens and cost; or find one call."""
     from rich.console import Console
@@ -441,6 +447,8 @@ def report(
         cutoff = parse_since(since) if since is not None else None
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--since") from None
+    if html is not None and request_id is not None:
+        raise typer.BadParameter("the page summarises the whole file: leave out --request-id", param_hint="--html")
     shown = 0
 
     def bad_line(line: BadLine) -> None:
@@ -471,8 +479,16 @@ def report(
         typer.echo(f"keel: {shown} bad line(s) skipped in {records}", err=True)
     if json_output:
         typer.echo(json.dumps(summary.as_dict(), indent=2))
-    else:
+    elif html is None:
         render_summary(summary, console)
+    if html is not None:
+        from keel._report_html import render_html
+
+        try:
+            html.write_text(render_html(summary), encoding="utf-8")
+        except OSError as err:
+            fail(f"cannot write {html}: {err.strerror or err}")
+        typer.echo(f"keel: wrote {html} ({summary.calls:,} calls); open it in a browser", err=True)
 
 
 _BAD_LINES_SHOWN = 100
