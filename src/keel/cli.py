@@ -487,7 +487,8 @@ def report(
         try:
             html.write_text(render_html(summary), encoding="utf-8")
         except OSError as err:
-            fail(f"cannot write {html}: {err.strerror or err}")
+            typer.echo(f"keel: cannot write {html}: {err.strerror or err}", err=True)
+            raise typer.Exit(2) from None
         typer.echo(f"keel: wrote {html} ({summary.calls:,} calls); open it in a browser", err=True)
 
 
