@@ -34,14 +34,16 @@ def test_a_paced_burst_stays_within_the_limits_where_an_unpaced_one_meets_429s()
 
     # the emulator's clock runs 60 times faster: its 20 requests a minute are 20 a second of real time
     emulator = Emulator(EmulatorConfig(clock=Clock(speed=60), rate_limits=limits))
-    limiter = RateLimiter(Limits(requests=20, input_tokens=10**6, output_tokens=10**6, per=1.0), window=1.0)
+    # paced a tenth below the server's limit, as a fleet would be: the headroom absorbs requests that a loaded
+    # machine holds back after their permit and then sends together
+    limiter = RateLimiter(Limits(requests=18, input_tokens=10**6, output_tokens=10**6, per=1.0), window=1.0)
     paced = AsyncClient(async_client(emulator), limiter=limiter, policy=RetryPolicy("paced", max_retries=3, timeout=10))
     started = time.monotonic()
     results = asyncio.run(burst(paced, 40))
     assert all(not isinstance(result, BaseException) for result in results)
     statuses = [entry.status for entry in emulator.access_log.entries()]
     assert statuses.count(200) == 40 and statuses.count(429) <= 2  # at most a clock-skew miss, never a storm
-    assert time.monotonic() - started >= 0.8  # 40 requests at 20 a second, from a full bucket of 20
+    assert time.monotonic() - started >= 1.0  # 40 requests at 18 a second, from a full bucket of 18
 
 
 def tight_output(side: Side) -> tuple[Emulator, Client | AsyncClient]:
