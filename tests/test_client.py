@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ import anthropic
 import pytest
 from keel_helpers import ask, fault, keel_client
 
-from keel import BACKGROUND, CallFailed, Client, RetryPolicy, load_prices
+from keel import BACKGROUND, AsyncClient, CallFailed, Client, RetryPolicy, load_prices
 from keel._records import read_records
 from keel.emulator import Emulator
 
@@ -219,3 +220,28 @@ def test_a_mode_a_single_call_cannot_take_is_a_clear_error_before_any_request(
     with pytest.raises(ValueError, match=rf"mode: expected 'standard', 'stream' or 'auto' for a call, got '{mode}'"):
         keel.messages.create(model=MODEL, max_tokens=10, messages=ask("x"), mode=mode)  # type: ignore[arg-type]
     assert keel_emulator.access_log.entries() == []
+
+
+def test_the_policy_timeout_bounds_each_attempt_and_a_callers_own_timeout_wins(served_emulator: Emulator) -> None:
+    """Over loopback (the SDK's timeouts apply), sync and async: a 0.5 s answer outlasts a 0.1 s policy timeout,
+    and a caller's own `timeout=` replaces it for that call."""
+    tight = RetryPolicy("tight", max_retries=0, timeout=0.1)
+    slow = {"model": MODEL, "max_tokens": 20, "messages": ask("x"), "extra_headers": fault("latency_ms=500")}
+
+    with Client(policy=tight) as keel, pytest.raises(CallFailed) as caught:
+        keel.messages.create(**slow)
+    assert caught.value.error_class.name == "timeout" and isinstance(caught.value.sdk_error, anthropic.APITimeoutError)
+    with Client(policy=tight) as keel:
+        assert keel.messages.create(**slow, timeout=5.0).record.error_class is None
+
+    async def both_async() -> tuple[BaseException | None, str | None]:
+        async with AsyncClient(policy=tight) as keel:
+            try:
+                await keel.messages.create(**slow)
+                failure = None
+            except CallFailed as err:
+                failure = err.sdk_error
+            return failure, (await keel.messages.create(**slow, timeout=5.0)).record.error_class
+
+    failure, error_class = asyncio.run(both_async())
+    assert isinstance(failure, anthropic.APITimeoutError) and error_class is None

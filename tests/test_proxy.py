@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from keel import ProxyConfigError
 from keel.cli import app as cli_app
-from keel.emulator import DEFAULT_API_KEY, EmulatorConfig, Scenario, parse_fault_header
+from keel.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig, Scenario, parse_fault_header
 from keel.emulator.faults import Rule
 from keel.emulator.keys import key_id
 from keel.emulator.server import BackgroundServer, free_port
@@ -259,6 +259,33 @@ def test_an_unreachable_upstream_is_a_502_api_error_naming_it_without_credential
     assert f"http://keel:***@127.0.0.1:{port}" in error.message and "hunter2" not in error.message
     assert [e.status for e in proxy.log.entries()] == [502, 502]  # retried, as the SDK retries a 502 (logged: stopped)
     assert all(e.error and "hunter2" not in e.error for e in proxy.log.entries())
+
+
+@pytest.mark.parametrize("exempt", [False, True])
+def test_the_upstream_is_reached_through_the_environments_http_proxy_unless_no_proxy_exempts_it(
+    exempt: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The emulator plays the HTTP proxy (it answers the forwarded request by its path): an upstream whose name does
+    not resolve is reached through it, and is unreachable when `no_proxy` names it."""
+    emulator = Emulator(EmulatorConfig(api_key=None))
+    with BackgroundServer(emulator) as http_proxy:
+        for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", http_proxy.base_url)
+        if exempt:
+            monkeypatch.setenv("NO_PROXY", "upstream.keel.invalid")
+        proxy = Proxy(ProxyConfig(upstream="http://upstream.keel.invalid"))
+        with BackgroundProxy(proxy) as server, httpx2.Client(trust_env=False, timeout=30) as client:  # straight to it
+            answer = client.post(
+                f"{server.base_url}/v1/messages",
+                json={"model": MODEL, "max_tokens": 10, "messages": ask("hi")},
+                headers=HEADERS,
+            )
+    if exempt:
+        assert answer.status_code == 502 and "http://upstream.keel.invalid is unreachable" in answer.text
+    else:
+        assert answer.status_code == 200 and answer.json()["type"] == "message"
+        assert [entry.path for entry in emulator.access_log.entries()] == ["/v1/messages"]
 
 
 async def _silent_app(scope: Any, receive: Any, send: Any) -> None:

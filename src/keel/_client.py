@@ -77,6 +77,15 @@ class _ClientBase(Generic[SDK]):
         return entry[0], entry[1]
 
 
+def _with_timeout(params: dict[str, Any], policy: RetryPolicy) -> dict[str, Any]:
+    """A `create` call's parameters with the policy's timeout, unless they name their own.
+
+    keel's SDK client already has that timeout; given with the call as well, it spares the SDK deep-copying a
+    default into the request's options on every call (about 22 k of keel's ~160 k instructions a call).
+    """
+    return params if "timeout" in params else {**params, "timeout": policy.timeout}
+
+
 class Client(_ClientBase[anthropic.Anthropic]):
     """A production-ready `anthropic.Anthropic`: same calls, classified retries, records on every response.
 
@@ -113,7 +122,7 @@ class Client(_ClientBase[anthropic.Anthropic]):
 
         else:
             # the type as a string: `Callable[[], Message]` itself would build a typing alias on every call
-            request = cast("Callable[[], Message]", partial(sdk.messages.create, **params))
+            request = cast("Callable[[], Message]", partial(sdk.messages.create, **_with_timeout(params, call.policy)))
         message = request() if rounds is None else Retrying(**rounds)(request)
         if call.pacing is not None:
             call.pacing.settle(message.usage)  # a stream settles its own rounds: nothing is left to settle then
@@ -234,7 +243,9 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
         # module-level coroutine functions, not a closure per call: under concurrency, every object a waiting call
         # holds is work for the garbage collector
         request: Callable[[], Awaitable[Message]] = (
-            partial(_streamed, sdk, call, params) if call.mode == "stream" else partial(_created, sdk, params)
+            partial(_streamed, sdk, call, params)
+            if call.mode == "stream"
+            else partial(_created, sdk, _with_timeout(params, call.policy))
         )
         message = await request() if rounds is None else await AsyncRetrying(**rounds)(request)
         if call.pacing is not None:

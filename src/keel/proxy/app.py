@@ -28,9 +28,10 @@ from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
-import httpx2
+import aiohttp
 from jiter import from_json
 from pydantic_core import to_json
+from yarl import URL
 
 from keel._exceptions import ProxyConfigError
 from keel.emulator.cassette import CassetteWriter, Event, Exchange, canonical_body, kept_headers
@@ -55,6 +56,8 @@ HOP_BY_HOP = frozenset(
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"transfer-encoding", FAULT_HEADER.encode()}
 _NOT_RETURNED = HOP_BY_HOP | {b"content-length", b"content-encoding", b"transfer-encoding"}
 _URLS_KEPT = 1024  # parsed upstream URLs kept for reuse
+# headers aiohttp would add to a request of its own: the client's request goes upstream as it came
+_NOT_ADDED = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 SHUTDOWN_MESSAGE = "keel proxy: shutting down; the stream was closed before the upstream finished it"
 
 
@@ -110,31 +113,42 @@ class Proxy:
         self.scenario = config.scenario
         self.log = ProxyLog(config.access_log)
         self.cassette = CassetteWriter(config.record, upstream=self.shown_upstream) if config.record else None
-        self._transport: httpx2.AsyncHTTPTransport | None = None
-        self._urls: dict[bytes, httpx2.URL] = {}
-        timeout = httpx2.Timeout(config.read_timeout, connect=config.connect_timeout, pool=None)
-        self.extensions = {"timeout": timeout.as_dict()}
+        parts = urlsplit(self.upstream)
+        # the environment's HTTP(S) proxy for the upstream's scheme, unless `no_proxy` exempts its host
+        self.through = None if proxy_bypass(parts.hostname or "") else getproxies().get(parts.scheme)
+        self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[bytes, URL] = {}
         self._streams: set[_Relay] = set()
 
-    def url(self, path: bytes, query: bytes) -> httpx2.URL:
-        """The upstream URL of a request's path and query (parsed once per distinct target: most are the same)."""
+    def url(self, path: bytes, query: bytes) -> URL:
+        """The upstream URL of a request's path and query, as the client encoded them (parsed once per distinct
+        target: most are the same)."""
         target = path + b"?" + query if query else path
         found = self._urls.get(target)
         if found is None:
             if len(self._urls) >= _URLS_KEPT:
                 self._urls.clear()
-            found = self._urls[target] = httpx2.URL(self.upstream + target.decode("latin-1"))
+            url = URL(self.upstream + target.decode("latin-1"), encoded=True)
+            found = self._urls[target] = url.with_user(None)  # credentials in --upstream are not sent upstream
         return found
 
-    def transport(self) -> httpx2.AsyncHTTPTransport:
-        """The connections to the upstream (made on first use, in the serving loop), through the environment's
-        HTTP(S) proxy for its scheme unless `no_proxy` exempts its host."""
-        if self._transport is None:
-            parts = urlsplit(self.upstream)
-            through = None if proxy_bypass(parts.hostname or "") else getproxies().get(parts.scheme)
-            limits = httpx2.Limits(max_connections=None, max_keepalive_connections=200)
-            self._transport = httpx2.AsyncHTTPTransport(proxy=through, limits=limits)
-        return self._transport
+    def session(self) -> aiohttp.ClientSession:
+        """The connections to the upstream, kept alive between requests (made on first use, in the serving loop).
+
+        aiohttp rather than httpx2: its C response parser and short request path take about a quarter of httpx2's CPU
+        per request, which halves the proxy's (docs/benchmarks.md, keel proxy). No cookies kept, no redirects
+        followed, no headers of its own added."""
+        if self._session is None:
+            config = self.config
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
+                ),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=_NOT_ADDED,
+            )
+        return self._session
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -159,9 +173,9 @@ class Proxy:
 
     async def aclose(self) -> None:
         """Close the upstream connections, the cassette and the access-log file."""
-        if self._transport is not None:
-            await self._transport.aclose()
-            self._transport = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         if self.cassette is not None:
             self.cassette.close()
         self.log.close()
@@ -284,20 +298,28 @@ class _Relay:
         proxy = self.proxy
         path = self.scope.get("raw_path") or self.scope["path"].encode()
         query = self.scope.get("query_string") or b""
-        headers = [(name, value) for name, value in self.headers if name not in _NOT_FORWARDED]
-        upstream_request = httpx2.Request(
-            self.scope["method"], proxy.url(path, query), headers=headers, content=body, extensions=proxy.extensions
-        )
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in self.headers
+            if name not in _NOT_FORWARDED
+        ]
         try:
-            response = await proxy.transport().handle_async_request(upstream_request)
-        except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
+            response = await proxy.session().request(
+                self.scope["method"],
+                proxy.url(path, query),
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                proxy=proxy.through,
+            )
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise self._upstream_error(502, "api_error", "is unreachable", exc) from None
-        except httpx2.TimeoutException as exc:
+        except TimeoutError as exc:
             raise self._upstream_error(504, "timeout_error", "did not answer in time", exc) from None
-        except httpx2.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise self._upstream_error(502, "api_error", "failed", exc) from None
         self.head_ms = self._ms()
-        self.status = response.status_code
+        self.status = response.status
         self.request_id = response.headers.get("request-id")
         content_type = response.headers.get("content-type", "")
         self.stream = content_type.startswith("text/event-stream")
@@ -307,7 +329,7 @@ class _Relay:
             else:
                 await self._relay_body(response, request)
         finally:
-            await response.aclose()
+            response.release()  # back to the pool when read to its end; a body cut short closes its connection
 
     def _upstream_error(self, status: int, error_type: str, what: str, exc: Exception) -> ApiError:
         detail = redact_text(str(exc) or type(exc).__name__, self.proxy.upstream)
@@ -315,13 +337,13 @@ class _Relay:
         message = f"keel proxy: the upstream {self.proxy.shown_upstream} {what} ({self.error})"
         return ApiError(status, message, error_type=error_type)
 
-    def _response_headers(self, response: httpx2.Response) -> list[tuple[bytes, bytes]]:
-        return [(name.lower(), value) for name, value in response.headers.raw if name.lower() not in _NOT_RETURNED]
+    def _response_headers(self, response: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+        return [(name.lower(), value) for name, value in response.raw_headers if name.lower() not in _NOT_RETURNED]
 
-    async def _relay_body(self, response: httpx2.Response, request: Any) -> None:
+    async def _relay_body(self, response: aiohttp.ClientResponse, request: Any) -> None:
         try:
-            content = await response.aread()
-        except httpx2.HTTPError as exc:
+            content = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._upstream_error(502, "api_error", "broke off its answer", exc) from None
         content = self._local_urls(content)
         tokens = 0
@@ -329,7 +351,7 @@ class _Relay:
             with contextlib.suppress(ValueError, TypeError, AttributeError):
                 tokens = int(from_json(content)["usage"]["output_tokens"])
         await self._fault_delay(tokens)
-        await self._respond(response.status_code, self._response_headers(response), content)
+        await self._respond(response.status, self._response_headers(response), content)
         if self.proxy.cassette is not None:
             self._record(response, request, body=_body_value(content, response.headers.get("content-type", "")))
 
@@ -341,11 +363,11 @@ class _Relay:
         here = f"{self.scope.get('scheme', 'http')}://{host}".encode()
         return self.proxy.upstream_url.sub(lambda _: here, content)
 
-    async def _relay_streamed(self, response: httpx2.Response, request: Any) -> None:
+    async def _relay_streamed(self, response: aiohttp.ClientResponse, request: Any) -> None:
         """A body passed on as it arrives. A stream of events takes the fault's pacing and cuts, and a shutdown ends it
         with an `event: error` frame; any other body (batch results) is a download, given the shutdown's grace."""
         await self.send(
-            {"type": "http.response.start", "status": response.status_code, "headers": self._response_headers(response)}
+            {"type": "http.response.start", "status": response.status, "headers": self._response_headers(response)}
         )
         recording = self.proxy.cassette is not None
         events: list[Event] | None = [] if recording and self.stream else None
@@ -398,7 +420,7 @@ class _Relay:
         self.stop("the client went away")
 
     async def _stream_out(
-        self, response: httpx2.Response, events: list[Event] | None, raw: list[bytes] | None
+        self, response: aiohttp.ClientResponse, events: list[Event] | None, raw: list[bytes] | None
     ) -> AsyncGenerator[bytes, None]:
         """The upstream's body as it arrives (what arrived together, sent together), or event by event when a fault
         paces or cuts a stream of events."""
@@ -414,19 +436,19 @@ class _Relay:
                 yield event
 
     async def _upstream_chunks(
-        self, response: httpx2.Response, events: list[Event] | None, raw: list[bytes] | None
+        self, response: aiohttp.ClientResponse, events: list[Event] | None, raw: list[bytes] | None
     ) -> AsyncIterator[bytes]:
         """The upstream's body; with `events`, each complete event noted there as it arrives; with `raw`, every
         chunk kept there."""
         splitter = EventSplitter()
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.content.iter_any():
                 if events is not None:
                     self._note(splitter.feed(chunk), events)
                 elif raw is not None:
                     raw.append(chunk)
                 yield chunk
-        except httpx2.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self.error = f"the upstream broke off the stream ({type(exc).__name__})"
             raise UpstreamBrokeOff(self.error) from exc
         self.upstream_done = True
@@ -453,7 +475,7 @@ class _Relay:
     # --- the record -----------------------------------------------------------------------------------
 
     def _record(
-        self, response: httpx2.Response, request: Any, *, body: Any = None, events: list[Event] | None = None
+        self, response: aiohttp.ClientResponse, request: Any, *, body: Any = None, events: list[Event] | None = None
     ) -> None:
         cassette = self.proxy.cassette
         assert cassette is not None
@@ -462,7 +484,7 @@ class _Relay:
             path=self.scope["path"],
             query=(self.scope.get("query_string") or b"").decode("latin-1"),
             request=canonical_body(request),
-            status=response.status_code,
+            status=response.status,
             headers=kept_headers(response.headers.items()),
             body=body,
             events=events,
