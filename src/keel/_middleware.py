@@ -2,7 +2,8 @@
 
 It runs inside the SDK's retry loop, once per attempt, and sees every response, 4xx/5xx included: the call
 in progress (`CURRENT_CALL`) writes an `AttemptRecord` for each, and steers the SDK's own retry decision with
-the SDK's own mechanism (`x-should-retry`). Installed on keel's copy of the SDK client only; a pass-through
+the SDK's own mechanism (`x-should-retry`). It runs inside the SDK's span of the API call, which keel's
+telemetry annotates (`keel._telemetry`). Installed on keel's copy of the SDK client only; a pass-through
 for calls made outside a keel call.
 """
 
@@ -39,6 +40,8 @@ class AttemptMiddleware(Middleware):
         http = response.http_response
         if 200 <= http.status_code < 300:
             call.attempt_succeeded(request, http, started)
+            if call.span is not None and not request.stream:  # parsed once: the SDK gets the same parsed message
+                call.response_priced(response.parse())
             if pacing is not None:
                 pacing.served(http.headers)
         else:
@@ -66,6 +69,8 @@ class AttemptMiddleware(Middleware):
         http = response.http_response
         if 200 <= http.status_code < 300:
             call.attempt_succeeded(request, http, started)
+            if call.span is not None and not request.stream:
+                call.response_priced(await response.parse())
             if pacing is not None:
                 pacing.served(http.headers)
         else:
