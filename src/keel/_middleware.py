@@ -13,11 +13,19 @@ import time
 from typing import Any
 
 import anthropic
+from anthropic._constants import RAW_RESPONSE_HEADER
 from anthropic._middleware import AsyncCallNext, CallNext, Middleware
 from anthropic._request import APIRequest
 from anthropic._response import APIResponse, AsyncAPIResponse
+from anthropic.types import Message
 
 from ._call import CURRENT_CALL
+
+
+def _prices_here(request: APIRequest) -> bool:
+    """Whether the middleware prices this 2xx for the SDK's span (`Call.response_priced`): a whole Message body,
+    which the SDK parses next anyway (it keeps what was parsed here), not a stream nor a body the caller reads."""
+    return request.cast_to is Message and not request.stream and request.headers.get(RAW_RESPONSE_HEADER) != "stream"
 
 
 class AttemptMiddleware(Middleware):
@@ -40,7 +48,7 @@ class AttemptMiddleware(Middleware):
         http = response.http_response
         if 200 <= http.status_code < 300:
             call.attempt_succeeded(request, http, started)
-            if call.span is not None and not request.stream:  # parsed once: the SDK gets the same parsed message
+            if call.span is not None and _prices_here(request):
                 call.response_priced(response.parse())
             if pacing is not None:
                 pacing.served(http.headers)
@@ -69,7 +77,7 @@ class AttemptMiddleware(Middleware):
         http = response.http_response
         if 200 <= http.status_code < 300:
             call.attempt_succeeded(request, http, started)
-            if call.span is not None and not request.stream:
+            if call.span is not None and _prices_here(request):
                 call.response_priced(await response.parse())
             if pacing is not None:
                 pacing.served(http.headers)
