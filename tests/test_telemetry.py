@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
-from keel import AsyncClient, CallFailed, CallRecord, Client, JsonFormatter, Recorder, Telemetry
+from keel import AsyncClient, CallFailed, CallRecord, Client, JsonFormatter, Recorder, Reply, Telemetry
 from keel.emulator import Emulator, async_client, client
 from keel.ratelimit import Limits, RateLimiter, Reservation
 
@@ -100,6 +100,18 @@ def keel_attributes(span: ReadableSpan) -> dict[str, Any]:
     return {key: value for key, value in (span.attributes or {}).items() if key.startswith("keel.")}
 
 
+def assert_one_attempt_of(reply: Reply, span: ReadableSpan, mode: str) -> None:
+    """`span` is the SDK's span of `reply`'s only API call, with keel's attributes."""
+    assert span.attributes is not None and span.attributes["anthropic.request.id"] == reply.request_id
+    assert keel_attributes(span) == {
+        "keel.call_id": reply.record.call_id,
+        "keel.mode": mode,
+        "keel.attempts": 1,
+        "keel.rounds": 1,
+        "keel.cost_usd": reply.cost_usd,
+    }
+
+
 def by_token_type(points: list[HistogramDataPoint]) -> dict[str, float]:
     sums: dict[str, float] = {}
     for point in points:
@@ -114,14 +126,7 @@ def test_a_calls_sdk_span_carries_keels_attributes_and_no_second_span_is_made(ot
     spans = otel.spans.get_finished_spans()
     assert [span.name for span in spans] == ["anthropic.messages.create"]
     [span] = spans
-    assert span.attributes is not None and span.attributes["anthropic.request.id"] == reply.request_id
-    assert keel_attributes(span) == {
-        "keel.call_id": reply.record.call_id,
-        "keel.mode": "standard",
-        "keel.attempts": 1,
-        "keel.rounds": 1,
-        "keel.cost_usd": reply.cost_usd,
-    }
+    assert_one_attempt_of(reply, span, "standard")
     assert span.status.status_code is StatusCode.OK
 
 
@@ -185,14 +190,7 @@ def test_a_streams_span_carries_its_cost_set_before_the_sdk_ended_it(otel: Otel,
         reply, text = asyncio.run(run())
     assert reply is not None and text == reply.text
     [span] = otel.finished()
-    assert span.attributes is not None and span.attributes["anthropic.request.id"] == reply.request_id
-    assert keel_attributes(span) == {
-        "keel.call_id": reply.record.call_id,
-        "keel.mode": "stream",
-        "keel.attempts": 1,
-        "keel.rounds": 1,
-        "keel.cost_usd": reply.cost_usd,
-    }
+    assert_one_attempt_of(reply, span, "stream")
 
 
 def test_a_stream_restarted_after_an_error_event_counts_one_retry_and_ends_on_a_second_span(otel: Otel) -> None:
@@ -327,12 +325,26 @@ def test_without_the_sdks_span_keel_leaves_the_callers_span_alone(otel: Otel) ->
     assert len(otel.points("gen_ai.client.operation.duration")) == 1  # the metrics do not depend on spans
 
 
-def test_import_keel_does_not_import_opentelemetry() -> None:
-    loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, keel; keel.Telemetry; print(' '.join(sorted(sys.modules)))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert "keel._telemetry" in loaded
-    assert [name for name in loaded if name.startswith("opentelemetry")] == []
+GLOBAL_PROVIDER_SCRIPT = """
+import keel
+from keel.emulator import Emulator, client
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+claude = keel.Client(client(Emulator()))  # telemetry=True: the global meter provider, none configured yet
+ask = {"model": "claude-sonnet-5-5", "max_tokens": 20, "messages": [{"role": "user", "content": "x"}]}
+claude.messages.create(**ask)  # nothing to record to
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+claude.messages.create(**ask)
+data = reader.get_metrics_data()
+print(sum(p.count for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics
+          if m.name == "gen_ai.client.operation.duration" for p in m.data.data_points))
+"""
+
+
+def test_a_global_meter_provider_set_after_the_client_was_made_gets_the_calls_from_then_on() -> None:
+    # the global provider can be set once per process: a process of its own
+    run = subprocess.run([sys.executable, "-c", GLOBAL_PROVIDER_SCRIPT], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["1"]
