@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
-from keel import AsyncClient, CallFailed, CallRecord, Client, JsonFormatter, Recorder, Reply, Telemetry
+from keel import AsyncClient, CallFailed, CallRecord, Client, JsonFormatter, Recorder, Reply, RetryPolicy, Telemetry
 from keel.emulator import Emulator, async_client, client
 from keel.ratelimit import Limits, RateLimiter, Reservation
 
@@ -159,6 +159,23 @@ def test_a_failed_calls_span_and_duration_carry_its_error_class(otel: Otel) -> N
     assert duration.attributes["error.type"] == "overloaded"
     assert "gen_ai.response.model" not in duration.attributes
     assert otel.points("gen_ai.client.token.usage") == []  # no usage was reported: none is made up
+
+
+def test_keels_round_after_the_sdk_gave_up_is_a_second_span_and_the_first_keeps_its_error_class(otel: Otel) -> None:
+    emulator = Emulator()
+    emulator.inject("status=529; retry_after_ms=1", limit=2)  # the first round's two attempts
+    rounds = RetryPolicy("rounds", max_retries=1, timeout=10, budget=30, backoff_base=0.01)
+    reply = otel.client(emulator, policy=rounds).messages.create(model=MODEL, max_tokens=20, messages=ask("x"))
+    first, second = otel.finished()
+    assert first.status.status_code is StatusCode.ERROR
+    assert keel_attributes(first)["keel.error_class"] == "overloaded"  # it ended the first API call
+    assert keel_attributes(first)["keel.attempts"] == 2
+    assert "keel.cost_usd" not in keel_attributes(first)
+    assert "keel.error_class" not in keel_attributes(second)
+    assert keel_attributes(second)["keel.attempts"] == reply.record.attempts == 3
+    assert keel_attributes(second)["keel.cost_usd"] == reply.cost_usd  # the only response that was billed
+    [retries] = otel.points("keel.client.retries")
+    assert retries.value == reply.record.retries == 2  # the SDK's retry and keel's round
 
 
 def test_a_request_the_api_refuses_at_once_has_its_error_class_on_its_only_attempt(otel: Otel) -> None:

@@ -275,12 +275,14 @@ class Call:
         if self.pacing is not None:
             span.set_attribute("keel.rate_limit.wait_s", self.pacing.waited)
 
-    def _ends_api_call(self, request: APIRequest, retryable: bool) -> None:
-        """The attempt failed with `retry_of`; when the SDK's loop does not retry it (`retryable`: whether the SDK
-        would, retries left), it ends the API call: its error class goes on the span."""
+    def _failed_attempt(self, request: APIRequest, error_class: str, sdk_retries: bool) -> None:
+        """An attempt failed with `error_class`: the next attempt, if any, retries it. When the SDK's loop will not
+        (`sdk_retries`: whether it retries this error while retries are left), the error ends the API call, and
+        its class goes on the SDK's span, which the SDK ends as it raises the error."""
+        self.retry_of = error_class
         max_retries = request.max_retries if isinstance(request.max_retries, int) else self.policy.max_retries
-        if self.span is not None and not (retryable and request.retries_taken < max_retries):
-            self.span.set_attribute("keel.error_class", self.retry_of or "")
+        if self.span is not None and not (sdk_retries and request.retries_taken < max_retries):
+            self.span.set_attribute("keel.error_class", error_class)
 
     def response_priced(self, message: object) -> None:
         """The cost of the API call's response on its span (a plain call's in the middleware, a stream's at its
@@ -296,9 +298,9 @@ class Call:
 
     def attempt_failed(self, request: APIRequest, err: BaseException, started: float) -> None:
         """No response (a connection error or timeout): written at once, like every error."""
-        self.retry_of = classify_exception(err).name
-        self.settings.recorder.emit(self._attempt(request, started, error_class=self.retry_of))
-        self._ends_api_call(request, True)  # the SDK retries every connection error while retries are left
+        error_class = classify_exception(err).name
+        self.settings.recorder.emit(self._attempt(request, started, error_class=error_class))
+        self._failed_attempt(request, error_class, True)  # the SDK retries every connection error
 
     def attempt_errored(self, request: APIRequest, response: httpx2.Response, body: bytes, started: float) -> None:
         """An error response: classified, written at once, and the SDK told whether it may retry (the SDK's own
@@ -309,12 +311,13 @@ class Call:
         if not error.retryable or (deadline is not None and not deadline.allows_retry_after(response.headers)):
             response.headers["x-should-retry"] = "false"
         request_id = response.headers.get("request-id")
-        self.retry_of = error.name
         self.settings.recorder.emit(
             self._attempt(request, started, request_id, response.status_code, error_type, error_code, error.name)
         )
         should_retry = response.headers.get("x-should-retry")  # what the SDK's loop decides on, before the status
-        self._ends_api_call(request, should_retry == "true" or (should_retry != "false" and error.sdk_retries))
+        self._failed_attempt(
+            request, error.name, should_retry == "true" or (should_retry != "false" and error.sdk_retries)
+        )
 
     # --- how the call ends ---------------------------------------------------------------------------
 
