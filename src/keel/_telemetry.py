@@ -26,6 +26,7 @@ recorded. opentelemetry-api is imported only when a client with telemetry is mad
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._records import DeferredCallRecord
@@ -92,14 +93,17 @@ class Telemetry:
         # no provider configured: the API's stand-ins, which record nothing (nothing is worth computing for them)
         self._idle = (_ProxyMeterProvider, metrics.NoOpMeterProvider)
         self._made_for: object = None
+        self._lock = threading.Lock()
         self._instruments: _Instruments | None = None
 
     def instruments(self) -> _Instruments | None:
         """keel's instruments, or None while no meter provider is configured."""
         provider = self.meter_provider or self._global_provider()
         if provider is not self._made_for:
-            self._instruments = None if isinstance(provider, self._idle) else _instruments(provider)
-            self._made_for = provider
+            with self._lock:  # made once per provider, whichever thread gets there first
+                if provider is not self._made_for:
+                    self._instruments = None if isinstance(provider, self._idle) else _instruments(provider)
+                    self._made_for = provider
         return self._instruments
 
     def sdk_span(self, outer: Span | None) -> Span | None:
