@@ -29,7 +29,13 @@ from targets import add_arguments, finish, info
 
 from keel import Client, Telemetry
 
-SIDES = ("raw SDK", "keel, telemetry off", "keel, telemetry on, no provider", "keel, telemetry on, OTel SDK")
+SIDES = (
+    "raw SDK",
+    "raw SDK, OTel SDK spans",
+    "keel, telemetry off",
+    "keel, telemetry on, no provider",
+    "keel, telemetry on, OTel SDK",
+)
 
 
 def make_call(side: str) -> Callable[[], object]:
@@ -37,7 +43,7 @@ def make_call(side: str) -> Callable[[], object]:
     http = httpx2.Client(transport=httpx2.MockTransport(canned), base_url="http://canned")
     options: dict[str, Any] = {}
     telemetry: bool | Telemetry = side != "keel, telemetry off"
-    if side.endswith("OTel SDK"):
+    if "OTel SDK" in side:
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
         from opentelemetry.sdk.trace import TracerProvider
@@ -45,7 +51,7 @@ def make_call(side: str) -> Callable[[], object]:
         options["open_telemetry"] = {"tracer_provider": TracerProvider()}  # spans recorded, none exported
         telemetry = Telemetry(MeterProvider(metric_readers=[InMemoryMetricReader()]))
     sdk = anthropic.Anthropic(api_key="canned", base_url="http://canned", http_client=http, **options)
-    if side == "raw SDK":
+    if side.startswith("raw SDK"):
         return lambda: sdk.messages.create(**PARAMS)
     client = Client(sdk, telemetry=telemetry)
     return lambda: client.messages.create(**PARAMS)
@@ -83,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
     parser.add_argument("--calls-low", type=int, default=50, help="--instructions: calls of the shorter run")
     parser.add_argument("--calls-high", type=int, default=250, help="--instructions: calls of the longer run")
+    parser.add_argument("--sides", nargs="+", choices=SIDES, default=SIDES, help="the sides to measure (default all)")
     parser.add_argument("--run-side", help=argparse.SUPPRESS)  # one side's calls, in a process of its own
     add_arguments(parser)
     args = parser.parse_args(argv)
@@ -95,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         per_call = {
             side: (instructions(side, args.calls_high, args.warmup) - instructions(side, args.calls_low, args.warmup))
             / (args.calls_high - args.calls_low)
-            for side in SIDES
+            for side in args.sides
         }
-        base = per_call["raw SDK"]
-        print(f"instructions per call (callgrind, {args.calls_high} - {args.calls_low} calls after {args.warmup})")
+        base = per_call[args.sides[0]]  # the first side measured
+        runs = f"{args.calls_high} - {args.calls_low} calls after {args.warmup}"
+        print(f"instructions per call (callgrind, {runs}), against the first side")
         for side, count in per_call.items():
             print(f"{side:34s} {count / 1000:9.1f} k   {(count - base) / 1000:+8.1f} k   {count / base:.3f}x")
         return finish(args, [])
@@ -110,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{side:34s} {median:8.1f} µs/call   {median - base:+7.1f} µs   {median / base:.3f}x")
     off = statistics.median(timings["keel, telemetry off"])
     added = [
-        info(f"{side}, added over telemetry off", statistics.median(timings[side]) - off, "µs", 1) for side in SIDES[2:]
+        info(f"{side}, added over telemetry off", statistics.median(timings[side]) - off, "µs", 1) for side in SIDES[3:]
     ]
     return finish(args, added)
 
