@@ -46,6 +46,7 @@ BENCHMARKS = (
     Benchmark("client_bench.py", ("--rounds", "1", "--calls", "100", "--streams", "5", "--warmup", "20")),
     Benchmark("client_loopback.py", ("--blocks", "4", "--calls", "20", "--warmup", "20")),
     Benchmark("client_overhead.py", ("--blocks", "4", "--calls", "20", "--warmup", "20")),
+    Benchmark("telemetry_overhead.py", ("--blocks", "4", "--calls", "20", "--warmup", "20")),
     Benchmark("batch_bench.py", ("--small", "500", "--large", "2000", "--rounds", "1")),
     Benchmark("stores_bench.py", ("--requests", "5000", "--claims", "500")),
     Benchmark("limiter_bench.py", ("--count", "2000", "--redis-count", "300")),

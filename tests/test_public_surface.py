@@ -94,15 +94,20 @@ def test_all_public_exceptions_are_exported_from_keel() -> None:
     assert len(EXCEPTIONS) >= 16
 
 
-def test_import_keel_does_not_import_the_emulator() -> None:
+def test_import_keel_does_not_import_the_emulator_nor_opentelemetry() -> None:
+    # keel.Telemetry's module included: OpenTelemetry is imported when a client with telemetry is made
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, keel; print(' '.join(sorted(sys.modules)))"],
+        [sys.executable, "-c", "import sys, keel; keel.Telemetry; print(' '.join(sorted(sys.modules)))"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
-    assert "keel" in loaded
-    heavy = [name for name in loaded if name.split(".")[0] in ("starlette", "uvicorn") or name.startswith("keel.emu")]
+    assert "keel" in loaded and "keel._telemetry" in loaded
+    heavy = [
+        name
+        for name in loaded
+        if name.split(".")[0] in ("starlette", "uvicorn", "opentelemetry") or name.startswith("keel.emu")
+    ]
     assert heavy == []
 
 

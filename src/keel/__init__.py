@@ -12,6 +12,7 @@ This module is keel's public surface, by concept:
   (`AmbiguousSubmission`, `ForeignResults`), the shared stores' (`StoreUnavailable`, `ConfigError`), the rate
   limiter's (`LimiterError`: `LimitExceedsCapacity`, `AcquireTimeout`, `LimiterUnavailable`), budgets'
   (`BudgetExceeded`, `UnpricedModel`);
+- telemetry: `Telemetry` (OpenTelemetry attributes and metrics; on by default, see docs/telemetry.md);
 - records: `AttemptRecord`, `CallRecord`, `Usage`, `Recorder`, `JsonlSink`, `DeferredCallRecord`, `JsonFormatter`,
   `read_records`;
 - prices: `PriceTable`, `ModelPrice`, `CostBreakdown`, `load_prices`;
@@ -87,6 +88,7 @@ if TYPE_CHECKING:
         outcome_of,
     )
     from keel._streaming import AsyncResilientStream, ResilientStream
+    from keel._telemetry import Telemetry
     from keel._usage import Usage
 
 __version__ = "0.1.0"
@@ -156,6 +158,7 @@ _EXPORTS: dict[str, str] = {
     "outcome_of": "keel._stop",
     "AsyncResilientStream": "keel._streaming",
     "ResilientStream": "keel._streaming",
+    "Telemetry": "keel._telemetry",
     "Usage": "keel._usage",
 }
 """Each public name and the module it is defined in, imported when the name is first used."""

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx2
 from anthropic._request import APIRequest
@@ -34,6 +34,11 @@ from ._retrying import Deadline, RetryPolicy, policy_named
 from ._stop import Outcome, outcome_kind, outcome_of
 from ._usage import Usage
 from .ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from ._telemetry import Telemetry
 
 CURRENT_CALL: ContextVar[Call | None] = ContextVar("keel_call", default=None)
 """The keel call in progress in this context: what the middleware records each attempt on."""
@@ -117,9 +122,11 @@ class CallSettings:
         prices: PriceTable | None,
         log_content: bool,
         limiter: RateLimiter | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.policy = policy_named(policy)
         self.limiter = limiter
+        self.telemetry = telemetry
         self.owns_recorder = not isinstance(records, Recorder)  # a Recorder passed in may be shared: not ours to close
         self.recorder = records if isinstance(records, Recorder) else Recorder(records)
         self.prices = prices or load_prices()
@@ -149,6 +156,9 @@ class Call:
 
     `with call:` is the call in progress: it is the current call (what the middleware records attempts on),
     and an exception in `CALL_ERRORS` leaving the block becomes the `CallFailed` that `failed` makes.
+
+    With telemetry (`keel._telemetry`), `span` is the SDK's span of the API call in progress, found at each
+    attempt, which keel's attributes go on; `outer` the span that was current when the call began (the caller's).
     """
 
     __slots__ = (
@@ -159,12 +169,16 @@ class Call:
         "held",
         "mode",
         "name",
+        "outer",
         "pacing",
         "params",
         "policy",
+        "retry_of",
         "rounds",
         "settings",
+        "span",
         "started",
+        "telemetry",
         "ttft_ms",
     )
 
@@ -184,6 +198,10 @@ class Call:
         self.held: list[AttemptRecord] = []  # successful attempts, written with the call record
         self.rounds = 0
         self.ttft_ms: float | None = None
+        self.retry_of: str | None = None  # the error class of the last failed attempt: the next attempt retries it
+        self.span: Span | None = None
+        self.telemetry = telemetry = settings.telemetry
+        self.outer = telemetry.current_span() if telemetry is not None else None
 
     def __enter__(self) -> Call:
         self._token = CURRENT_CALL.set(self)
@@ -201,6 +219,9 @@ class Call:
 
     def start_round(self) -> None:
         self.rounds += 1
+        span = self.span
+        if span is not None and span.is_recording():  # a stream counts its round once its API call has begun
+            span.set_attribute("keel.rounds", self.rounds)
 
     def mark_first_token(self) -> None:
         if self.ttft_ms is None:
@@ -211,6 +232,12 @@ class Call:
     def before_attempt(self) -> None:
         if self.deadline is not None:
             self.deadline.check()
+        telemetry = self.telemetry
+        if telemetry is not None:
+            self.span = telemetry.sdk_span(self.outer)
+            if self.retry_of is not None:
+                telemetry.retried(self.retry_of, self.params.get("model"))
+        self.retry_of = None
 
     def _attempt(
         self,
@@ -235,7 +262,35 @@ class Call:
             (time.perf_counter() - started) * 1000,
         )
         self.attempts.append(record)
+        if self.span is not None:
+            self._annotate(self.span)
         return record
+
+    def _annotate(self, span: Span) -> None:
+        """The keel call's figures so far on the SDK's span of the API call in progress."""
+        span.set_attribute("keel.call_id", self.call_id)
+        span.set_attribute("keel.mode", self.mode)
+        span.set_attribute("keel.attempts", len(self.attempts))
+        span.set_attribute("keel.rounds", self.rounds)
+        if self.pacing is not None:
+            span.set_attribute("keel.rate_limit.wait_s", self.pacing.waited)
+
+    def _failed_attempt(self, request: APIRequest, error_class: str, sdk_retries: bool) -> None:
+        """An attempt failed with `error_class`: the next attempt, if any, retries it. When the SDK's loop will not
+        (`sdk_retries`: whether it retries this error while retries are left), the error ends the API call, and
+        its class goes on the SDK's span, which the SDK ends as it raises the error."""
+        self.retry_of = error_class
+        max_retries = request.max_retries if isinstance(request.max_retries, int) else self.policy.max_retries
+        if self.span is not None and not (sdk_retries and request.retries_taken < max_retries):
+            self.span.set_attribute("keel.error_class", error_class)
+
+    def response_priced(self, message: object) -> None:
+        """The cost of the API call's response on its span (a plain call's in the middleware, a stream's at its
+        `message_stop`, both before the SDK ends the span)."""
+        if self.span is not None and isinstance(message, Message) and self.span.is_recording():
+            cost = self.settings.prices.cost(message.model, message.usage)
+            if cost is not None:
+                self.span.set_attribute("keel.cost_usd", cost)
 
     def attempt_succeeded(self, request: APIRequest, response: httpx2.Response, started: float) -> None:
         """A 2xx attempt: held, and written with the call record in one go (the common case, kept short)."""
@@ -243,7 +298,9 @@ class Call:
 
     def attempt_failed(self, request: APIRequest, err: BaseException, started: float) -> None:
         """No response (a connection error or timeout): written at once, like every error."""
-        self.settings.recorder.emit(self._attempt(request, started, error_class=classify_exception(err).name))
+        error_class = classify_exception(err).name
+        self.settings.recorder.emit(self._attempt(request, started, error_class=error_class))
+        self._failed_attempt(request, error_class, True)  # the SDK retries every connection error
 
     def attempt_errored(self, request: APIRequest, response: httpx2.Response, body: bytes, started: float) -> None:
         """An error response: classified, written at once, and the SDK told whether it may retry (the SDK's own
@@ -257,6 +314,10 @@ class Call:
         self.settings.recorder.emit(
             self._attempt(request, started, request_id, response.status_code, error_type, error_code, error.name)
         )
+        should_retry = response.headers.get("x-should-retry")  # what the SDK's loop decides on, before the status
+        self._failed_attempt(
+            request, error.name, should_retry == "true" or (should_retry != "false" and error.sdk_retries)
+        )
 
     # --- how the call ends ---------------------------------------------------------------------------
 
@@ -267,6 +328,8 @@ class Call:
         """The call record, with the attempt records held until now, in one write."""
         held, self.held = self.held, []
         self.settings.recorder.emit(*held, record)
+        if self.telemetry is not None and self.name is None:  # a message call (not a batch, a poll, a token count)
+            self.telemetry.call_ended(record, self.params.get("model"))
 
     def _recovered(self) -> None:
         """A call that retried has succeeded: noticed on `keel.retrying` (checked on every success, rarely true)."""

@@ -32,6 +32,7 @@ from ._records import Recorder
 from ._retry_notices import before_round_sleep
 from ._retrying import INTERACTIVE, RetryPolicy, background_rounds
 from ._streaming import AsyncResilientStream, OnInterrupt, ResilientStream
+from ._telemetry import Telemetry, telemetry_of
 from .ratelimit import RateLimiter
 
 if TYPE_CHECKING:
@@ -54,8 +55,9 @@ class _ClientBase(Generic[SDK]):
         prices: PriceTable | None,
         log_content: bool,
         limiter: RateLimiter | None,
+        telemetry: bool | Telemetry,
     ) -> None:
-        self.settings = CallSettings(policy, records, prices, log_content, limiter)
+        self.settings = CallSettings(policy, records, prices, log_content, limiter, telemetry_of(telemetry))
         self.sdk: SDK = base.with_options(middleware=[*base.middleware, AttemptMiddleware()])
         # by the policy's identity (a frozen dataclass hashes all its fields on every lookup); the entry holds
         # the policy too, so its id cannot be reused while the entry exists
@@ -92,8 +94,10 @@ class Client(_ClientBase[anthropic.Anthropic]):
     `policy`: "interactive" (default), "background" or a `RetryPolicy`. `records`: a JSONL file (or a
     `Recorder`) for the records. `prices`: a `PriceTable` (default: the packaged prices). `log_content`: put
     messages in call records. `limiter`: a `keel.ratelimit.RateLimiter` that paces every attempt (retries
-    included); share one (or one Redis-backed store) between clients to share the limits. Other keyword
-    arguments build the `anthropic.Anthropic` when none is passed.
+    included); share one (or one Redis-backed store) between clients to share the limits. `telemetry`: keel's
+    OpenTelemetry attributes on the SDK's spans and its metrics, to the global meter provider (True, the default),
+    to a `keel.Telemetry`'s, or none (False); see docs/telemetry.md. Other keyword arguments build the
+    `anthropic.Anthropic` when none is passed.
     """
 
     def __init__(
@@ -105,10 +109,11 @@ class Client(_ClientBase[anthropic.Anthropic]):
         prices: PriceTable | None = None,
         log_content: bool = False,
         limiter: RateLimiter | None = None,
+        telemetry: bool | Telemetry = True,
         **sdk_options: Any,
     ) -> None:
         base = anthropic_client or anthropic.Anthropic(**sdk_options)
-        super().__init__(base, policy, records, prices, log_content, limiter)
+        super().__init__(base, policy, records, prices, log_content, limiter, telemetry)
         self.messages = Messages(self)
 
     def one_round(self, call: Call, params: dict[str, Any]) -> Message:
@@ -229,10 +234,11 @@ class AsyncClient(_ClientBase[anthropic.AsyncAnthropic]):
         prices: PriceTable | None = None,
         log_content: bool = False,
         limiter: RateLimiter | None = None,
+        telemetry: bool | Telemetry = True,
         **sdk_options: Any,
     ) -> None:
         base = anthropic_client or anthropic.AsyncAnthropic(**sdk_options)
-        super().__init__(base, policy, records, prices, log_content, limiter)
+        super().__init__(base, policy, records, prices, log_content, limiter, telemetry)
         self.messages = AsyncMessages(self)
 
     async def one_round(self, call: Call, params: dict[str, Any]) -> Message:

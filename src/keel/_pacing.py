@@ -53,25 +53,30 @@ def _counts(usage: Any) -> tuple[int, int]:
 class Pacing:
     """One call's use of the limiter: the permit of its attempt in flight, and the headers of its last 2xx."""
 
-    __slots__ = ("headers", "limiter", "permit")
+    __slots__ = ("headers", "limiter", "permit", "waited")
 
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
         self.permit: Permit | None = None
         self.headers: Mapping[str, str] | None = None  # of a 2xx response whose permit is not settled yet
+        self.waited = 0.0  # seconds spent waiting for permits, every attempt of the call included
 
     def acquire(self, request: APIRequest, deadline_at: float | None) -> None:
         """Before an attempt: wait for its permit (a permit left from an earlier attempt is released first)."""
         self.settle(None)
         reservation = _reservation(request)
         if reservation is not None:
+            began = time.monotonic()
             self.permit = self.limiter.acquire(reservation, timeout=_timeout(deadline_at))
+            self.waited += time.monotonic() - began
 
     async def acquire_async(self, request: APIRequest, deadline_at: float | None) -> None:
         await self.settle_async(None)
         reservation = _reservation(request)
         if reservation is not None:
+            began = time.monotonic()
             self.permit = await self.limiter.acquire_async(reservation, timeout=_timeout(deadline_at))
+            self.waited += time.monotonic() - began
 
     def served(self, headers: Mapping[str, str]) -> None:
         """A 2xx: the permit waits for the body's usage (`settle`)."""

@@ -180,8 +180,25 @@ def record_dict(record: Record) -> dict[str, Any]:
     return asdict(record)
 
 
+_ID_FIELDS = ("trace_id", "span_id")
+
+
+def span_ids() -> dict[str, str]:
+    """`trace_id` and `span_id` (hex, as OpenTelemetry writes them) of the active OpenTelemetry span, for a log
+    record; empty without one. OpenTelemetry is imported here, when a record is logged: never by `import keel`."""
+    try:
+        from opentelemetry import trace
+    except ImportError:  # the SDK needs opentelemetry-api, but a Recorder can be used without the SDK
+        return {}
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {"trace_id": trace.format_trace_id(context.trace_id), "span_id": trace.format_span_id(context.span_id)}
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; keel's records put their fields at the top level."""
+    """One JSON object per line; keel's records put their fields at the top level, with the `trace_id` and
+    `span_id` of the span active when they were logged."""
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -193,6 +210,9 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "keel", None)
         if isinstance(fields, dict):
             data.update(fields)
+            for name in _ID_FIELDS:
+                if (value := getattr(record, name, None)) is not None:
+                    data[name] = value
         if record.exc_info:
             data["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
@@ -327,13 +347,14 @@ class Recorder:
                     self._write_failed = True
                     logger.warning("keel: records are not being written to %s: %s", self.sink.path, err)
         if logger.isEnabledFor(logging.INFO):
+            ids = span_ids()
             for item in records:
                 record = item.get() if isinstance(item, DeferredCallRecord) else item
                 level = logging.WARNING if record.kind == "call" and record.error_class is not None else logging.INFO
-                logger.log(level, record.summary(), extra={"keel": record_dict(record)})
+                logger.log(level, record.summary(), extra={"keel": record_dict(record), **ids})
         elif failed and (last := records[-1]).kind == "call" and logger.isEnabledFor(logging.WARNING):
             assert type(last) is CallRecord  # a failure is never deferred
-            logger.warning(last.summary(), extra={"keel": record_dict(last)})
+            logger.warning(last.summary(), extra={"keel": record_dict(last), **span_ids()})
 
     def close(self) -> None:
         if self.sink is not None:

@@ -134,6 +134,8 @@ class _StreamCore:
             return None
         elif stitcher is not None and not stitcher.resolved and kind in ("content_block_stop", "message_delta"):
             return self._flushed()
+        elif kind == "message_stop" and self.call.span is not None:  # the SDK's span ends with the body, after this
+            self.call.response_priced(self.snapshot)
         return event
 
     def _flushed(self) -> TextEvent | None:
@@ -160,6 +162,7 @@ class _StreamCore:
             else classify_exception(error)
         )
         if not self.round.got_content:
+            self.call.retry_of = error_class.name  # a restart, if the policy allows one, retries it
             raise BrokeBeforeContent(error_class, error)
         partial = without_unfinished_blocks(snapshot)
         if self.on_interrupt == "raise" or len(self.parts) >= self.max_resumes:
