@@ -118,6 +118,13 @@ def test_a_pause_holds_every_take_until_it_ends_and_not_a_moment_longer(clock: C
     assert limiter.snapshot(MODEL).paused_for == 0.0  # an ended pause is not a negative one
 
 
+def test_a_pause_of_under_a_second_is_kept_to_the_millisecond(clock: Clock) -> None:
+    limiter = limiter_at(clock)
+    limiter.observe(MODEL, {"retry-after-ms": "800"}, 429)
+    assert limiter.snapshot(MODEL).paused_for == pytest.approx(0.8)
+    assert refused_wait(limiter, 1, 1) == pytest.approx(0.8)
+
+
 def test_a_shorter_pause_never_shortens_a_longer_one_in_force(clock: Clock) -> None:
     limiter = limiter_at(clock)
     limiter.observe(MODEL, {"retry-after": "5"}, 429)
@@ -142,6 +149,14 @@ def test_reconcile_refunds_up_to_capacity_and_an_overshoot_is_a_debt_that_delays
     clock.now = 200.0
     late.reconcile(0, 0)
     assert levels(limiter) == FULL
+
+
+def test_a_bucket_the_server_limits_to_zero_still_grants_a_reservation_that_asks_nothing_of_it(clock: Clock) -> None:
+    limiter = limiter_at(clock)
+    limiter.observe(MODEL, {"anthropic-ratelimit-output-tokens-limit": "0"})
+    assert levels(limiter) == (60, 6_000, 0)
+    limiter.acquire(Reservation(MODEL, 10, 0), timeout=0)
+    assert levels(limiter) == (59, 5_990, 0)
 
 
 def test_release_refunds_the_tokens_but_not_the_request(clock: Clock) -> None:
@@ -206,11 +221,16 @@ def test_an_observation_of_levels_alone_leaves_the_rate_factor_and_the_pause_as_
     backend.apply("set", BucketOp("observe", spec, unreported, factor_scale=0.5, factor_floor=0.05, pause=3.0))
     view = backend.apply("set", BucketOp("observe", spec, Amounts(-1, -1, 300)))  # the operation's defaults
     assert (view.factor, view.paused_for, tuple(view.levels)) == (0.5, 3.0, (60, 6_000, 300))
+    untouched = backend.apply("another set", BucketOp("observe", spec, unreported))
+    assert (untouched.factor, untouched.paused_for, tuple(untouched.levels)) == (1.0, 0.0, FULL)
 
 
 def test_a_clock_that_steps_back_neither_refills_nor_drains_the_buckets(clock: Clock) -> None:
     limiter = limiter_at(clock)
     clock.now = 10.0
     limiter.acquire(Reservation(MODEL, 1_000, 100), timeout=0)
+    limiter.observe(MODEL, {}, 200)  # a success pauses nothing, not even until now
     clock.now = 5.0  # another process's clock, or a clock adjusted backwards
     assert levels(limiter) == (59, 5_000, 500)
+    limiter.acquire(Reservation(MODEL, 1_000, 100), timeout=0)
+    assert levels(limiter) == (58, 4_000, 400)

@@ -35,6 +35,11 @@ def test_the_documented_worst_case_is_input_plus_max_tokens_and_half_of_it_in_a_
     assert Budget(1).worst_case(HAIKU, 1_200, 500, caching=True) == 1_200 * CACHE_WRITE_1H + 500 * OUTPUT
 
 
+def test_a_reservation_that_may_write_the_cache_holds_its_input_at_the_1_hour_cache_write_price() -> None:
+    hold = Budget(1).reserve(HAIKU, 1_200, 500, caching=True)
+    assert hold is not None and hold.usd == 1_200 * CACHE_WRITE_1H + 500 * OUTPUT
+
+
 def test_a_new_budget_prices_at_standard_rates_with_nothing_spent_or_reserved() -> None:
     budget = Budget("2.5")
     assert (budget.batch, budget.limit_usd, budget.spent_usd, budget.reserved_usd, budget.left_usd) == (
@@ -125,9 +130,18 @@ def test_a_hold_of_a_known_amount_has_no_model_until_settled_at_that_amount() ->
     assert hold is not None and (hold.usd, hold.model, hold.settled) == (Decimal("0.25"), None, False)
     budget.settle_usd(hold, Decimal("0.125"))
     assert hold.settled and (budget.spent_usd, budget.reserved_usd, budget.left_usd) == (0.125, 0.0, 0.875)
-    with pytest.raises(ValueError, match="already settled"):
+    with pytest.raises(ValueError, match=r"^this hold is already settled$"):
         budget.settle_usd(hold, Decimal("0.125"))
     assert budget.spent_usd == 0.125
+
+
+def test_a_hold_without_a_model_cannot_be_settled_with_a_usage_and_the_error_says_what_to_use() -> None:
+    budget = Budget(1)
+    hold = budget.reserve_usd(Decimal("0.25"))
+    assert hold is not None
+    with pytest.raises(ValueError, match=r"^this hold has no model to price a usage at: settle it with settle_usd$"):
+        budget.settle(hold, Usage(output_tokens=1))
+    assert not hold.settled and budget.reserved_usd == 0.25
 
 
 def test_settling_in_a_batch_adds_the_real_cost_at_batch_prices() -> None:

@@ -47,7 +47,7 @@ def test_the_system_prompt_and_tools_add_to_the_messages() -> None:
 
 
 def test_numbers_and_other_values_count_by_their_text() -> None:
-    assert tokens_of({"n": 123456}) == 1 + 2
+    assert tokens_of({"n": 1234567890}) == 1 + 4
     assert tokens_of({"flag": True}) == 2 + 2  # "True"
     assert tokens_of({"x": None}) == 1  # a None value is nothing, its field name still counts
     assert tokens_of([["abc", ("abc",)]]) == 2
