@@ -8,6 +8,7 @@ The limits are 60 requests, 6,000 input and 600 output tokens a minute: refilled
 from __future__ import annotations
 
 import pytest
+from ratelimit_helpers import Clock
 
 from keel.ratelimit import (
     AcquireTimeout,
@@ -23,16 +24,6 @@ from keel.ratelimit import (
 MODEL = "claude-haiku-5-5"
 LIMITS = Limits(requests=60, input_tokens=6_000, output_tokens=600)
 FULL = (60, 6_000, 600)
-
-
-class Clock:
-    """The time the backend reads, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ one 429")."""
 from __future__ import annotations
 
 import pytest
+from ratelimit_helpers import Clock
 
 from keel.ratelimit import (
     API_WINDOW,
@@ -57,14 +58,6 @@ def test_the_shipped_adaptation_is_the_documented_one() -> None:
     assert (shipped.decrease, shipped.increase, shipped.floor, shipped.max_pause) == (0.5, 0.05, 0.05, 60.0)
     assert shipped.throttle_statuses == {429, 529}
     assert RateLimiter(Limits(requests=1, input_tokens=1, output_tokens=1)).adaptation == shipped
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def factor_after(*statuses: int) -> float:
