@@ -39,7 +39,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 # Mutation testing of the decision modules (mutmut and mutation/table_mutator.py): a score per module and the
-# survivors; not part of `make test` (about 20 minutes on 2 cores). See docs/quality.md.
+# survivors; not part of `make test` (about half an hour on 2 cores; MUTATION_ARGS="--module NAME" for one
+# module). See docs/quality.md.
 $(VENV)/.mutation: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,mutation]'
 	touch $@

@@ -10,9 +10,11 @@ Two sources of mutants, over the modules listed once, in pyproject.toml's `[tool
 A mutant is killed when a test fails (or the run times out: a loop that never ends). Mutants listed in
 `mutation/equivalents.txt` change nothing any test could observe and are left out of the score:
 killed / (mutants - equivalents). The run prints that score per module and every survivor, and exits 1 when a
-module is under `--target` percent (90 by default).
+module is under `--target` percent (90 by default). `--module NAME` (repeatable) mutates only those modules of
+the list: mutmut still collects which tests call which function over the whole selection, then tests only the
+mutants of these modules.
 
-    .venv/bin/python mutation/run.py [--reuse] [--jobs N] [--target PERCENT]
+    .venv/bin/python mutation/run.py [--module NAME ...] [--reuse] [--jobs N] [--target PERCENT]
 """
 
 from __future__ import annotations
@@ -58,21 +60,26 @@ def main() -> int:
                         "functions that changed (the table mutants always run)")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="table mutants tested at once")
     parser.add_argument("--target", type=float, default=90.0, help="the lowest acceptable score of a module, in %%")
+    parser.add_argument("--module", action="append", dest="modules", metavar="NAME", help="mutate only this module "
+                        "of only_mutate (keel._budget, or _budget); repeatable; default: all of them")  # fmt: skip
     args = parser.parse_args()
     settings = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mutmut"]
-    paths: list[str] = settings["only_mutate"]
+    paths = selected(settings["only_mutate"], args.modules)
     tests: list[str] = settings["pytest_add_cli_args_test_selection"]
 
     started = time.monotonic()
     if not args.reuse:
         shutil.rmtree(MUTANTS_DIR, ignore_errors=True)
-    results = run_mutmut(paths)
+    results = run_mutmut(paths, everything=not args.modules)
     print(f"mutmut: {len(results)} mutants in {time.monotonic() - started:.0f} s", flush=True)
     started = time.monotonic()
     table = run_table_mutants(paths, tests, args.jobs)
     print(f"table mutator: {len(table)} mutants in {time.monotonic() - started:.0f} s", flush=True)
-    equivalents = read_equivalents(EQUIVALENTS)
-    return report([*results, *table], equivalents, [module_of(path) for path in paths], args.target)
+    modules = [module_of(path) for path in paths]
+    equivalents = {
+        name: reason for name, reason in read_equivalents(EQUIVALENTS).items() if _module_of_mutant(name) in modules
+    }
+    return report([*results, *table], equivalents, modules, args.target)
 
 
 def module_of(path: str) -> str:
@@ -80,11 +87,38 @@ def module_of(path: str) -> str:
     return ".".join(Path(path).relative_to("src").with_suffix("").parts)
 
 
-def run_mutmut(paths: Iterable[str]) -> list[Result]:
+def selected(paths: list[str], names: list[str] | None) -> list[str]:
+    """The paths of only_mutate whose module is one of `names` ("keel._budget", or its last part "_budget"); all of
+    them without names."""
+    if not names:
+        return paths
+    unknown = [name for name in names if not any(_is_module(path, name) for path in paths)]
+    if unknown:
+        sys.exit(f"not in [tool.mutmut] only_mutate: {', '.join(unknown)}")
+    return [path for path in paths if any(_is_module(path, name) for name in names)]
+
+
+def _is_module(path: str, name: str) -> bool:
+    module = module_of(path)
+    return module == name or module.endswith(f".{name}")
+
+
+def _module_of_mutant(name: str) -> str:
+    """ "keel._modes.x_choose_mode__mutmut_7" (mutmut's) or "keel._modes BATCH_WINDOW_SECONDS: 24 -> 25" (the table
+    mutator's) -> "keel._modes"."""
+    if " " in name:
+        return name.split(" ", 1)[0]
+    return name.rsplit(".", 1)[0]
+
+
+def run_mutmut(paths: list[str], *, everything: bool) -> list[Result]:
     MUTANTS_DIR.mkdir(exist_ok=True)
     log = MUTANTS_DIR / "mutmut-run.log"
+    names = [] if everything else [f"{module_of(path)}.*" for path in paths]  # mutmut's names: MODULE.FUNCTION...
     with log.open("w", encoding="utf-8") as out:
-        done = subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            [sys.executable, "-m", "mutmut", "run", *names], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
     if done.returncode != 0:
         sys.exit(f"mutmut run failed with exit code {done.returncode}; see {log}")
     results: list[Result] = []

@@ -1,5 +1,6 @@
 """Helpers for the rate-limiter tests: the machine's Redis (each test under its own key prefix, removed
-afterwards), a private redis-server to stop and restart, and the worker of the two-process tests."""
+afterwards), a private redis-server to stop and restart, the worker of the two-process tests, and a clock the
+test sets for a LocalBackend."""
 
 from __future__ import annotations
 
@@ -24,6 +25,16 @@ from keel.ratelimit.redis_backend import RedisBackend
 
 REDIS_URL = os.environ.get("KEEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MODEL = "claude-opus-5"
+
+
+class Clock:
+    """The time a `LocalBackend(clock)` reads, set by the test (it starts at 0)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @functools.cache

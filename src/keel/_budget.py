@@ -32,19 +32,18 @@ CHARS_PER_TOKEN = 3
 """ASCII characters per token in `estimate_input_tokens` (real tokenizers: about 4 for English)."""
 
 
-def estimate_input_tokens(params: Mapping[str, Any] | str) -> int:
-    """An over-estimate of a Messages request's input tokens, from its params (or their JSON) alone.
+def estimate_input_tokens(text: str) -> int:
+    """An over-estimate of the input tokens of a Messages request, from its params' JSON alone.
 
     To be unified with `keel.ratelimit.estimate_input_tokens`, which counts media blocks at a flat size.
     """
-    text = params if isinstance(params, str) else _json(params)
     ascii_chars = len(text.encode("ascii", "ignore"))
     return -(-ascii_chars // CHARS_PER_TOKEN) + len(text) - ascii_chars
 
 
 def _json(params: Mapping[str, Any]) -> str:
     # default=str: an SDK object in the messages (a previous response's content) counts by its text
-    return json.dumps(params, separators=(",", ":"), sort_keys=True, ensure_ascii=False, default=str)
+    return json.dumps(params, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 @dataclass(frozen=True, slots=True)

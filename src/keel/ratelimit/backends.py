@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 from .._exceptions import LimiterUnavailable
@@ -39,20 +40,22 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """Bucket sets in this process: a dict behind a lock, on `time.monotonic()`.
+    """Bucket sets in this process: a dict behind a lock, on `clock` (seconds; `time.monotonic` by default, a
+    clock of one's own to run the arithmetic at chosen instants).
 
     Limiters of one process share a budget by sharing the backend object (and a key name). From asyncio,
     `apply_async` takes the same lock: it is held only for a few arithmetic operations, never while waiting, so
     the event loop is not blocked in any way that matters.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._states: dict[str, BucketState] = {}
         self._lock = threading.Lock()
+        self._clock = clock
 
     def apply(self, key: str, op: BucketOp, deadline: float | None = None) -> BucketView:
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             state = self._states.get(key)
             if state is None:
                 state = self._states[key] = BucketState.full(op.spec, now)
