@@ -236,6 +236,26 @@ def test_scenario_rules_apply_to_real_traffic() -> None:
     assert [e.status for e in settled(setup, last._request_id)] == [503, 200, 200]
 
 
+def test_connection_resets_injected_or_upstream_reach_the_client_as_the_apis_would() -> None:
+    with proxied() as setup, setup.sdk(max_retries=0) as sdk:
+        with pytest.raises(anthropic.APIConnectionError):
+            sdk.messages.create(
+                model=MODEL, max_tokens=10, messages=ask("hi"), extra_headers={"x-keel-fault": "connection_reset=true"}
+            )
+        injected = settled(setup, lambda entry: entry.status == 0)[-1]
+        assert injected.fault == "connection_reset=True" and injected.error == "the connection was reset (injected)"
+        assert setup.emulator.access_log.entries() == []  # never went upstream
+        setup.emulator.inject("connection_reset=true", limit=1)
+        with pytest.raises(anthropic.InternalServerError) as caught:
+            sdk.messages.create(model=MODEL, max_tokens=10, messages=ask("hi"))
+        assert (
+            sdk.messages.create(model=MODEL, max_tokens=10, messages=ask("[[keel:reply=ok]]")).stop_reason == "end_turn"
+        )
+    assert caught.value.status_code == 502 and caught.value.type == "api_error"
+    assert "failed (ReadError" in caught.value.message
+    assert [e.status for e in setup.emulator.access_log.entries()] == [0, 200]
+
+
 def test_a_bad_fault_header_is_the_apis_400(through: Proxied) -> None:
     with through.sdk(max_retries=0) as sdk, pytest.raises(anthropic.BadRequestError, match="x-keel-fault"):
         sdk.messages.create(model=MODEL, max_tokens=10, messages=ask("hi"), extra_headers={"x-keel-fault": "bogus"})
