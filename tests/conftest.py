@@ -83,6 +83,12 @@ def run_ledgers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Call
 
 
 @pytest.fixture
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's own backoff (0.5 s, doubling) at a hundredth: the same retries, sooner."""
+    monkeypatch.setattr(anthropic._base_client, "INITIAL_RETRY_DELAY", 0.005)
+
+
+@pytest.fixture
 def served_emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     """An emulator over loopback (its batch clock still: tests move it), and the environment a user's shell gives the
     `keel` command: ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY, and KEEL_HOME under the test's folder."""

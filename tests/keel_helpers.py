@@ -17,6 +17,11 @@ def keel_client(emulator: Emulator, **options: Any) -> Client:
     return Client(client(emulator, _strict_response_validation=True), **options)
 
 
+def async_keel_client(emulator: Emulator, **options: Any) -> AsyncClient:
+    """A keel.AsyncClient over the official SDK, wired in-process to `emulator`."""
+    return AsyncClient(async_client(emulator, _strict_response_validation=True), **options)
+
+
 def ask(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
@@ -71,7 +76,7 @@ def stream_on(
         return result
 
     async def run() -> Streamed:
-        keel = AsyncClient(async_client(emulator, _strict_response_validation=True), **(options or {}))
+        keel = async_keel_client(emulator, **(options or {}))
         async with keel.messages.stream(**params) as stream:
             result = Streamed(stream)
             try:

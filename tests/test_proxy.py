@@ -141,12 +141,6 @@ def _failure(sdk: anthropic.Anthropic, fault: str) -> anthropic.APIStatusError:
     return caught.value
 
 
-@pytest.fixture
-def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The SDK's own backoff (0.5 s, doubling) at a hundredth: the same retries, sooner."""
-    monkeypatch.setattr(anthropic._base_client, "INITIAL_RETRY_DELAY", 0.005)
-
-
 @pytest.mark.usefixtures("quick_backoff")
 @pytest.mark.parametrize("fault", FAULTS)
 def test_status_faults_raise_what_the_api_would_and_retry_alike(through: Proxied, fault: str) -> None:
