@@ -33,7 +33,12 @@ if TYPE_CHECKING:
     from keel._error_map import ErrorClass
     from keel._stop import StopRow
 
-app = typer.Typer(help="keel: production habits for the Claude Messages API.", no_args_is_help=True)
+# --debug tracebacks without the frames' variables: they hold the command's arguments (`--api-key`) and sys.argv
+app = typer.Typer(
+    help="keel: production habits for the Claude Messages API.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 emulator_app = typer.Typer(help="The local emulator of the Claude API.", no_args_is_help=True)
 app.add_typer(emulator_app, name="emulator")
 app.add_typer(batch_app, name="batch")

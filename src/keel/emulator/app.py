@@ -47,7 +47,7 @@ ORGANIZATION_ID = "00000000-0000-4000-8000-00000000e1e1"
 class EmulatorConfig:
     """How the emulator behaves. `api_key=None` accepts any non-empty key."""
 
-    api_key: str | None = DEFAULT_API_KEY
+    api_key: str | None = field(default=DEFAULT_API_KEY, repr=False)  # a secret: not in a repr or a traceback
     seed: int = 0
     scenario: Scenario = field(default_factory=Scenario)
     ttft_ms: float = 0.0  # time before a response starts (streams: before message_start)
