@@ -22,13 +22,13 @@ import anthropic
 import psycopg
 import pytest
 from batch_helpers import invoke, prompts, write_lines
-from keel_helpers import ask, canary_key
+from keel_helpers import ask, canary_key, shell_for
 from pg_helpers import schema_url
 from proxy_helpers import MODEL, proxied
 
 from keel import Client, KeelError
 from keel.emulator import Emulator, EmulatorConfig
-from keel.emulator.server import BackgroundServer, free_port
+from keel.emulator.server import free_port
 
 KEY = canary_key("secret")  # the key the emulator accepts
 WRONG = canary_key("wrong")  # a key it refuses (401)
@@ -64,11 +64,7 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     """An emulator on loopback that accepts only KEY, and a user's shell pointing the `keel` command at it with KEY."""
     emulator = Emulator(EmulatorConfig(api_key=KEY, batch_speed=36_000, access_log=tmp_path / "access.jsonl"))
-    with BackgroundServer(emulator) as server:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-        monkeypatch.setenv("KEEL_HOME", str(tmp_path / "home"))
-        monkeypatch.delenv("KEEL_DATABASE_URL", raising=False)
+    with shell_for(emulator, monkeypatch, tmp_path / "home", KEY):
         yield emulator
 
 
