@@ -57,6 +57,7 @@ BENCHMARKS = (
     Benchmark("goodput.py", ("--requests", "200", "--rpm", "60", "--clock-speed", "20", "--input-words", "100")),
     Benchmark("shared_budget.py", ("--requests", "160", "--rpm", "60", "--clock-speed", "20", "--input-words", "100")),
     Benchmark("report_bench.py", ("--calls", "20000")),
+    Benchmark("reliability_load.py", ("--streams", "20", "--calls", "50", "--proxy-streams", "10", "--waves", "2")),
     Benchmark(
         "proxy_bench.py",
         ("--rounds", "1", "--calls", "40", "--warmup", "10", "--events", "500", "--streams", "2", "--firsts", "5"),

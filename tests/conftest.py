@@ -9,12 +9,12 @@ from typing import Any, TypeVar
 
 import anthropic
 import pytest
+from keel_helpers import shell_for
 from pg_helpers import schema_url
 
 from keel.batch import SQLiteLedger, SQLLedger
 from keel.bulk import RunLedger, SQLRunLedger
-from keel.emulator import DEFAULT_API_KEY, Emulator, EmulatorConfig, client
-from keel.emulator.server import BackgroundServer
+from keel.emulator import Emulator, EmulatorConfig, client
 
 L = TypeVar("L")
 
@@ -83,13 +83,14 @@ def run_ledgers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Call
 
 
 @pytest.fixture
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's own backoff (0.5 s, doubling) at a hundredth: the same retries, sooner."""
+    monkeypatch.setattr(anthropic._base_client, "INITIAL_RETRY_DELAY", 0.005)
+
+
+@pytest.fixture
 def served_emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     """An emulator over loopback (its batch clock still: tests move it), and the environment a user's shell gives the
     `keel` command: ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY, and KEEL_HOME under the test's folder."""
-    emulator = Emulator(EmulatorConfig(batch_speed=0))
-    with BackgroundServer(emulator) as server:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", DEFAULT_API_KEY)
-        monkeypatch.setenv("KEEL_HOME", str(tmp_path / "home"))
-        monkeypatch.delenv("KEEL_DATABASE_URL", raising=False)
+    with shell_for(Emulator(EmulatorConfig(batch_speed=0)), monkeypatch, tmp_path / "home") as emulator:
         yield emulator

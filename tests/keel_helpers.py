@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
+import pytest
 from anthropic.types import Message
 
 from keel import AsyncClient, AsyncResilientStream, Client, KeelError, ResilientStream
-from keel.emulator import Emulator, async_client, client
+from keel.emulator import DEFAULT_API_KEY, Emulator, async_client, client
+from keel.emulator.server import BackgroundServer
 
 
 def keel_client(emulator: Emulator, **options: Any) -> Client:
     """A keel.Client over the official SDK, wired in-process to `emulator`."""
     return Client(client(emulator, _strict_response_validation=True), **options)
+
+
+def async_keel_client(emulator: Emulator, **options: Any) -> AsyncClient:
+    """A keel.AsyncClient over the official SDK, wired in-process to `emulator`."""
+    return AsyncClient(async_client(emulator, _strict_response_validation=True), **options)
 
 
 def ask(text: str) -> list[dict[str, Any]]:
@@ -71,7 +81,7 @@ def stream_on(
         return result
 
     async def run() -> Streamed:
-        keel = AsyncClient(async_client(emulator, _strict_response_validation=True), **(options or {}))
+        keel = async_keel_client(emulator, **(options or {}))
         async with keel.messages.stream(**params) as stream:
             result = Streamed(stream)
             try:
@@ -97,3 +107,17 @@ def canary_key(tag: str) -> str:
     """A key in the API's shape, made at run time so that no key-shaped string is written in the repository: what a
     test proves never reaches a file, a log or an error."""
     return "-".join(("sk", "ant", "api03", f"CANARY{tag}".ljust(86, "x"), "AA"))
+
+
+@contextmanager
+def shell_for(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, home: Path, api_key: str = DEFAULT_API_KEY
+) -> Iterator[Emulator]:
+    """`emulator` over loopback, and the environment a user's shell gives the `keel` command: ANTHROPIC_BASE_URL,
+    ANTHROPIC_API_KEY, KEEL_HOME (`home`), no KEEL_DATABASE_URL."""
+    with BackgroundServer(emulator) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", api_key)
+        monkeypatch.setenv("KEEL_HOME", str(home))
+        monkeypatch.delenv("KEEL_DATABASE_URL", raising=False)
+        yield emulator

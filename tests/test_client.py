@@ -118,6 +118,19 @@ def test_interactive_deadline_fails_fast_instead_of_waiting(keel_emulator: Emula
     assert len(keel_emulator.access_log.entries()) == 1
 
 
+def test_a_deadline_that_runs_out_between_attempts_reports_the_last_error(keel_emulator: Emulator) -> None:
+    policy = RetryPolicy("chat", max_retries=5, timeout=5.0, deadline=0.2)  # the SDK's first backoff is ~0.5 s
+    with pytest.raises(CallFailed) as caught:
+        keel_client(keel_emulator, policy=policy).messages.create(
+            model=MODEL, max_tokens=50, messages=ask("x"), extra_headers=fault("status=529")
+        )
+    served = keel_emulator.access_log.entries()
+    assert [e.status for e in served] == [529]
+    assert caught.value.deadline_exceeded and "deadline of 0.2 s" in str(caught.value)
+    assert caught.value.error_class.name == caught.value.record.error_class == "overloaded"
+    assert caught.value.request_id == served[0].request_id
+
+
 def test_background_policy_rides_out_an_overload_storm(keel_emulator: Emulator) -> None:
     """Seven 529s in a row: more than the SDK's own retries; keel's rounds carry on until success."""
     policy = RetryPolicy("bulk", max_retries=2, timeout=5.0, budget=20.0, backoff_base=0.01, backoff_cap=0.05)

@@ -137,6 +137,24 @@ def test_dropped_stream_ends_with_stop_reason_none(sdk: anthropic.Anthropic) -> 
     assert len(text.split()) == 5
 
 
+def test_connection_reset_is_a_connection_error_the_sdk_retries(
+    sdk: anthropic.Anthropic, keel_emulator: Emulator
+) -> None:
+    with pytest.raises(anthropic.APIConnectionError) as caught:
+        sdk.with_options(max_retries=0).messages.create(
+            model=MODEL, max_tokens=10, messages=HELLO, extra_headers=fault("connection_reset=true")
+        )
+    assert "Connection reset by peer" in str(caught.value.__cause__)
+    message = sdk.messages.create(
+        model=MODEL, max_tokens=10, messages=HELLO, extra_headers=fault("connection_reset=true; times=1")
+    )
+    assert message.stop_reason is not None
+    served = keel_emulator.access_log.entries()
+    assert [(e.status, e.retry_count) for e in served] == [(0, 0), (0, 0), (200, 1)]
+    assert served[0].fault == "connection_reset=True"
+    assert message._request_id == served[-1].request_id
+
+
 def test_latency_fault_delays_the_first_event(keel_anthropic: anthropic.Anthropic) -> None:
     started = time.monotonic()
     with keel_anthropic.messages.stream(

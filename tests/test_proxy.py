@@ -141,12 +141,6 @@ def _failure(sdk: anthropic.Anthropic, fault: str) -> anthropic.APIStatusError:
     return caught.value
 
 
-@pytest.fixture
-def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The SDK's own backoff (0.5 s, doubling) at a hundredth: the same retries, sooner."""
-    monkeypatch.setattr(anthropic._base_client, "INITIAL_RETRY_DELAY", 0.005)
-
-
 @pytest.mark.usefixtures("quick_backoff")
 @pytest.mark.parametrize("fault", FAULTS)
 def test_status_faults_raise_what_the_api_would_and_retry_alike(through: Proxied, fault: str) -> None:
@@ -234,6 +228,26 @@ def test_scenario_rules_apply_to_real_traffic() -> None:
         assert sdk.messages.count_tokens(model=MODEL, messages=ask("hi")).input_tokens > 0  # the rule's limit is spent
         last = sdk.messages.create(model=MODEL, max_tokens=10, messages=ask("hi"))
     assert [e.status for e in settled(setup, last._request_id)] == [503, 200, 200]
+
+
+def test_connection_resets_injected_or_upstream_reach_the_client_as_the_apis_would() -> None:
+    with proxied() as setup, setup.sdk(max_retries=0) as sdk:
+        with pytest.raises(anthropic.APIConnectionError):
+            sdk.messages.create(
+                model=MODEL, max_tokens=10, messages=ask("hi"), extra_headers={"x-keel-fault": "connection_reset=true"}
+            )
+        injected = settled(setup, lambda entry: entry.status == 0)[-1]
+        assert injected.fault == "connection_reset=True" and injected.error == "the connection was reset (injected)"
+        assert setup.emulator.access_log.entries() == []  # never went upstream
+        setup.emulator.inject("connection_reset=true", limit=1)
+        with pytest.raises(anthropic.InternalServerError) as caught:
+            sdk.messages.create(model=MODEL, max_tokens=10, messages=ask("hi"))
+        assert (
+            sdk.messages.create(model=MODEL, max_tokens=10, messages=ask("[[keel:reply=ok]]")).stop_reason == "end_turn"
+        )
+    assert caught.value.status_code == 502 and caught.value.type == "api_error"
+    assert "failed (ReadError" in caught.value.message
+    assert [e.status for e in setup.emulator.access_log.entries()] == [0, 200]
 
 
 def test_a_bad_fault_header_is_the_apis_400(through: Proxied) -> None:

@@ -150,6 +150,20 @@ def test_retries_before_content_are_bounded_by_the_policy(keel_emulator: Emulato
     assert got.error.record.attempts == 3 == len(keel_emulator.access_log.entries())
 
 
+def test_background_streams_ride_out_errors_that_keep_them_from_opening(keel_emulator: Emulator, side: Side) -> None:
+    keel_emulator.inject("status=529; retry_after_ms=1", limit=4)  # more than the SDK's own retries
+    background = RetryPolicy("quick-background", max_retries=1, timeout=5.0, budget=10.0, backoff_base=0.01)
+    got = stream_on(
+        side, keel_emulator, options={"policy": background}, model="claude-opus-5", max_tokens=500, messages=ask(LONG)
+    )
+    assert got.error is None and "".join(got.pieces) == full_text(keel_emulator, "claude-opus-5")
+    assert [e.status for e in keel_emulator.access_log.entries()[:5]] == [529, 529, 529, 529, 200]
+    assert got.stream.reply is not None
+    record = got.stream.reply.record
+    assert record.attempts == 5 and record.rounds == 1
+    assert record.request_id == keel_emulator.access_log.entries()[4].request_id
+
+
 def test_errors_before_the_stream_starts_are_classified(keel_emulator: Emulator, side: Side) -> None:
     got = stream_on(
         side,

@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -24,8 +25,8 @@ from anthropic._request import APIRequest
 from anthropic.types import Message
 
 from ._continuation import combine
-from ._error_map import classify, classify_exception
-from ._exceptions import CALL_ERRORS, CallFailed, Refused, failure_of
+from ._error_map import by_name, classify, classify_exception
+from ._exceptions import CALL_ERRORS, CallFailed, DeadlineExceeded, Failure, Refused, failure_of
 from ._modes import Mode
 from ._pacing import Pacing
 from ._pricing import PriceTable, load_prices
@@ -377,6 +378,8 @@ class Call:
     def failed(self, err: BaseException) -> CallFailed:
         """The `CallFailed` to raise for this exception (one of `CALL_ERRORS`), its record written."""
         failure = failure_of(err)
+        if isinstance(err, DeadlineExceeded):
+            failure = self._last_error(failure)
         if self.pacing is not None:  # a 2xx whose body did not end well: what it reported, if anything, was served
             self.pacing.settle(failure.partial.usage if failure.partial is not None else None)
         partial = failure.partial  # a stream broken after content: what it had produced is billed
@@ -392,6 +395,14 @@ class Call:
         )
         self._emit(record)
         return CallFailed(failure.error_class, record, failure.sdk_error, deadline_exceeded=self.deadline_hit)
+
+    def _last_error(self, failure: Failure) -> Failure:
+        """A deadline that ran out between attempts ended the call: the error it reports is the last attempt's (the
+        one that was being retried), with that attempt's request_id."""
+        last = next((attempt for attempt in reversed(self.attempts) if attempt.error_class is not None), None)
+        if last is None or last.error_class is None:
+            return failure
+        return replace(failure, error_class=by_name(last.error_class), request_id=last.request_id)
 
     def _figures(self) -> _CallFigures:
         """What a call record takes from this call, as of now."""

@@ -10,6 +10,9 @@ the caller, `on_interrupt` decides:
   caller sees no duplicate and no gap. Tool-use and thinking blocks are never partially resumed: an
   unfinished one is dropped and the answer resumes from the last text.
 
+Under a background policy, a stream that cannot even open (a 529 storm that outlasts the SDK's own retries) is
+retried with keel's rounds, as a `create` is.
+
 Events pass through as the SDK yields them; in a resumed round, text arrives as `text` events only
 (raw text deltas would repeat what the stitching removed), and `message_start` is not repeated.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -34,7 +37,7 @@ from ._call import CURRENT_CALL, Call, Reply
 from ._continuation import Stitcher, combine_stream, continuation_messages, supports_prefill, without_unfinished_blocks
 from ._error_map import STREAM_INTERRUPTED, classify_exception
 from ._exceptions import CALL_ERRORS, BrokeBeforeContent, StreamInterrupted
-from ._retrying import first_stream_restart_wait, stream_restarts
+from ._retrying import background_rounds, first_stream_restart_wait, stream_restarts
 
 OnInterrupt = Literal["raise", "continue"]
 MAX_RESUMES = 3
@@ -284,6 +287,15 @@ class ResilientStream(_StreamBase):
             time.sleep(first_stream_restart_wait(self._call.policy))
             yield from Retrying(**stream_restarts(self._call.policy))
 
+    def _open(self, opened: ExitStack, params: dict[str, Any]) -> Any:
+        """The SDK's stream of a round, entered on `opened`. A background policy rides out the errors that keep it
+        from opening (the SDK's retries spent on a 529 storm) with keel's rounds, as `create` does (inside a larger
+        call, the call's own rounds do)."""
+        rounds = background_rounds(self._call.policy) if self._owns_call else None
+        if rounds is None:
+            return opened.enter_context(self._sdk.messages.stream(**params))
+        return Retrying(**rounds)(lambda: opened.enter_context(self._sdk.messages.stream(**params)))
+
     def _events(self) -> Generator[Any, None, None]:
         core = self._core
         try:
@@ -291,7 +303,8 @@ class ResilientStream(_StreamBase):
                 for attempt in self._attempts():
                     with attempt:
                         snapshot, error = None, None
-                        with self._sdk.messages.stream(**core.round.params) as stream:
+                        with ExitStack() as opened:
+                            stream = self._open(opened, core.round.params)
                             core.start_round(stream.request_id, stream)
                             try:
                                 for event in stream:
@@ -372,6 +385,17 @@ class AsyncResilientStream(_StreamBase):
             async for attempt in AsyncRetrying(**stream_restarts(self._call.policy)):
                 yield attempt
 
+    async def _open(self, opened: AsyncExitStack, params: dict[str, Any]) -> Any:
+        """The SDK's stream of a round, entered on `opened` (see `ResilientStream._open`)."""
+        rounds = background_rounds(self._call.policy) if self._owns_call else None
+        if rounds is None:
+            return await opened.enter_async_context(self._sdk.messages.stream(**params))
+
+        async def enter() -> Any:
+            return await opened.enter_async_context(self._sdk.messages.stream(**params))
+
+        return await AsyncRetrying(**rounds)(enter)
+
     async def _events(self) -> AsyncGenerator[Any, None]:
         core = self._core
         try:
@@ -379,7 +403,8 @@ class AsyncResilientStream(_StreamBase):
                 async for attempt in self._attempts():
                     with attempt:
                         snapshot, error = None, None
-                        async with self._sdk.messages.stream(**core.round.params) as stream:
+                        async with AsyncExitStack() as opened:
+                            stream = await self._open(opened, core.round.params)
                             core.start_round(stream.request_id, stream)
                             try:
                                 async for event in stream:

@@ -99,7 +99,13 @@ class _LazyGroup(TyperGroup):
             self._listing = False
 
 
-app = typer.Typer(cls=_LazyGroup, help="keel: production habits for the Claude Messages API.", no_args_is_help=True)
+# --debug tracebacks without the frames' variables: they hold the command's arguments (`--api-key`) and sys.argv
+app = typer.Typer(
+    cls=_LazyGroup,
+    help="keel: production habits for the Claude Messages API.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 app.command("call")(call_command)
 app.command("stream")(stream_command)
 

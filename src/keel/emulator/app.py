@@ -25,13 +25,14 @@ from .cassette import Cassette, read_cassette
 from .catalog import ModelSpec, capabilities, load_catalog
 from .clock import Clock
 from .errors import ApiError, invalid
-from .faults import FAULT_HEADER, Fault, Rule, Scenario, parse_fault_header
+from .faults import FAULT_HEADER, ConnectionResetFault, Fault, Rule, Scenario, parse_fault_header
 from .keys import key_id
 from .pacing import paced
 from .prompt_cache import PromptCache
 from .ratelimit import Admission, RateLimiter, RateLimits
 from .render import message_json, new_id, sse_events
 from .replay import DEFAULT_IGNORED, OnMiss, Replayer
+from .reset import reset_connection
 from .responder import Generation, generate
 from .validation import check_version, resolve_model, validate
 
@@ -46,7 +47,7 @@ ORGANIZATION_ID = "00000000-0000-4000-8000-00000000e1e1"
 class EmulatorConfig:
     """How the emulator behaves. `api_key=None` accepts any non-empty key."""
 
-    api_key: str | None = DEFAULT_API_KEY
+    api_key: str | None = field(default=DEFAULT_API_KEY, repr=False)  # a secret: not in a repr or a traceback
     seed: int = 0
     scenario: Scenario = field(default_factory=Scenario)
     ttft_ms: float = 0.0  # time before a response starts (streams: before message_start)
@@ -160,6 +161,8 @@ class Emulator:
                 response = replayed or await handler(request, call)
             except ApiError as err:
                 response = self._error_response(err, call.request_id)
+            except ConnectionResetFault:
+                response = _Reset()
             response.headers["request-id"] = call.request_id
             response.headers["anthropic-organization-id"] = ORGANIZATION_ID
             self.access_log.add(
@@ -276,9 +279,11 @@ class Emulator:
             call.retry_count or 0,
             batch_create=batch_create,
         )
-        error = call.fault.status_error() if call.fault else None
-        if error is not None:
-            raise error
+        if call.fault is not None:
+            call.fault.check_reset()
+            error = call.fault.status_error()
+            if error is not None:
+                raise error
 
     async def _request_body(self, request: Request, call: _Call) -> tuple[Any, str]:
         """Read and decode the body, note model and stream for the log, apply any fault; return body, version."""
@@ -433,6 +438,17 @@ class Emulator:
                 yield chunk
         finally:
             admission.settle(output_tokens)
+
+
+class _Reset(Response):
+    """No answer: the connection is reset (a `connection_reset` fault). The access log shows status 0, and the
+    request-id it notes was never sent."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=0)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await reset_connection(scope)
 
 
 async def _unblocked(events: Iterator[tuple[bytes, bool]]) -> AsyncIterator[tuple[bytes, bool]]:

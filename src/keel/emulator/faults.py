@@ -42,7 +42,7 @@ _INT_FIELDS = {"status", "times", "stream_error_after", "drop_after", "retry_aft
 _FLOAT_FIELDS = {"retry_after", "ttft_ms", "tps", "latency_ms"}
 _SHARE_FIELDS = {"errored_share", "expired_share"}
 _STR_FIELDS = {"error_type", "message", "error_code"}
-_BOOL_FIELDS = {"should_retry"}
+_BOOL_FIELDS = {"should_retry", "connection_reset"}
 
 
 class FaultSpecError(ValueError):
@@ -51,6 +51,10 @@ class FaultSpecError(ValueError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class ConnectionResetFault(Exception):
+    """A `connection_reset` fault fired: the server resets the connection (`reset.reset_connection`), no answer."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class Fault:
     latency_ms: float | None = None
     stream_error_after: int | None = None
     drop_after: int | None = None
+    connection_reset: bool | None = None  # reset the connection (TCP RST) instead of answering
     errored_share: float | None = None  # Message Batches: share of a new batch's requests that come back errored
     expired_share: float | None = None  # ... and that never finish, so they expire at 24 h
 
@@ -96,6 +101,11 @@ class Fault:
         if self.should_retry is not None:
             headers["x-should-retry"] = "true" if self.should_retry else "false"
         return headers
+
+    def check_reset(self) -> None:
+        """Raise `ConnectionResetFault` when this fault resets the connection instead of answering."""
+        if self.connection_reset:
+            raise ConnectionResetFault(self.describe())
 
     def status_error(self) -> ApiError | None:
         """The error response this fault answers with, in the API's shape; None when it sets no `status`. A plain
@@ -167,13 +177,14 @@ def make_fault(values: dict[str, Any]) -> Fault:
         fault.status is None
         and fault.stream_error_after is None
         and fault.drop_after is None
+        and not fault.connection_reset
         and not (fault.ttft_ms or fault.tps or fault.latency_ms)
         and fault.errored_share is None
         and fault.expired_share is None
     ):
         raise FaultSpecError(
-            "a fault needs status, stream_error_after, drop_after, a latency setting or a batch share "
-            "(errored_share, expired_share)"
+            "a fault needs status, stream_error_after, drop_after, connection_reset, a latency setting or a batch "
+            "share (errored_share, expired_share)"
         )
     return fault
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from .reset import with_reset
 
 ServerFactory = Callable[[uvicorn.Config], uvicorn.Server]
 
@@ -22,8 +26,35 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+class ResettableHTTP(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol, offering the app a way to reset the connection (`reset.RESET_EXTENSION`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        app = cast(Any, self).app  # uvicorn sets it from its config
+
+        async def offering_reset(scope: Any, receive: Any, send: Any) -> None:
+            with_reset(scope, self.reset)
+            await app(scope, receive, send)
+
+        self.app = offering_reset
+
+    def reset(self) -> None:
+        """Close the connection with a TCP RST (SO_LINGER 0): the client reads `Connection reset by peer`."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+
+
 def _config(app: Any, host: str, port: int, options: dict[str, Any]) -> uvicorn.Config:
-    settings: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "off", **options}
+    settings: dict[str, Any] = {
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "off",
+        "http": ResettableHTTP,
+        **options,
+    }
     return uvicorn.Config(app, host=host, port=port, **settings)
 
 

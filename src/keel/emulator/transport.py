@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import httpx2
 
+from .reset import with_reset
+
 ASGIApp = Callable[
     [
         MutableMapping[str, Any],
@@ -50,7 +52,7 @@ class _Exchange:
 
     def _scope(self) -> dict[str, Any]:
         url = self._request.url
-        return {
+        scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
@@ -64,6 +66,13 @@ class _Exchange:
             "client": ("127.0.0.1", 123),
             "root_path": "",
         }
+        with_reset(scope, self._reset)
+        return scope
+
+    def _reset(self) -> None:
+        """The app reset the connection before answering: the client reads what a socket would give it."""
+        if not self._started.done():
+            self._started.set_exception(httpx2.ReadError("[Errno 104] Connection reset by peer"))
 
     async def start(self) -> tuple[int, list[tuple[bytes, bytes]]]:
         sent_body = False

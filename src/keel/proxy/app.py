@@ -3,7 +3,8 @@ back, SSE (and any other body that is not JSON, such as batch results) as it arr
 applied to real traffic on the way.
 
 - A fault (the `x-keel-fault` header, or a rule of the scenario) with a `status` answers that error in the API's shape
-  without going upstream; `ttft_ms` / `latency_ms` / `tps` delay the answer (a stream: its first event, then each
+  without going upstream, one with `connection_reset` resets the client's connection without answering;
+  `ttft_ms` / `latency_ms` / `tps` delay the answer (a stream: its first event, then each
   content event); `stream_error_after` / `drop_after` end a stream after N events with an `event: error` frame, or
   with nothing. The `x-keel-fault` header is never forwarded.
 - An upstream that cannot be reached is a 502 `api_error` naming it (credentials redacted); one that does not answer
@@ -36,10 +37,11 @@ from yarl import URL
 from keel._exceptions import ProxyConfigError
 from keel.emulator.cassette import CassetteWriter, Event, Exchange, canonical_body, kept_headers
 from keel.emulator.errors import ApiError
-from keel.emulator.faults import FAULT_HEADER, Fault, Scenario
+from keel.emulator.faults import FAULT_HEADER, ConnectionResetFault, Fault, Scenario
 from keel.emulator.keys import key_id
 from keel.emulator.pacing import paced
 from keel.emulator.render import new_id
+from keel.emulator.reset import reset_connection
 from keel.ratelimit.urls import redact_text, redact_url
 
 from .log import ProxyEntry, ProxyLog
@@ -229,12 +231,17 @@ class _Relay:
                 self.model,
                 int(attempt) if attempt.isdigit() else 0,
             )
-            injected = self.fault.status_error() if self.fault else None
-            if injected is not None:
-                raise injected
+            if self.fault is not None:
+                self.fault.check_reset()
+                injected = self.fault.status_error()
+                if injected is not None:
+                    raise injected
             await self._forward(body, request)
         except ApiError as err:
             await self._answer_error(err)
+        except ConnectionResetFault:
+            self.error = "the connection was reset (injected)"
+            await reset_connection(self.scope)
         finally:
             self._log()
 

@@ -20,7 +20,7 @@ class ProxyEntry:
         at: when the request arrived (seconds since the epoch).
         method: the HTTP method.
         path: the request path (without the query).
-        status: the status the client got.
+        status: the status the client got (0: none, the connection was reset).
         request_id: the upstream's `request-id` (for an injected error or an unreachable upstream, the proxy's own).
         head_ms: from the request to the response head, in ms.
         total_ms: from the request to the end of the response, in ms.
