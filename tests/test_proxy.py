@@ -246,7 +246,7 @@ def test_connection_resets_injected_or_upstream_reach_the_client_as_the_apis_wou
             sdk.messages.create(model=MODEL, max_tokens=10, messages=ask("[[keel:reply=ok]]")).stop_reason == "end_turn"
         )
     assert caught.value.status_code == 502 and caught.value.type == "api_error"
-    assert "failed (ReadError" in caught.value.message
+    assert "Connection reset" in caught.value.message  # the upstream reset, named
     assert [e.status for e in setup.emulator.access_log.entries()] == [0, 200]
 
 
