@@ -15,6 +15,7 @@ from keel.ratelimit import (
     Adaptation,
     Amounts,
     BucketOp,
+    BucketSpec,
     Limits,
     LocalBackend,
     RateLimiter,
@@ -225,3 +226,11 @@ def test_a_clock_that_steps_back_neither_refills_nor_drains_the_buckets(clock: C
     assert levels(limiter) == (59, 5_000, 500)
     limiter.acquire(Reservation(MODEL, 1_000, 100), timeout=0)
     assert levels(limiter) == (58, 4_000, 400)
+
+
+def test_a_bucket_whose_stated_limit_is_zero_answers_an_endless_wait_not_an_error(clock: Clock) -> None:
+    spec = BucketSpec(Amounts(10, 0, 100), Amounts(1, 0, 10))  # the server stated 0 input tokens a window
+    backend = LocalBackend(clock)
+    backend.apply("set", BucketOp("adjust", spec, Amounts(0, -5, 0)))  # an overshoot settled below zero
+    view = backend.apply("set", BucketOp("take", spec, Amounts(1, 0, 1)))
+    assert not view.granted and view.wait == float("inf")

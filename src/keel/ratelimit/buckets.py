@@ -24,6 +24,7 @@ Redis server's clock; the shared test suite runs both.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -139,7 +140,7 @@ def apply(state: BucketState, op: BucketOp, now: float) -> BucketView:
         else:
             wait = max(
                 (
-                    (amount - level) / (rate * state.factor)
+                    (amount - level) / (rate * state.factor) if rate > 0 else math.inf  # a limit of 0 never refills
                     for amount, level, rate in zip(op.amounts, levels, spec.rates, strict=True)
                     if amount > level
                 ),
