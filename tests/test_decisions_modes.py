@@ -79,6 +79,9 @@ def test_the_reason_says_why_in_words_that_carry_the_decision() -> None:
     assert "10,000 requests" in batch and "50%" in batch
     assert "waits" in keel.choose_mode(waiting=True).reason
     assert "background" in keel.choose_mode(waiting=False).reason
+    hurried = keel.choose_mode(waiting=False, requests=500, can_wait_seconds=1_800)
+    assert hurried.mode == "standard" and "500 requests due within 1,800 s" in hurried.reason
+    assert "too soon for a batch" in hurried.reason
     assert str(keel.choose_mode(watching=True)).startswith("stream: someone is watching")
 
 

@@ -70,6 +70,12 @@ def choose_mode(
         )
     if waiting:
         return ModeChoice("standard", "a short call someone waits for but nobody watches: a standard call is simplest")
+    if requests >= BATCH_MIN_REQUESTS:
+        return ModeChoice(
+            "standard",
+            f"{requests:,} requests due within {window:,.0f} s: too soon for a batch, which may take up to 24 h; "
+            "standard calls, paced (keel run)",
+        )
     return ModeChoice("standard", "a single short background call: a standard call (batch only pays for bulk work)")
 
 
