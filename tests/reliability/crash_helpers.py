@@ -4,11 +4,13 @@ line was sent."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import re
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from keel.emulator import Emulator
+from keel.emulator import Emulator, EmulatorConfig
 
 _FORKS = multiprocessing.get_context("forkserver")
 # what a `keel` command imports as it runs, imported once in the server
@@ -84,13 +86,17 @@ def wait_until(condition: Callable[[], bool], what: str, *alive: Keel, timeout: 
 
 class Counted:
     """The emulator's app, counting for each input line (its `Question N` prompt) the /v1/messages requests that
-    reached the emulator: what was billed, per line, to set against the attempts the results report."""
+    reached the emulator: what was billed, per line, to set against the attempts the results report. Requests wait
+    until `gate` is set: the runners of a job all join it before it starts."""
 
     def __init__(self, app: Emulator) -> None:
         self.app = app
         self.sent: Counter[str] = Counter()
+        self.gate = threading.Event()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        while not self.gate.is_set():
+            await asyncio.sleep(0.005)
         body = b""
 
         async def reading() -> Any:
@@ -104,3 +110,12 @@ class Counted:
             return message
 
         await self.app(scope, reading, send)
+
+
+def batch_emulator() -> Emulator:
+    """An emulator whose batches end in about half a second of real time, each create answered a tenth of a second
+    after the batch is made (a window where the batch exists but its runner has not heard), each download slow too."""
+    emulator = Emulator(EmulatorConfig(batch_speed=120))
+    emulator.inject("latency_ms=100", path="/v1/messages/batche[s]")
+    emulator.inject("latency_ms=100", path="/v1/messages/batches/*/results")
+    return emulator
