@@ -33,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
+from .. import _jsonl as jsonl
 from .access_log import stamp
 
 FORMAT = 1
@@ -249,7 +250,7 @@ def read_cassette(path: Path) -> Cassette:
         if not line.strip():
             continue
         try:
-            records.append((number, json.loads(line)))
+            records.append((number, jsonl.loads(line)))
         except json.JSONDecodeError as err:
             last = number == len(lines) and cut_short
             why = "the line is cut short (was the recording interrupted?)" if last else f"not valid JSON ({err})"
