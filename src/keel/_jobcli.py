@@ -163,18 +163,21 @@ class _ConsoleNotes(logging.Handler):
 @contextmanager
 def notes_shown(console: Console, logger_name: str, command: str) -> Iterator[None]:
     """The runner's notes and warnings (another runner on the job, waiting for it, taking its work over, a request
-    sent again after a kill) as lines of the command's output, while the block runs."""
+    sent again after a kill), and the stores' (a shared ledger unreachable, then answering again), as lines of the
+    command's output, while the block runs."""
     handler = _ConsoleNotes(console, command)
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
+    loggers = [logging.getLogger(name) for name in (logger_name, "keel.stores")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
     try:
         yield
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
 
 def show_preflight(
