@@ -196,8 +196,9 @@ def scenario_text(draw: st.DrawFn) -> str:
 
 
 def clear(error: Exception, path: Path) -> bool:
-    """The error names the file, and a line in it where it points at one."""
-    return re.match(rf"{re.escape(str(path))}(:\d+|:\?)?: \S", str(error)) is not None
+    """The error names the file and the line (`?` only where the key at fault cannot be found in the text: a quoted
+    or dotted one), then says what is wrong."""
+    return re.match(rf"{re.escape(str(path))}:(\d+|\?): \S", str(error)) is not None
 
 
 @FUZZ
