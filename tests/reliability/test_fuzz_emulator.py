@@ -6,6 +6,7 @@ is the API's error shape with a message and the request-id of its response."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -33,8 +34,12 @@ TIMEOUT = 10.0  # seconds an answer may take: longer is a hang
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    with BackgroundServer(Emulator(EmulatorConfig(batch_speed=0))) as server:
+    """The emulator, over loopback; afterwards, what it answered (by status, from its access log; `-rP` shows it)."""
+    emulator = Emulator(EmulatorConfig(batch_speed=0))
+    with BackgroundServer(emulator) as server:
         yield server.base_url
+    statuses = Counter(entry.status for entry in emulator.access_log.entries())
+    print(f"the emulator answered {statuses.total()} fuzzed requests: {dict(sorted(statuses.items()))}")
 
 
 def test_the_emulator_serves_its_openapi_description(base_url: str) -> None:
