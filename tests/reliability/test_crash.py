@@ -2,10 +2,11 @@
 points, on SQLite and on PostgreSQL ledgers: 20 points on each ledger under `make soak`; in `make test`, 5 points a
 runner, on SQLite and PostgreSQL in turn.
 
-A kill point is the n-th thing the emulator saw happen (a batch created, a request arriving or answered), n drawn at
-random from its own slice of the run (so the points spread from the first submit to the last download), plus a random
-moment more. Even points kill a lone runner and start it again; odd points start a second runner on the same job and
-kill the first, and the survivor finishes. After each restart:
+A kill point is the n-th thing the emulator saw happen (a batch made, a create or a download answered, a message
+arriving or answered; not polls, whose number depends on timing), n drawn at random from its own slice of the run (so
+the points spread from the first submit to the last download), plus a random moment more. Even points kill a lone
+runner and start it again; odd points start a second runner on the same job and kill the first, and the survivor
+finishes. After each restart:
 
 - the output holds each input line exactly once, every one succeeded;
 - the emulator created one batch per shard: none twice;

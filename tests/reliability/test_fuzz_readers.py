@@ -19,12 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reliability_helpers import scale
+from test_cassette import exchange
 
 from keel import Client
 from keel._report import BadLine, summarize
 from keel.batch.inputs import Defaults, Item, Reject, read_items
 from keel.emulator import Emulator, client
-from keel.emulator.cassette import CassetteError, read_cassette
+from keel.emulator.cassette import CassetteError, header_line, read_cassette
 from keel.emulator.faults import FaultSpecError, load_scenario, parse_fault_header
 
 FUZZ = settings(
@@ -234,19 +235,7 @@ def test_the_fault_header_parses_or_says_what_is_wrong_and_never_crashes(header:
 @pytest.fixture(scope="module")
 def cassette_lines() -> tuple[dict[str, Any], dict[str, Any]]:
     """A cassette's header line and one exchange, as `keel proxy --record` writes them."""
-    header = {"keel_cassette": 1, "keel_version": "0.1.0", "recorded_at": "2026-01-01T00:00:00.000Z", "upstream": None}
-    exchange = {
-        "method": "POST",
-        "path": "/v1/messages",
-        "query": "",
-        "request": {"max_tokens": 20, "messages": [{"content": "Hi", "role": "user"}], "model": "claude-haiku-5-5"},
-        "status": 200,
-        "headers": {"content-type": "application/json", "request-id": "req_011CABCDEFGHIJKLMNOPQRST"},
-        "head_ms": 1.0,
-        "done_ms": 2.0,
-        "events": [{"t": 1.0, "event": "message_start", "data": {"type": "message_start"}}],
-    }
-    return header, exchange
+    return header_line(None), exchange().to_json()
 
 
 @FUZZ
