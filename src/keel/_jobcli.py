@@ -165,8 +165,13 @@ class _ConsoleNotes(logging.Handler):
 @contextmanager
 def notes_shown(console: Console, logger_name: str, command: str) -> Iterator[None]:
     """The runner's notes and warnings (another runner on the job, waiting for it, taking its work over, a request
-    sent again after a kill) as lines of the command's output, while the block runs."""
-    with retry_notices.handled_at_info(logger_name, _ConsoleNotes(console, command)):
+    sent again after a kill), and the stores' (a shared ledger unreachable, then answering again), as lines of the
+    command's output, while the block runs."""
+    handler = _ConsoleNotes(console, command)
+    with (
+        retry_notices.handled_at_info(logger_name, handler),
+        retry_notices.handled_at_info("keel.stores", handler),
+    ):
         yield
 
 

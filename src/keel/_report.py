@@ -23,6 +23,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from rich.console import Console
 from rich.table import Table
 
+from . import _jsonl as jsonl
 from ._error_map import ERROR_TABLE
 from ._records import AttemptRecord, CallRecord
 from ._usage import USAGE_FIELDS, Usage
@@ -105,12 +106,9 @@ def read_lines(path: str | Path, *, needles: Iterable[str] | None = None) -> Ite
                 yield BadLine(name, number, f"not UTF-8 text (byte {err.start + 1})")
                 continue
             try:
-                data = json.loads(text)
+                data = jsonl.loads(text)
             except json.JSONDecodeError as err:
                 yield BadLine(name, number, f"not a JSON record: {err.msg} (character {err.pos + 1})")
-                continue
-            except RecursionError:
-                yield BadLine(name, number, "not a JSON record: nested too deeply")
                 continue
             if not isinstance(data, dict):
                 yield BadLine(name, number, f"not a JSON record: a JSON {type(data).__name__}, not an object")

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .. import _jsonl as jsonl
+
 CUSTOM_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 REQUIRED_PARAMS = ("model", "max_tokens", "messages")
 SHORT_FIELDS = {"custom_id", "prompt", "messages", "model", "max_tokens", "system"}
@@ -141,20 +143,30 @@ def derived_id(params_json: str) -> str:
     return "req-" + hashlib.sha256(params_json.encode()).hexdigest()[:24]
 
 
+def _json_object(line: bytes) -> dict[str, Any]:
+    """One input line as a JSON object, or `_Invalid` saying why it is not one."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _Invalid(f"not UTF-8 text (byte {err.start + 1})") from None
+    try:
+        data = jsonl.loads(text.rstrip("\r\n"))  # a line cut short errs at its end, not on "line 2"
+    except json.JSONDecodeError as err:
+        raise _Invalid(f"not valid JSON: {err.msg} at column {err.colno}") from None
+    if not isinstance(data, dict):
+        raise _Invalid("a line must be a JSON object")
+    return data
+
+
 def read_items(path: Path, defaults: Defaults, max_request_bytes: int, seen: IdSet) -> Iterator[Item | Reject]:
     """Each line of `path` as an accepted `Item` or a `Reject`, in order, reading one line at a time."""
-    with path.open(encoding="utf-8", errors="surrogateescape") as file:
-        for number, raw in enumerate(file, 1):
-            if not raw.strip():
+    with path.open("rb") as file:  # lines end at "\n" alone, as for every JSONL reader (a lone "\r" is in a line)
+        for number, line in enumerate(file, 1):
+            if not line.strip():
                 continue
             custom_id: str | None = None
             try:
-                try:
-                    data = json.loads(raw.rstrip("\r\n"))  # a line cut short errs at its end, not on "line 2"
-                except json.JSONDecodeError as err:
-                    raise _Invalid(f"not valid JSON: {err.msg} at column {err.colno}") from None
-                if not isinstance(data, dict):
-                    raise _Invalid("a line must be a JSON object")
+                data = _json_object(line)
                 custom_id = data.get("custom_id")
                 if custom_id is not None and (not isinstance(custom_id, str) or not CUSTOM_ID_RE.match(custom_id)):
                     raise _Invalid(f"custom_id {custom_id!r} must match ^[a-zA-Z0-9_-]{{1,64}}$")

@@ -27,6 +27,7 @@ from .clock import Clock
 from .errors import ApiError, invalid
 from .faults import FAULT_HEADER, ConnectionResetFault, Fault, Rule, Scenario, parse_fault_header
 from .keys import key_id
+from .openapi import openapi_document
 from .pacing import paced
 from .prompt_cache import PromptCache
 from .ratelimit import Admission, RateLimiter, RateLimits
@@ -114,6 +115,7 @@ class Emulator:
             Route("/v1/messages/batches/{batch_id}/results", self._endpoint(self._batch_results), methods=["GET"]),
             Route("/v1/models", self._endpoint(self._list_models), methods=["GET"]),
             Route("/v1/models/{model_id:path}", self._endpoint(self._get_model), methods=["GET"]),
+            Route("/openapi.json", self._openapi, methods=["GET"]),
         ]
         self.app = Starlette(routes=routes, exception_handlers={HTTPException: self._http_exception})
         self.replayer = self._replayer(self.config)
@@ -362,6 +364,10 @@ class Emulator:
         self._pick_fault(request, call)
         spec = resolve_model(request.path_params["model_id"])
         return Response(_dumps(_model_info(spec)), media_type=JSON_TYPE)
+
+    async def _openapi(self, request: Request) -> Response:
+        """The emulator's own endpoints, described for tools (a fuzzer); no key needed, not in the access log."""
+        return Response(_dumps(openapi_document()), media_type=JSON_TYPE)
 
     # --- message batches -------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
+from .. import _jsonl as jsonl
 from .access_log import stamp
 
 FORMAT = 1
@@ -239,17 +240,19 @@ class Cassette:
 def read_cassette(path: Path) -> Cassette:
     """Read and check a whole cassette; any problem is a `CassetteError` naming the file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise CassetteError(f"{path}: cannot read the cassette: {getattr(err, 'strerror', None) or err}") from None
-    lines = text.split("\n")
-    cut_short = bool(text) and not text.endswith("\n")
+        data = path.read_bytes()
+    except OSError as err:
+        raise CassetteError(f"{path}: cannot read the cassette: {err.strerror or err}") from None
+    lines = data.split(b"\n")
+    cut_short = bool(data) and not data.endswith(b"\n")
     records: list[tuple[int, Any]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            records.append((number, json.loads(line)))
+            records.append((number, jsonl.loads(line.decode("utf-8"))))
+        except UnicodeDecodeError as err:
+            raise CassetteError(f"{path}:{number}: not UTF-8 text (byte {err.start + 1})") from None
         except json.JSONDecodeError as err:
             last = number == len(lines) and cut_short
             why = "the line is cut short (was the recording interrupted?)" if last else f"not valid JSON ({err})"

@@ -300,20 +300,29 @@ def _line_of(lines: list[str], starts: list[int], index: int, name: str | None) 
     return start
 
 
+def _key_line(lines: list[str], name: str) -> int | str:
+    """The line where a top-level key is set (`name = ...`) or its table opens (`[name]`, `[name.sub]`,
+    `[[name]]`); "?" when it cannot be found (a quoted or dotted key)."""
+    pattern = re.compile(rf"\s*(\[\[?\s*{re.escape(name)}\s*[\].]|{re.escape(name)}\s*[=.])")
+    return next((number for number, line in enumerate(lines, 1) if pattern.match(line)), "?")
+
+
 def load_scenario(path: Path, seed: int | None = None) -> Scenario:
     """Read a scenario file; a bad file raises `FaultSpecError` naming the file, line and reason."""
     text = path.read_text(encoding="utf-8")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise FaultSpecError(f"{path}: {err}") from None
+        at = re.search(r"\(at line (\d+), column \d+\)", str(err))
+        raise FaultSpecError(f"{path}:{at.group(1) if at else len(text.splitlines()) or 1}: {err}") from None
     lines = text.splitlines()
-    unknown = set(data) - {"seed", "rules", "limits"}
+    unknown = sorted(set(data) - {"seed", "rules", "limits"})
     if unknown:
-        raise FaultSpecError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown))}")
+        line = _key_line(lines, unknown[0])
+        raise FaultSpecError(f"{path}:{line}: unknown top-level key(s): {', '.join(unknown)}")
     raw_rules = data.get("rules", [])
     if not isinstance(raw_rules, list):
-        raise FaultSpecError(f"{path}: 'rules' must be an array of tables ([[rules]])")
+        raise FaultSpecError(f"{path}:{_key_line(lines, 'rules')}: 'rules' must be an array of tables ([[rules]])")
     rules = []
     for index, raw in enumerate(raw_rules):
         try:
@@ -331,5 +340,5 @@ def load_scenario(path: Path, seed: int | None = None) -> Scenario:
             raise FaultSpecError(f"{path}:{line}: {err}") from None
     file_seed = data.get("seed", 0)
     if not isinstance(file_seed, int):
-        raise FaultSpecError(f"{path}: seed must be a whole number")
+        raise FaultSpecError(f"{path}:{_key_line(lines, 'seed')}: seed must be a whole number")
     return Scenario(rules=rules, seed=file_seed if seed is None else seed, limits=limits)

@@ -40,6 +40,11 @@ SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 """What a claim's SELECT ends with: rows another transaction is claiming are passed over, not waited for."""
 
 logger = logging.getLogger("keel.stores")
+# The pool logs each failed connection attempt ("error connecting in ...", "discarding closed connection"), which
+# Python's last-resort handler prints to the stderr of a program that configured no logging: a line per retry, and
+# the connection's repr. keel's own warning says once that the store is unreachable, and again when it answers; a
+# program's own logging configuration still receives the pool's records.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 
 class Postgres:
