@@ -234,3 +234,10 @@ def test_a_bucket_whose_stated_limit_is_zero_answers_an_endless_wait_not_an_erro
     backend.apply("set", BucketOp("adjust", spec, Amounts(0, -5, 0)))  # an overshoot settled below zero
     view = backend.apply("set", BucketOp("take", spec, Amounts(1, 0, 1)))
     assert not view.granted and view.wait == float("inf")
+
+
+def test_a_request_short_by_one_waits_one_second_at_sixty_a_minute(clock: Clock) -> None:
+    limiter = limiter_at(clock)
+    for _ in range(60):
+        limiter.acquire(Reservation(MODEL, 1, 1), timeout=0)
+    assert refused_wait(limiter, 1, 1) == pytest.approx(1.0)  # the request bucket refills at 1 a second
