@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import threading
@@ -144,6 +145,29 @@ def test_a_redis_lost_mid_run_makes_the_limiter_wait_never_grant(
         assert limiter.snapshot(MODEL).levels.requests == pytest.approx(99, abs=1)
     finally:
         limiter.close()
+        server.kill()
+
+
+async def test_an_asyncio_waiter_rides_out_a_redis_restart_and_is_granted_once_it_answers(tmp_path: Path) -> None:
+    server = PrivateRedis(tmp_path, password="hunter2-secret")
+    server.start()
+    limiter = RateLimiter(
+        Limits(requests=100, input_tokens=10_000, output_tokens=10_000, per=1),
+        backend=RedisBackend(server.url, reconnect_for=10),
+    )
+    try:
+        await limiter.acquire_async(Reservation(MODEL, 10, 10), timeout=0)
+        server.kill()
+        waiter = asyncio.create_task(limiter.acquire_async(Reservation(MODEL, 1, 1), timeout=8))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()  # waiting, not granted: closed
+        restarted = time.monotonic()
+        await asyncio.to_thread(server.start)
+        permit = await asyncio.wait_for(waiter, timeout=8)
+        assert permit is not None and time.monotonic() >= restarted
+        assert (await limiter.snapshot_async(MODEL)).levels.requests == pytest.approx(99, abs=1)
+    finally:
+        await limiter.aclose()
         server.kill()
 
 

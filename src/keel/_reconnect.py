@@ -91,8 +91,12 @@ class Reconnecting:
             return await operation()
         except self.transient as first:
             retrying = AsyncRetrying(**self._retrying(first, deadline))
+
+        async def attempt() -> T:  # a coroutine function: tenacity would not await what a plain one returns
+            return await operation()
+
         try:
-            result: T = await retrying(operation)
+            result: T = await retrying(attempt)
         except self.transient as last:
             raise self.unavailable(last) from None
         self._recovered()
