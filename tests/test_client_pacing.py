@@ -12,7 +12,7 @@ from keel_helpers import SIDES, Side, ask, stream_on
 
 from keel import AsyncClient, CallFailed, Client, RetryPolicy, StreamInterrupted
 from keel.emulator import Clock, Emulator, EmulatorConfig, RateLimits, async_client, client
-from keel.ratelimit import Limits, RateLimiter
+from keel.ratelimit import BucketOp, BucketView, Limits, LocalBackend, RateLimiter
 
 MODEL = "claude-opus-5"
 HELLO = ask("Hello [[keel:words=5]]")
@@ -46,11 +46,38 @@ def test_a_paced_burst_stays_within_the_limits_where_an_unpaced_one_meets_429s()
     assert time.monotonic() - started >= 1.0  # 40 requests at 18 a second, from a full bucket of 18
 
 
+class LoopWatchingBackend(LocalBackend):
+    """The in-process backend, noting each blocking operation made on a running event loop's thread: with a
+    networked backend (Redis) that would stall every other task of the loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocking_on_loop: list[str] = []
+        self._in_async = False  # the in-process apply_async runs apply: that one is not a blocking call
+
+    def apply(self, key: str, op: BucketOp, deadline: float | None = None) -> BucketView:
+        if not self._in_async:
+            try:
+                asyncio.get_running_loop()
+                self.blocking_on_loop.append(op.kind)
+            except RuntimeError:
+                pass
+        return super().apply(key, op, deadline)
+
+    async def apply_async(self, key: str, op: BucketOp, deadline: float | None = None) -> BucketView:
+        self._in_async = True
+        try:
+            return await super().apply_async(key, op, deadline)
+        finally:
+            self._in_async = False
+
+
 def tight_output(side: Side) -> tuple[Emulator, Client | AsyncClient]:
     """A client whose output bucket holds 100,000 tokens a minute, as the emulator says too: a call reserving
     60,000 (its max_tokens) fits twice only when the first call's permit was settled to its real usage."""
     emulator = Emulator(EmulatorConfig(rate_limits=RateLimits(output_tokens_per_minute=100_000)))
-    limiter = RateLimiter(Limits(requests=1_000, input_tokens=10**6, output_tokens=100_000))
+    limits = Limits(requests=1_000, input_tokens=10**6, output_tokens=100_000)
+    limiter = RateLimiter(limits, backend=LoopWatchingBackend())
     if side == "sync":
         return emulator, Client(client(emulator), limiter=limiter, policy=QUICK)
     return emulator, AsyncClient(async_client(emulator), limiter=limiter, policy=QUICK)
@@ -94,6 +121,8 @@ def test_every_permit_is_settled_so_the_next_call_fits(
     first(emulator, keel, side)
     second = create(keel, **BIG)  # would wait past the 0.5 s deadline if 60,000 output tokens were still held
     assert second.outcome.kind == "end_turn"
+    backend = keel.settings.limiter.backend if keel.settings.limiter is not None else None
+    assert isinstance(backend, LoopWatchingBackend) and backend.blocking_on_loop == []  # asyncio: never blocked
 
 
 @pytest.mark.parametrize("side", SIDES)

@@ -372,6 +372,10 @@ class AsyncResilientStream(_StreamBase):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._iterator.aclose()
+        pacing = self._call.pacing
+        if pacing is not None and self._owns_call and not self._recorded:  # left early: settle without blocking
+            snapshot = self._core.snapshot
+            await pacing.settle_async(snapshot.usage if snapshot is not None else None)
         self._exit()
 
     def __aiter__(self) -> AsyncIterator[Any]:
