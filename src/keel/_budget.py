@@ -7,13 +7,14 @@ reservation past the ceiling is refused, so the caller stops sending. When the r
 settled: the reservation is released and the real cost (from the response's usage) is added. All sums are
 exact decimals, from keel's dated price table (`keel.load_prices`).
 
-The input estimate (`estimate_input_tokens`) is local and deliberately high: one token per 3 ASCII characters
-and one per other character, over the request's whole JSON (field names and the model id included, standing
-in for the per-message overhead). Real tokenizers put about 4 characters of English prose or code in a token,
-so ordinary text is over-estimated by a third or more; text of one-letter words or runs of punctuation can
-still exceed it. An image or document sent inline counts its base64 text: a gross over-estimate (a budget may
-refuse such a request that would fit). A request with `cache_control` is reserved as if every input token were
-a 1-hour cache write, the dearest way input is billed. Not priced: server tool fees (web search and the like).
+The input estimate is local and deliberately high: the rate limiter's rule for text (`keel.ratelimit.estimate`:
+one token per 3 ASCII characters and one per other character) over the request's whole JSON (field names and the
+model id included, standing in for the per-message overhead). Real tokenizers put about 4 characters of English
+prose or code in a token, so ordinary text is over-estimated by a third or more; text of one-letter words or runs
+of punctuation can still exceed it. An image or document sent inline counts its base64 text: a gross over-estimate
+(a budget may refuse such a request that would fit). A request with `cache_control` is reserved as if every input
+token were a 1-hour cache write, the dearest way input is billed. Not priced: server tool fees (web search and
+the like).
 """
 
 from __future__ import annotations
@@ -27,18 +28,7 @@ from typing import Any
 from ._exceptions import BudgetExceeded, UnpricedModel
 from ._pricing import PriceTable, load_prices
 from ._usage import Usage
-
-CHARS_PER_TOKEN = 3
-"""ASCII characters per token in `estimate_input_tokens` (real tokenizers: about 4 for English)."""
-
-
-def estimate_input_tokens(text: str) -> int:
-    """An over-estimate of the input tokens of a Messages request, from its params' JSON alone.
-
-    To be unified with `keel.ratelimit.estimate_input_tokens`, which counts media blocks at a flat size.
-    """
-    ascii_chars = len(text.encode("ascii", "ignore"))
-    return -(-ascii_chars // CHARS_PER_TOKEN) + len(text) - ascii_chars
+from .ratelimit.estimate import text_tokens
 
 
 def _json(params: Mapping[str, Any]) -> str:
@@ -63,7 +53,7 @@ class _Bounds:
         max_tokens = data.get("max_tokens")
         return cls(
             str(data.get("model")),
-            estimate_input_tokens(text),
+            text_tokens(text),
             max_tokens if isinstance(max_tokens, int) else 0,
             "cache_control" in text,
         )
@@ -238,7 +228,7 @@ class CostEstimate:
 
     Attributes:
         requests: how many requests.
-        input_tokens: their input tokens, estimated high (see `estimate_input_tokens`).
+        input_tokens: their input tokens, estimated high (see the module's docstring).
         max_output_tokens: the sum of their `max_tokens`.
         low_usd: the input alone, at input prices: what they cost if every answer were empty.
         high_usd: input plus all of `max_tokens` (the worst case a budget reserves): the most they can cost.

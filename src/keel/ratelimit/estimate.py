@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["CHARS_PER_TOKEN", "MEDIA_TOKENS", "estimate_input_tokens"]
+__all__ = ["CHARS_PER_TOKEN", "MEDIA_TOKENS", "estimate_input_tokens", "text_tokens"]
 
 CHARS_PER_TOKEN = 3
 MEDIA_TOKENS = 4_800
@@ -31,23 +31,25 @@ def estimate_input_tokens(messages: Iterable[Any], *, system: Any = None, tools:
     return _count(list(messages)) + _count(system) + _count(list(tools or ()))
 
 
-def _text(text: str) -> int:
+def text_tokens(text: str) -> int:
+    """The estimate's rule for one string: a token per `CHARS_PER_TOKEN` ASCII characters (rounded up) and one per
+    other character. Budgets apply it to a request's whole JSON (`keel._budget`)."""
     ascii_chars = len(text.encode("ascii", "ignore"))
     return -(-ascii_chars // CHARS_PER_TOKEN) + len(text) - ascii_chars
 
 
 def _count(value: Any) -> int:
     if isinstance(value, str):
-        return _text(value)
+        return text_tokens(value)
     if isinstance(value, Mapping):
         source = value.get("source")
         if value.get("type") in _MEDIA_BLOCKS and isinstance(source, Mapping) and source.get("type") in _OPAQUE_SOURCES:
             return MEDIA_TOKENS
-        return sum(_text(str(name)) + _count(item) for name, item in value.items())
+        return sum(text_tokens(str(name)) + _count(item) for name, item in value.items())
     if isinstance(value, list | tuple):
         return sum(_count(item) for item in value)
     if value is None:
         return 0
     if hasattr(value, "model_dump"):  # the SDK's pydantic objects
         return _count(value.model_dump(exclude_none=True))
-    return _text(str(value))
+    return text_tokens(str(value))
