@@ -103,6 +103,12 @@ def broken_stream(emulator: Emulator, keel: Client | AsyncClient, side: Side) ->
     assert isinstance(got.error, StreamInterrupted)
 
 
+def dropped_stream(emulator: Emulator, keel: Client | AsyncClient, side: Side) -> None:
+    got = stream_on(side, emulator, options={"limiter": keel.settings.limiter, "policy": QUICK}, **BIG,
+                    extra_headers={"x-keel-fault": "drop_after=6"})  # fmt: skip
+    assert isinstance(got.error, StreamInterrupted)
+
+
 def abandoned_stream(emulator: Emulator, keel: Client | AsyncClient, side: Side) -> None:
     got = stream_on(side, emulator, options={"limiter": keel.settings.limiter, "policy": QUICK}, stop_after=2, **BIG)
     assert got.final is None
@@ -113,7 +119,9 @@ def plain(emulator: Emulator, keel: Client | AsyncClient, side: Side) -> None:
 
 
 @pytest.mark.parametrize("side", SIDES)
-@pytest.mark.parametrize("first", [plain, overloaded_twice, broken_stream, abandoned_stream], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "first", [plain, overloaded_twice, broken_stream, dropped_stream, abandoned_stream], ids=lambda f: f.__name__
+)
 def test_every_permit_is_settled_so_the_next_call_fits(
     side: Side, first: Callable[[Emulator, Client | AsyncClient, Side], None]
 ) -> None:
