@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import _jsonl as jsonl
-from ._error_map import ERROR_TABLE
+from ._error_map import ErrorClass, by_name
 from ._records import AttemptRecord, CallRecord
 from ._usage import USAGE_FIELDS, Usage
 
@@ -205,7 +205,7 @@ def parse_since(text: str) -> float:
     return moment.timestamp()
 
 
-def _iso(at: float | None) -> str | None:
+def iso(at: float | None) -> str | None:
     if at is None:
         return None
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -374,7 +374,7 @@ class Failure:
     at: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "at": _iso(self.at)}
+        return {**asdict(self), "at": iso(self.at)}
 
 
 @dataclass
@@ -462,14 +462,14 @@ class Timeline:
         return {
             "bin_seconds": self.width_ms / 1000,
             "bins": [
-                {"start": _iso(start), "calls": counts.calls, "retries": counts.retries}
-                | {"failed": _ranked(counts.failed), "errors": _ranked(counts.errors)}
+                {"start": iso(start), "calls": counts.calls, "retries": counts.retries}
+                | {"failed": ranked(counts.failed), "errors": ranked(counts.errors)}
                 for start, counts in self.series()
             ],
         }
 
 
-def _ranked(counter: Mapping[str, int]) -> dict[str, int]:
+def ranked(counter: Mapping[str, int]) -> dict[str, int]:
     return dict(sorted(counter.items(), key=lambda item: (-item[1], item[0])))
 
 
@@ -597,9 +597,9 @@ class Summary:
         latency = {name: self.latency[name].as_dict(0.5, 0.95, 0.99) for name in sorted(self.latency)}
         return {
             "file": self.path,
-            "since": _iso(self.since),
-            "first_at": _iso(self.first_at),
-            "last_at": _iso(self.last_at),
+            "since": iso(self.since),
+            "first_at": iso(self.first_at),
+            "last_at": iso(self.last_at),
             "lines": {
                 "bad": self.bad_lines,
                 "first_bad": [{"line": bad.number, "reason": bad.reason} for bad in self.first_bad_lines],
@@ -609,19 +609,19 @@ class Summary:
                 "total": self.calls,
                 "succeeded": self.succeeded,
                 "failed": self.failed,
-                "by_mode": _ranked(self.by_mode),
-                "by_model": _ranked(self.by_model),
-                "by_policy": _ranked(self.by_policy),
-                "failures_by_error_class": _ranked(self.failures),
-                "stop_reasons": _ranked(self.stop_reasons),
-                "outcomes": _ranked(self.outcomes),
+                "by_mode": ranked(self.by_mode),
+                "by_model": ranked(self.by_model),
+                "by_policy": ranked(self.by_policy),
+                "failures_by_error_class": ranked(self.failures),
+                "stop_reasons": ranked(self.stop_reasons),
+                "outcomes": ranked(self.outcomes),
             },
             "attempts": {
                 "total": self.attempt_records,
                 "in_call_records": self.attempts_in_calls,
                 "retries": self.retries,
                 "retried_calls": self.retried_calls,
-                "by_status": _ranked(self.attempts_by_status),
+                "by_status": ranked(self.attempts_by_status),
             },
             "latency_ms": latency,
             "ttft_ms": self.ttft.as_dict(0.5, 0.95, 0.99),
@@ -633,7 +633,7 @@ class Summary:
             "total": totals.as_dict(),
             "timeline": self.timeline.as_dict(),
             "latest_failures": {
-                name: [failure.as_dict() for failure in self.latest_failures[name]] for name in _ranked(self.failures)
+                name: [failure.as_dict() for failure in self.latest_failures[name]] for name in ranked(self.failures)
             },
         }
 
@@ -704,10 +704,16 @@ def find_calls(
 
 # --- rendering -------------------------------------------------------------------------------------
 
-_ACTIONS = {row.name: row for row in ERROR_TABLE}
+
+def error_row(name: str) -> ErrorClass | None:
+    """The error map's row of a recorded class name; None for a name it does not know (a record of another version)."""
+    try:
+        return by_name(name)
+    except KeyError:
+        return None
 
 
-def _ms(value: float | None) -> str:
+def format_ms(value: float | None) -> str:
     return "—" if value is None else f"{value:,.1f}"
 
 
@@ -720,7 +726,7 @@ def _dollars(cost: float) -> str:
     return "$" + (text + "0" if len(text.partition(".")[2]) < 2 else text)
 
 
-def _usd(totals: ModelTotals) -> str:
+def format_cost(totals: ModelTotals) -> str:
     cost = totals.cost_usd
     if cost is None:
         return f"unknown ({totals.unpriced} unpriced)"
@@ -746,10 +752,10 @@ def render_summary(summary: Summary, console: Console) -> None:
     """`keel report` as tables."""
     span = ""
     if summary.first_at is not None:
-        span = f", {_iso(summary.first_at)} to {_iso(summary.last_at)}"
+        span = f", {iso(summary.first_at)} to {iso(summary.last_at)}"
     console.print(f"[bold]{summary.path}[/bold]{span}")
     if summary.since is not None:
-        console.print(f"since {_iso(summary.since)} ({summary.before_since:,} earlier record(s) left out)")
+        console.print(f"since {iso(summary.since)} ({summary.before_since:,} earlier record(s) left out)")
     if summary.bad_lines:
         console.print(f"[yellow]{summary.bad_lines:,} bad line(s) skipped (listed on stderr)[/yellow]")
     if summary.calls == 0 and summary.attempt_records == 0:
@@ -761,19 +767,19 @@ def render_summary(summary: Summary, console: Console) -> None:
         f"({summary.retried_calls:,} call(s) retried)"
     )
     groups = [
-        *(("mode", name, n) for name, n in _ranked(summary.by_mode).items()),
-        *(("model", name, n) for name, n in _ranked(summary.by_model).items()),
-        *(("policy", name, n) for name, n in _ranked(summary.by_policy).items()),
-        *(("stop_reason", name, n) for name, n in _ranked(summary.stop_reasons).items()),
-        *(("outcome", name, n) for name, n in _ranked(summary.outcomes).items()),
+        *(("mode", name, n) for name, n in ranked(summary.by_mode).items()),
+        *(("model", name, n) for name, n in ranked(summary.by_model).items()),
+        *(("policy", name, n) for name, n in ranked(summary.by_policy).items()),
+        *(("stop_reason", name, n) for name, n in ranked(summary.stop_reasons).items()),
+        *(("outcome", name, n) for name, n in ranked(summary.outcomes).items()),
     ]
     console.print(_counts("Calls", groups, "by"))
     if summary.failures:
         failures = Table(title="Failures by error class", title_justify="left")
         for column in ("error_class", "calls", "retryable", "action"):
             failures.add_column(column, justify="right" if column == "calls" else "left")
-        for name, count in _ranked(summary.failures).items():
-            row = _ACTIONS.get(name)
+        for name, count in ranked(summary.failures).items():
+            row = error_row(name)
             retryable = "—" if row is None else ("yes" if row.retryable else "no")
             failures.add_row(name, f"{count:,}", retryable, "—" if row is None else row.action.value)
         console.print(failures)
@@ -784,16 +790,20 @@ def render_summary(summary: Summary, console: Console) -> None:
     for name in sorted(summary.latency):
         stats = summary.latency[name]
         timing.add_row(
-            name, f"{stats.count:,}", _ms(stats.quantile(0.5)), _ms(stats.quantile(0.95)), _ms(stats.quantile(0.99))
+            name,
+            f"{stats.count:,}",
+            format_ms(stats.quantile(0.5)),
+            format_ms(stats.quantile(0.95)),
+            format_ms(stats.quantile(0.99)),
         )
     if summary.ttft.count:
         ttft = summary.ttft
         timing.add_row(
             "stream TTFT",
             f"{ttft.count:,}",
-            _ms(ttft.quantile(0.5)),
-            _ms(ttft.quantile(0.95)),
-            _ms(ttft.quantile(0.99)),
+            format_ms(ttft.quantile(0.5)),
+            format_ms(ttft.quantile(0.95)),
+            format_ms(ttft.quantile(0.99)),
         )
     console.print(timing)
     console.print(_models_table(summary))
@@ -803,7 +813,7 @@ def _attempts_table(summary: Summary) -> Table:
     table = Table(title="Attempts", title_justify="left")
     table.add_column("HTTP status")
     table.add_column("attempts", justify="right")
-    for status, count in _ranked(summary.attempts_by_status).items():
+    for status, count in ranked(summary.attempts_by_status).items():
         table.add_row(status, f"{count:,}")
     if summary.attempts_in_calls != summary.attempt_records:
         table.caption = f"the call records count {summary.attempts_in_calls:,} attempts"
@@ -824,7 +834,7 @@ def _models_table(summary: Summary) -> Table:
             f"{totals.usage.output_tokens:,}",
             f"{totals.usage.cache_write_tokens:,}",
             f"{totals.usage.cache_read_tokens:,}",
-            _usd(totals),
+            format_cost(totals),
             style=style,
         )
 
@@ -851,9 +861,9 @@ def render_calls(traces: list[CallTrace], request_id: str, console: Console) -> 
             for name in _CALL_FIELDS_SHOWN:
                 value = call.get(name)
                 if name == "at":
-                    value = _iso(value)
+                    value = iso(value)
                 elif name in ("latency_ms", "ttft_ms") and value is not None:
-                    value = _ms(value)
+                    value = format_ms(value)
                 elif name == "cost_usd":
                     value = "unknown (no price)" if value is None and call["error_class"] is None else value
                     value = _dollars(value) if isinstance(value, float | int) else value
@@ -872,7 +882,7 @@ def render_calls(traces: list[CallTrace], request_id: str, console: Console) -> 
                 "—" if attempt["status"] is None else str(attempt["status"]),
                 attempt["error_class"] or "",
                 f"{attempt['request_id'] or '—'}{mark}",
-                _ms(attempt["latency_ms"]),
-                _iso(attempt["at"]) or "",
+                format_ms(attempt["latency_ms"]),
+                iso(attempt["at"]) or "",
             )
         console.print(attempts)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from html import escape
 
-from ._report import _ACTIONS, ModelTotals, Percentiles, Summary, _iso, _ms, _ranked, _usd
+from ._report import ModelTotals, Percentiles, Summary, error_row, format_cost, format_ms, iso, ranked
 from ._svg import INK, MUTED, PALETTE, Marker, Series, distribution, horizontal_bars, stacked_columns
 
 __all__ = ["render_html"]
@@ -88,7 +88,7 @@ def _colors(names: Iterable[str]) -> dict[str, str]:
 
 def render_html(summary: Summary) -> str:
     """The whole page, from the summary alone (so its size does not depend on the file's)."""
-    colors = _colors(_ranked(summary.failures + _error_responses(summary)))
+    colors = _colors(ranked(summary.failures + _error_responses(summary)))
     body = [
         _header(summary),
         _cards(summary),
@@ -120,9 +120,9 @@ def _error_responses(summary: Summary) -> Counter[str]:
 def _header(summary: Summary) -> str:
     span = "no records"
     if summary.first_at is not None and summary.last_at is not None:
-        span = f"{_iso(summary.first_at)} to {_iso(summary.last_at)} ({_duration(summary.last_at - summary.first_at)})"
+        span = f"{iso(summary.first_at)} to {iso(summary.last_at)} ({_duration(summary.last_at - summary.first_at)})"
     since = (
-        f" · since {_iso(summary.since)}, {summary.before_since:,} earlier record(s) left out"
+        f" · since {iso(summary.since)}, {summary.before_since:,} earlier record(s) left out"
         if summary.since is not None
         else ""
     )
@@ -163,10 +163,10 @@ def _cards(summary: Summary) -> str:
         _card("Calls", f"{summary.calls:,}", f"{summary.succeeded:,} succeeded", key="calls"),
         _card("Failed", f"{summary.failed:,}", share, bad=summary.failed > 0, key="failed"),
         _card("Retries", f"{summary.retries:,}", f"in {summary.retried_calls:,} call(s)", key="retries"),
-        _card("Latency p50", "—" if p50 is None else f"{_ms(p50)} ms", "successful calls", key="latency-p50"),
+        _card("Latency p50", "—" if p50 is None else f"{format_ms(p50)} ms", "successful calls", key="latency-p50"),
         _card("Input tokens", _compact(totals.usage.prompt_tokens), "cache reads and writes included", key="input"),
         _card("Output tokens", _compact(totals.usage.output_tokens), f"{totals.usage.output_tokens:,}", key="output"),
-        _card("Cost", _usd(totals), "at the records' prices", key="cost"),
+        _card("Cost", format_cost(totals), "at the records' prices", key="cost"),
     ]
     if summary.bad_lines:
         cards.append(_card("Bad lines", f"{summary.bad_lines:,}", "skipped: see below", bad=True, key="bad-lines"))
@@ -220,7 +220,7 @@ def _latency(summary: Summary) -> str:
 def _ms_cell(label: str, value: float | None) -> str:
     if value is None:
         return "—"
-    return f'<span data-q="{label}" data-ms="{value!r}">{_ms(value)}</span>'
+    return f'<span data-q="{label}" data-ms="{value!r}">{format_ms(value)}</span>'
 
 
 def _timeline(summary: Summary, colors: dict[str, str]) -> str:
@@ -229,12 +229,12 @@ def _timeline(summary: Summary, colors: dict[str, str]) -> str:
         return _section("timeline", "Errors and retries over time", "", _empty("No calls."))
     labels = [_clock(start, summary.timeline.width_ms) for start, _ in series]
     errors = _error_responses(summary)
-    layers = [Series(name, [moment.errors[name] for _, moment in series], colors[name]) for name in _ranked(errors)]
+    layers = [Series(name, [moment.errors[name] for _, moment in series], colors[name]) for name in ranked(errors)]
     retries = Series("retries", [moment.retries for _, moment in series], INK)
     width = _duration(summary.timeline.width_ms / 1000)
     if errors or summary.retries:
         errors_chart = stacked_columns("errors", labels, layers, line=retries)
-        errors_chart += _legend([(name, colors[name], False) for name in _ranked(errors)] + [("retries", INK, True)])
+        errors_chart += _legend([(name, colors[name], False) for name in ranked(errors)] + [("retries", INK, True)])
     else:
         errors_chart = _empty("No error responses and no retries.")
     failed = Series("failed", [sum(moment.failed.values()) for _, moment in series], PALETTE[0])
@@ -269,16 +269,16 @@ def _legend(items: Sequence[tuple[str, str, bool]]) -> str:
 
 
 def _outcomes(summary: Summary, colors: dict[str, str]) -> str:
-    reasons = _ranked(summary.stop_reasons)
+    reasons = ranked(summary.stop_reasons)
     stops = (
         horizontal_bars("stop_reasons", [(name, count, f"{count:,}") for name, count in reasons.items()])
         if reasons
         else _empty("No messages.")
     )
-    failures = _ranked(summary.failures)
+    failures = ranked(summary.failures)
     rows = []
     for name, count in failures.items():
-        row = _ACTIONS.get(name)
+        row = error_row(name)
         retryable = "—" if row is None else ("yes" if row.retryable else "no")
         tag = f'<span class="tag" style="background:{colors.get(name, MUTED)}">{escape(name)}</span>'
         rows.append([tag, f"{count:,}", retryable, escape("—" if row is None else row.action.value)])
@@ -310,7 +310,7 @@ def _spend(summary: Summary) -> str:
         ((f"{model} · {mode}", totals) for (model, mode), totals in summary.model_modes.items()),
         key=lambda item: -(item[1].cost_usd or 0),
     )
-    bars = [(label, totals.cost_usd or 0.0, _usd(totals)) for label, totals in costs]
+    bars = [(label, totals.cost_usd or 0.0, format_cost(totals)) for label, totals in costs]
     tokens = sorted(
         ((label, totals.usage.prompt_tokens + totals.usage.output_tokens) for label, totals in costs),
         key=lambda item: -item[1],
@@ -336,7 +336,7 @@ def _spend_row(model: str, mode: str, totals: ModelTotals) -> list[str]:
         f"{totals.calls:,}",
         f"{totals.failed:,}",
         *(f"{count:,}" for count in counts),
-        escape(_usd(totals)),
+        escape(format_cost(totals)),
     ]
 
 
@@ -344,12 +344,12 @@ def _failures(summary: Summary, colors: dict[str, str]) -> str:
     if not summary.failed:
         return _section("failed-calls", "Failed calls", "", _empty("No call failed."))
     blocks = []
-    for rank, (name, count) in enumerate(_ranked(summary.failures).items()):
+    for rank, (name, count) in enumerate(ranked(summary.failures).items()):
         kept = list(reversed(summary.latest_failures[name]))
         shown = f"all {count:,}" if len(kept) == count else f"the latest {len(kept):,} of {count:,}"
         rows = [
             [
-                escape(_iso(failure.at) or ""),
+                escape(iso(failure.at) or ""),
                 f'<code class="request-id">{escape(failure.request_id or "—")}</code>',
                 f"<code>{escape(failure.call_id)}</code>",
                 escape(f"{failure.model} · {failure.mode}"),
