@@ -19,7 +19,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from ratelimit_helpers import spare_port
+
+from keel.emulator.server import free_port
 
 DATABASE_URL = os.environ.get("KEEL_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -67,7 +68,7 @@ class PrivatePostgres:
         if not found:
             pytest.skip("PostgreSQL's initdb is not installed (scripts/services.sh installs it when run as root)")
         self.bin = Path(found[-1]).parent
-        self.port = spare_port()
+        self.port = free_port()
         self.user: str | None = "postgres" if os.geteuid() == 0 else None
         self.dir = Path(tempfile.mkdtemp(prefix="keel-pg-"))
         if self.user is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -20,6 +19,7 @@ import pytest
 import redis
 
 from keel import LimiterUnavailable
+from keel.emulator.server import free_port
 from keel.ratelimit import Backend, Limits, LocalBackend, RateLimiter, Reservation
 from keel.ratelimit.redis_backend import RedisBackend
 
@@ -72,13 +72,6 @@ def delete_keys(prefix: str) -> None:
         client.close()
 
 
-def spare_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class PrivateRedis:
     """A redis-server of the test's own (password required; no persistence unless `persistent`: then an
     append-only file fsynced on every write, in `workdir`), to kill and start again."""
@@ -86,7 +79,7 @@ class PrivateRedis:
     def __init__(self, workdir: Path, password: str, *, persistent: bool = False) -> None:
         if shutil.which("redis-server") is None:
             pytest.skip("redis-server is not installed (scripts/services.sh installs it when run as root)")
-        self.port = spare_port()
+        self.port = free_port()
         self.password = password
         self.workdir = workdir
         self.persistent = persistent
