@@ -12,6 +12,10 @@ Each side's client CPU per call, the garbage collector's share of it (timed thro
 emulator's CPU per call (from /proc) are printed too: with 64 calls in flight the collector's share grows many
 times over, which is what makes keel's ratio larger there than one call at a time (see docs/benchmarks.md).
 `--gc-freeze` calls `gc.freeze()` after the warm-up, so that full collections no longer walk the start-up heap.
+`--controls` adds two more sides to the alternation, each compared with raw the same way: "raw again" (the same raw
+calls under another name: what the harness reads when nothing differs, i.e. its own noise) and "middleware" (the
+raw SDK with a middleware that only passes each request on: what the SDK's middleware hook costs, which keel's
+attempt middleware rides on).
 `--profile` runs keel's side once more under cProfile instead (`--profile-out FILE` keeps the stats).
 
 Run: `.venv/bin/python bench/client_concurrency.py` (`--help` for the knobs, `--strict` to exit 1 on FAIL).
@@ -34,6 +38,9 @@ from typing import Any
 
 import alternating
 import anthropic
+from anthropic._middleware import AsyncCallNext, Middleware
+from anthropic._request import APIRequest
+from anthropic._response import AsyncAPIResponse
 from emulator_process import EmulatorProcess
 from load import Drive, drive
 from targets import Result, add_arguments, at_most, finish, info, print_verdicts
@@ -52,9 +59,16 @@ PARAMS: dict[str, Any] = {
 Timings = dict[str, list[Drive]]  # per side, one Drive per block
 
 
-def pair_ratios(timings: Timings) -> list[float]:
-    """keel's time over raw's, block pair by block pair."""
-    return [k.seconds / r.seconds for r, k in zip(timings["raw"], timings["keel"], strict=True)]
+def pair_ratios(timings: Timings, side: str = "keel") -> list[float]:
+    """`side`'s time over raw's, block pair by block pair."""
+    return [k.seconds / r.seconds for r, k in zip(timings["raw"], timings[side], strict=True)]
+
+
+class PassThrough(Middleware):
+    """A middleware that does nothing but pass the request on."""
+
+    async def handle_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
+        return await call_next(request)
 
 
 async def measure(emulator: EmulatorProcess, records: Path, args: argparse.Namespace) -> dict[int, Timings]:
@@ -65,6 +79,10 @@ async def measure(emulator: EmulatorProcess, records: Path, args: argparse.Names
             "raw": lambda: sdk.messages.create(**PARAMS),
             "keel": lambda: client.messages.create(**PARAMS),
         }
+        if args.controls:
+            through = sdk.with_options(middleware=[PassThrough()])
+            sides["raw again"] = lambda: sdk.messages.create(**PARAMS)
+            sides["middleware"] = lambda: through.messages.create(**PARAMS)
         probe = emulator.cpu_seconds
         found = {
             args.concurrency: await alternating.alternate_async(
@@ -101,15 +119,16 @@ def report(concurrency: int, timings: Timings) -> float:
     """Print one concurrency's figures; the median pair ratio."""
     blocks = timings["raw"]
     print(f"{concurrency} in flight: {len(blocks)} blocks of {blocks[0].calls:,} calls per side, alternating (ABBA)")
-    print(f"{'side':<6}" + "".join(f"{heading:>{width}}" for heading, width, _, _ in COLUMNS))
+    print(f"{'side':<11}" + "".join(f"{heading:>{width}}" for heading, width, _, _ in COLUMNS))
     for side, drives in timings.items():
         figures = (f"{statistics.median(map(figure, drives)):>{width}{spec}}" for _, width, spec, figure in COLUMNS)
-        print(f"{side:<6}" + "".join(figures))
-    pairs = pair_ratios(timings)
-    ratio = statistics.median(pairs)
-    print(f"keel/raw time: median of the pairs {ratio:.3f}; pairs " + " ".join(f"{r:.3f}" for r in pairs))
+        print(f"{side:<11}" + "".join(figures))
+    for side in list(timings)[1:]:
+        pairs = pair_ratios(timings, side)
+        shown = " ".join(f"{r:.3f}" for r in pairs)
+        print(f"{side}/raw time: median of the pairs {statistics.median(pairs):.3f}; pairs {shown}")
     print(f"keel/raw client CPU per call: median of the pairs {cpu_ratio(timings):.3f}\n")
-    return ratio
+    return statistics.median(pair_ratios(timings))
 
 
 def cpu_ratio(timings: Timings) -> float:
@@ -146,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="gc.freeze() after the warm-up: full collections skip the start-up heap",
     )
+    parser.add_argument(
+        "--controls",
+        action="store_true",
+        help='two more sides: "raw again" (the harness\'s noise) and "middleware" (a pass-through SDK middleware)',
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile keel's side instead of measuring")
     parser.add_argument("--profile-out", type=Path, help="with --profile: also write the stats to this file")
     add_arguments(parser)
@@ -172,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
                 d.gc_seconds / d.calls * 1e6 for d in timings["raw"]
             )
             results.append(info(f"GC time keel adds per call, {concurrency} in flight", gc_added, "µs", 0))
+            for side in ("raw again", "middleware"):
+                if side in timings:
+                    median = statistics.median(pair_ratios(timings, side))
+                    results.append(info(f"{side}/raw time, {concurrency} in flight", median))
         else:
             results.append(info("keel/raw time, one at a time", ratio))
     print_verdicts(results)
