@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from batch_helpers import invoke, prompts, read_jsonl, write_lines
-from keel_helpers import ask, keel_client
+from keel_helpers import SIDES, Side, ask, keel_client, stream_on
 
 import keel
 from keel import RetryPolicy
@@ -64,6 +64,21 @@ def test_each_retry_is_one_notice_with_its_class_request_id_attempt_and_wait_the
     )
     (recovered,) = [n for n in notices if n["event"] == "recovered"]
     assert recovered["attempt"] == 5 and recovered["request_id"] == reply.request_id == served[4]
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_a_background_stream_that_cannot_open_notices_its_rounds_like_a_create(
+    keel_emulator: Emulator, notices: list[dict[str, object]], side: Side
+) -> None:
+    # 4 failures: the SDK's 2 retries fail (attempts 1-3), keel's round retries (4 fails), the SDK's retry opens it
+    keel_emulator.inject("status=529; retry_after_ms=20", path="/v1/messages", limit=4)
+    got = stream_on(side, keel_emulator, options={"policy": QUICK}, model=MODEL, max_tokens=50, messages=ask("Hi"))
+    assert got.error is None and got.stream.reply is not None and got.stream.reply.record.attempts == 5
+    retrying = [n for n in notices if n["event"] == "retrying"]
+    assert [(n["attempt"], n["error_class"]) for n in retrying] == [(a, "overloaded") for a in (1, 2, 3, 4)]
+    assert 0.02 <= float(str(retrying[2]["wait_seconds"])) <= 0.2  # keel's round, between the SDK's own two waits
+    (recovered,) = [n for n in notices if n["event"] == "recovered"]
+    assert recovered["attempt"] == 5
 
 
 def test_a_call_without_retries_gives_no_notice(keel_emulator: Emulator, notices: list[dict[str, object]]) -> None:

@@ -29,8 +29,8 @@ from ._middleware import AttemptMiddleware
 from ._modes import Mode, call_mode
 from ._pricing import PriceTable
 from ._records import Recorder
-from ._retry_notices import before_round_sleep
-from ._retrying import INTERACTIVE, RetryPolicy, background_rounds
+from ._retry_notices import noticed_rounds
+from ._retrying import INTERACTIVE, RetryPolicy
 from ._streaming import AsyncResilientStream, OnInterrupt, ResilientStream
 from ._telemetry import Telemetry, telemetry_of
 from .ratelimit import RateLimiter
@@ -72,10 +72,7 @@ class _ClientBase(Generic[SDK]):
         entry = self._by_policy.get(id(policy))
         if entry is None:
             sdk = self.sdk.with_options(max_retries=policy.max_retries, timeout=policy.timeout)
-            rounds = background_rounds(policy)
-            if rounds is not None:
-                rounds["before_sleep"] = before_round_sleep
-            entry = self._by_policy[id(policy)] = (sdk, rounds, policy)
+            entry = self._by_policy[id(policy)] = (sdk, noticed_rounds(policy), policy)
         return entry[0], entry[1]
 
 

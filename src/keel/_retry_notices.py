@@ -23,6 +23,7 @@ from tenacity import RetryCallState
 
 from ._call import CURRENT_CALL, Call
 from ._error_map import classify_exception
+from ._retrying import RetryPolicy, background_rounds
 
 logger = logging.getLogger("keel.retrying")
 
@@ -69,6 +70,15 @@ def before_round_sleep(state: RetryCallState) -> None:
     error = outcome.exception() if outcome is not None else None
     error_class = classify_exception(error).name if error is not None else None
     retrying(CURRENT_CALL.get(), action.sleep if action is not None else 0.0, error_class)
+
+
+def noticed_rounds(policy: RetryPolicy) -> dict[str, Any] | None:
+    """`background_rounds(policy)`, each wait between rounds noticed (`before_round_sleep`): keel's rounds around a
+    `create` and around a stream that cannot open alike."""
+    rounds = background_rounds(policy)
+    if rounds is not None:
+        rounds["before_sleep"] = before_round_sleep
+    return rounds
 
 
 class _SdkRetries(logging.Handler):

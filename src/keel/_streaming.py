@@ -37,7 +37,8 @@ from ._call import CURRENT_CALL, Call, Reply
 from ._continuation import Stitcher, combine_stream, continuation_messages, supports_prefill, without_unfinished_blocks
 from ._error_map import STREAM_INTERRUPTED, classify_exception
 from ._exceptions import CALL_ERRORS, BrokeBeforeContent, StreamInterrupted
-from ._retrying import background_rounds, first_stream_restart_wait, stream_restarts
+from ._retry_notices import noticed_rounds
+from ._retrying import first_stream_restart_wait, stream_restarts
 
 OnInterrupt = Literal["raise", "continue"]
 MAX_RESUMES = 3
@@ -291,7 +292,7 @@ class ResilientStream(_StreamBase):
         """The SDK's stream of a round, entered on `opened`. A background policy rides out the errors that keep it
         from opening (the SDK's retries spent on a 529 storm) with keel's rounds, as `create` does (inside a larger
         call, the call's own rounds do)."""
-        rounds = background_rounds(self._call.policy) if self._owns_call else None
+        rounds = noticed_rounds(self._call.policy) if self._owns_call else None
         if rounds is None:
             return opened.enter_context(self._sdk.messages.stream(**params))
         return Retrying(**rounds)(lambda: opened.enter_context(self._sdk.messages.stream(**params)))
@@ -391,7 +392,7 @@ class AsyncResilientStream(_StreamBase):
 
     async def _open(self, opened: AsyncExitStack, params: dict[str, Any]) -> Any:
         """The SDK's stream of a round, entered on `opened` (see `ResilientStream._open`)."""
-        rounds = background_rounds(self._call.policy) if self._owns_call else None
+        rounds = noticed_rounds(self._call.policy) if self._owns_call else None
         if rounds is None:
             return await opened.enter_async_context(self._sdk.messages.stream(**params))
 
