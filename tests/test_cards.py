@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from keel import _error_map, _stop
-from keel._modes import choose_mode
+from keel._modes import NONSTREAMING_MAX_TOKENS, choose_mode
 from keel.cli import app
 
 runner = CliRunner()
@@ -56,11 +56,25 @@ def test_every_stop_table_row_is_a_card_with_what_to_do() -> None:
 
 def test_mode_cards_are_answered_by_choose_mode() -> None:
     cards = listed()
-    assert cards["A chat UI: a person watches the answer appear. Which delivery mode?"] == (
-        choose_mode(watching=True).mode,
-        choose_mode(watching=True).reason,
+    expected = {
+        "A chat UI: a person watches the answer appear.": "stream",
+        "10,000 nightly summaries nobody waits for.": "batch",
+        "A request handler waits for a short classification.": "standard",
+        "A report someone waits for, max_tokens 64,000.": "stream",
+        "A generation expected to take 15 minutes.": "stream",
+        "One short call from a cron job.": "standard",
+    }
+    assert {
+        q.removesuffix(" Which delivery mode?"): a for q, (a, _) in cards.items() if "delivery mode" in q
+    } == expected
+    assert cards["A chat UI: a person watches the answer appear. Which delivery mode?"][1] == (
+        choose_mode(watching=True).reason  # the reason is choose_mode's own, not a copy of it
     )
-    assert cards["10,000 nightly summaries nobody waits for. Which delivery mode?"][0] == "batch"
+    auto = {q: a for q, (a, _) in cards.items() if q.startswith("messages.create(mode='auto'")}
+    assert auto == {
+        f"messages.create(mode='auto', max_tokens={NONSTREAMING_MAX_TOKENS + 1:,}): how is it sent?": "stream",
+        "messages.create(mode='auto', max_tokens=1,024): how is it sent?": "standard",
+    }
 
 
 def test_a_changed_table_row_changes_its_cards(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -399,10 +399,10 @@ class Call:
     def _last_error(self, failure: Failure) -> Failure:
         """A deadline that ran out between attempts ended the call: the error it reports is the last attempt's (the
         one that was being retried), with that attempt's request_id."""
-        last = next((attempt for attempt in reversed(self.attempts) if attempt.error_class is not None), None)
-        if last is None or last.error_class is None:
-            return failure
-        return replace(failure, error_class=by_name(last.error_class), request_id=last.request_id)
+        for attempt in reversed(self.attempts):
+            if attempt.error_class is not None:
+                return replace(failure, error_class=by_name(attempt.error_class), request_id=attempt.request_id)
+        return failure
 
     def _figures(self) -> _CallFigures:
         """What a call record takes from this call, as of now."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from . import _error_map, _modes, _stop
+from ._error_text import matches, yes_no
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,6 @@ _YES_NO = ("yes", "no")
 _WRONG_CHOICES = 3  # other choices a card offers besides the right one, when its table has that many
 
 
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"
-
-
 def _with_others(right: str, pool: Sequence[str]) -> tuple[str, ...]:
     """The right choice and up to `_WRONG_CHOICES` other distinct values of its table column, in the table's order."""
     others = [value for value in dict.fromkeys(pool) if value != right]
@@ -50,26 +47,18 @@ def _with_others(right: str, pool: Sequence[str]) -> tuple[str, ...]:
     return (right, *others[::step][:_WRONG_CHOICES])
 
 
-def _matches(row: _error_map.ErrorClass) -> str:
-    parts = [str(row.status)] if row.status is not None else []
-    parts += [part for part in (row.error_type, row.error_code) if part]
-    if row.message_contains:
-        parts.append(f"message contains {row.message_contains!r}")
-    return f"{row.name} ({' '.join(parts)})" if parts else row.name
-
-
 def error_cards() -> Iterator[Card]:
     """Per row of the error map: does keel retry it, what to do, and, where keel and the SDK differ, the SDK's."""
     table = _error_map.ERROR_TABLE
     actions = [row.action.value for row in table]
     for row in table:
-        name = _matches(row)
-        yield Card("error map", f"Does keel retry {name}?", _YES_NO, _yes(row.retryable), row.note)
+        name = f"{row.name} ({matches(row)})"
+        yield Card("error map", f"Does keel retry {name}?", _YES_NO, yes_no(row.retryable), row.note)
         action = row.action.value
         yield Card("error map", f"What is the action for {name}?", _with_others(action, actions), action, row.note)
         if row.sdk_retries != row.retryable:
             why = f"keel {'retries' if row.retryable else 'does not retry'} it: {row.note}"
-            yield Card("error map", f"Does the SDK, on its own, retry {name}?", _YES_NO, _yes(row.sdk_retries), why)
+            yield Card("error map", f"Does the SDK, on its own, retry {name}?", _YES_NO, yes_no(row.sdk_retries), why)
 
 
 def stop_cards() -> Iterator[Card]:

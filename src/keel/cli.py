@@ -329,41 +329,26 @@ def _code_status(error_code: str) -> str:
     return ", ".join(str(row.status) for row in ERROR_TABLE if row.error_code == error_code)
 
 
-_UNLISTED = {"unknown_4xx": "an unlisted 4xx status", "unknown_5xx": "an unlisted 5xx status (or above)"}
-
-
-def _matches(row: ErrorClass) -> str:
-    parts = [str(row.status) if row.status is not None else _UNLISTED.get(row.name, "no HTTP status")]
-    if row.error_type:
-        parts.append(row.error_type)
-    if row.error_code:
-        parts.append(f"error_code={row.error_code}")
-    if row.message_contains:
-        parts.append(f"message contains {row.message_contains!r}")
-    return " ".join(parts)
-
-
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"
-
-
 _WIDE_TABLE = 150  # narrower consoles get the map as a list: eight columns do not fit
 
 
 def _error_list(rows: tuple[ErrorClass, ...], console: Console) -> None:
     from rich.markup import escape
 
+    from keel._error_text import matches, yes_no
+
     console.print("[bold]keel's error map[/bold] (keel explain NAME for one row; a wider terminal shows a table)")
     for row in rows:
-        console.print(f"\n[bold]{row.name}[/bold]  {escape(_matches(row))}")
-        console.print(
-            f"  retryable: {_yes(row.retryable)}   action: {row.action.value}   SDK retries: {_yes(row.sdk_retries)}"
-        )
+        console.print(f"\n[bold]{row.name}[/bold]  {escape(matches(row))}")
+        retries = f"retryable: {yes_no(row.retryable)}   action: {row.action.value}"
+        console.print(f"  {retries}   SDK retries: {yes_no(row.sdk_retries)}")
         console.print(f"  {escape(row.note)}")
 
 
 def _error_table(rows: tuple[ErrorClass, ...]) -> Table:
     from rich.table import Table
+
+    from keel._error_text import yes_no
 
     table = Table(title="keel's error map (keel explain NAME for one row)", title_justify="left")
     for column in ("name", "status", "error.type", "error_code", "retryable", "action", "SDK retries?"):
@@ -376,9 +361,9 @@ def _error_table(rows: tuple[ErrorClass, ...]) -> Table:
             "—" if row.status is None else str(row.status),
             row.error_type or "—",
             row.error_code or "—",
-            _yes(row.retryable),
+            yes_no(row.retryable),
             row.action.value,
-            _yes(row.sdk_retries),
+            yes_no(row.sdk_retries),
             note,
             style=None if row.retryable else "dim",
         )
@@ -389,12 +374,14 @@ def _explain_row(row: ErrorClass, console: Console) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
+    from keel._error_text import matches, yes_no
+
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("matches", _matches(row))
-    table.add_row("keel retries it", _yes(row.retryable))
-    table.add_row("the SDK retries it", _yes(row.sdk_retries))
+    table.add_row("matches", matches(row))
+    table.add_row("keel retries it", yes_no(row.retryable))
+    table.add_row("the SDK retries it", yes_no(row.sdk_retries))
     table.add_row("action", row.action.value)
     table.add_row("note", row.note)
     if row.retryable != row.sdk_retries:
