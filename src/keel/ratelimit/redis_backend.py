@@ -81,8 +81,6 @@ class RedisBackend:
         self.url = self._net.url
         """The address without its password: safe to print."""
         self.prefix = prefix
-        self.reconnect_for = reconnect_for
-        self._secret_url = url
         self._options: dict[str, Any] = {"socket_connect_timeout": connect_timeout, "socket_timeout": command_timeout}
         try:
             self._redis = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._options)
@@ -95,7 +93,7 @@ class RedisBackend:
             self._redis.ping()
         except redis.RedisError as exc:
             self._redis.close()
-            raise LimiterUnavailable(self.url, self._net.reason(exc)) from None
+            raise self._net.unavailable(exc) from None
 
     def apply(self, key: str, op: BucketOp, deadline: float | None = None) -> BucketView:
         keys, args = [f"{self.prefix}:{key}"], _argv(op)
@@ -119,7 +117,7 @@ class RedisBackend:
     def _script_async(self) -> AsyncScript:
         if self._async_script is None:
             self._async = redis.asyncio.Redis.from_url(
-                self._secret_url, retry=AsyncRetry(NoBackoff(), 0), **self._options
+                self._net.secret_url, retry=AsyncRetry(NoBackoff(), 0), **self._options
             )
             self._async_script = self._async.register_script(SCRIPT)
         return self._async_script
