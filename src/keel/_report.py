@@ -838,9 +838,10 @@ def _models_table(summary: Summary) -> Table:
             style=style,
         )
 
-    for name in sorted(summary.models):
-        row(name, summary.models[name])
-    if len(summary.models) > 1:
+    models = summary.models  # merged from the model × mode totals on each read
+    for name in sorted(models):
+        row(name, models[name])
+    if len(models) > 1:
         row("total", summary.totals, "bold")
     return table
 

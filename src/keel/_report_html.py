@@ -88,12 +88,13 @@ def _colors(names: Iterable[str]) -> dict[str, str]:
 
 def render_html(summary: Summary) -> str:
     """The whole page, from the summary alone (so its size does not depend on the file's)."""
-    colors = _colors(ranked(summary.failures + _error_responses(summary)))
+    errors = _error_responses(summary)
+    colors = _colors(ranked(summary.failures + errors))
     body = [
         _header(summary),
         _cards(summary),
         _latency(summary),
-        _timeline(summary, colors),
+        _timeline(summary, errors, colors),
         _outcomes(summary, colors),
         _spend(summary),
         _failures(summary, colors),
@@ -223,12 +224,11 @@ def _ms_cell(label: str, value: float | None) -> str:
     return f'<span data-q="{label}" data-ms="{value!r}">{format_ms(value)}</span>'
 
 
-def _timeline(summary: Summary, colors: dict[str, str]) -> str:
+def _timeline(summary: Summary, errors: Counter[str], colors: dict[str, str]) -> str:
     series = summary.timeline.series()
     if not series:
         return _section("timeline", "Errors and retries over time", "", _empty("No calls."))
     labels = [_clock(start, summary.timeline.width_ms) for start, _ in series]
-    errors = _error_responses(summary)
     layers = [Series(name, [moment.errors[name] for _, moment in series], colors[name]) for name in ranked(errors)]
     retries = Series("retries", [moment.retries for _, moment in series], INK)
     width = _duration(summary.timeline.width_ms / 1000)

@@ -99,7 +99,8 @@ def distribution(
         middle = math.sqrt(lower * upper) if lower > 0 else low
         counts[min(bars - 1, max(0, int(math.log(middle / low) / span * bars)))] += count
     plot_w, plot_h = width - _LEFT - _RIGHT, height - _TOP - _BOTTOM
-    top = nice_ticks(max(counts))[-1]
+    ticks = nice_ticks(max(counts))
+    top = ticks[-1]
 
     def x(value: float) -> float:
         return _LEFT + plot_w * math.log(min(high, max(low, value)) / low) / span
@@ -108,7 +109,7 @@ def distribution(
         return _TOP + plot_h * (1 - count / top)
 
     parts = [_open(name, f"distribution of {name} ({unit})", width, height)]
-    parts += _y_grid(nice_ticks(max(counts)), y, width)
+    parts += _y_grid(ticks, y, width)
     for tick in log_ticks(low, high):
         parts.append(text(x(tick), height - _BOTTOM + 14, number(tick), anchor="middle", fill="#6c757d"))
     parts.append(text(width - _RIGHT, height - 6, unit, anchor="end", fill="#6c757d"))
