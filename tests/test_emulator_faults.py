@@ -210,8 +210,10 @@ def test_scenario_probability_is_seeded(tmp_path: Path) -> None:
         ("[[rules]]\nstatus = 529\n\n[[rules]]\nstatus = 'soon'\n", r":5: rule 2: status: expected a whole number"),
         ("[[rules]]\nprobability = 2\nstatus = 500\n", r":2: rule 1: probability: expected a number from 0 to 1"),
         ("\n\n[[rules]]\nstaus = 500\n", r":4: rule 1: unknown fault field 'staus'"),
-        ("[[rules]\nstatus = 500\n", r"line 1"),
-        ("seed = 1\nrulez = 2\n", r"unknown top-level key\(s\): rulez"),
+        ("[[rules]\nstatus = 500\n", r"bad\.toml:1: .*line 1"),
+        ("seed = 1\nrulez = 2\n", r":2: unknown top-level key\(s\): rulez"),
+        ("seed = 1\n\n[rulez]\nx = 1\n", r":3: unknown top-level key\(s\): rulez"),
+        ("seed = 1\nrules = 'x'\n", r":2: 'rules' must be an array of tables"),
         ("[[rules]]\npath = '/v1/messages'\n", r"rule 1: a fault needs status"),
     ],
 )

@@ -161,10 +161,9 @@ async def test_an_asyncio_waiter_rides_out_a_redis_restart_and_is_granted_once_i
         waiter = asyncio.create_task(limiter.acquire_async(Reservation(MODEL, 1, 1), timeout=8))
         await asyncio.sleep(0.3)
         assert not waiter.done()  # waiting, not granted: closed
-        restarted = time.monotonic()
         await asyncio.to_thread(server.start)
         permit = await asyncio.wait_for(waiter, timeout=8)
-        assert permit is not None and time.monotonic() >= restarted
+        assert permit is not None
         assert (await limiter.snapshot_async(MODEL)).levels.requests == pytest.approx(99, abs=1)
     finally:
         await limiter.aclose()

@@ -8,6 +8,7 @@ good lines around a bad one still read (where the reader goes on past a bad line
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import tempfile
@@ -26,7 +27,7 @@ from keel._report import BadLine, summarize
 from keel.batch.inputs import Defaults, Item, Reject, read_items
 from keel.emulator import Emulator, client
 from keel.emulator.cassette import CassetteError, header_line, read_cassette
-from keel.emulator.faults import FaultSpecError, load_scenario, parse_fault_header
+from keel.emulator.faults import Fault, FaultSpecError, load_scenario, parse_fault_header
 
 FUZZ = settings(
     max_examples=scale(60, 2000),
@@ -172,9 +173,7 @@ TOML_VALUE = st.recursive(
     lambda inner: st.lists(inner, max_size=3),
     max_leaves=4,
 )
-RULE_KEYS = ["path", "model", "attempt", "probability", "limit", "status", "times", "retry_after", "retry_after_ms"]
-RULE_KEYS += ["should_retry", "ttft_ms", "tps", "latency_ms", "stream_error_after", "drop_after", "errored_share"]
-RULE_KEYS += ["expired_share", "error_type", "message", "error_code"]
+RULE_KEYS = ["path", "model", "attempt", "probability", "limit", *(field.name for field in dataclasses.fields(Fault))]
 LIMIT_KEYS = ["rpm", "itpm", "otpm", "enforce", "start", "growth", "key"]
 
 
