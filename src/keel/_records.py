@@ -361,6 +361,42 @@ class Recorder:
             self.sink.close()
 
 
+class CapturedRecords(Recorder):
+    """A `Recorder` that also keeps every record in memory, in the order they were emitted (and logs them, and writes
+    them to `jsonl` when given, as any recorder does). What `keel.testing`'s `keel_records` gives a test, and what the
+    tour shows.
+
+    Attributes:
+        records: every attempt and call record so far.
+        calls: the call records.
+        attempts: the attempt records.
+    """
+
+    def __init__(self, jsonl: str | Path | None = None) -> None:
+        super().__init__(jsonl)
+        self._kept: list[Emitted] = []
+
+    def emit(self, *records: Emitted) -> None:
+        super().emit(*records)
+        self._kept.extend(records)
+
+    def clear(self) -> None:
+        """Forget the records kept so far (those written to the file stay there)."""
+        self._kept.clear()
+
+    @property
+    def records(self) -> list[AttemptRecord | CallRecord]:
+        return [item.get() if isinstance(item, DeferredCallRecord) else item for item in self._kept]
+
+    @property
+    def calls(self) -> list[CallRecord]:
+        return [record for record in self.records if isinstance(record, CallRecord)]
+
+    @property
+    def attempts(self) -> list[AttemptRecord]:
+        return [record for record in self.records if isinstance(record, AttemptRecord)]
+
+
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Every record of a JSONL file; a bad line raises ValueError with its line number.
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from keel._client import Client
 from keel._exceptions import CallFailed
 from keel._modes import choose_mode
-from keel._records import AttemptRecord, CallRecord, DeferredCallRecord, Emitted, Record, Recorder
+from keel._records import CapturedRecords
 from keel._stop import MaxTokens, Refusal, StopSequence
 from keel.batch import BatchRunner, Progress, RunnerOptions, SQLiteLedger, cost_line, cost_report
 from keel.batch.inputs import Defaults
@@ -32,24 +32,12 @@ TOUR_MODEL = "claude-haiku-5-5"
 PROMPT = "In two sentences, why do production systems log a request id for every call? [[keel:words=40]]"
 
 
-class _KeptRecorder(Recorder):
-    """Records for the tour to show, besides the usual logger."""
-
-    def __init__(self, jsonl: Path) -> None:
-        super().__init__(jsonl)
-        self.kept: list[Record] = []
-
-    def emit(self, *records: Emitted) -> None:
-        super().emit(*records)
-        self.kept.extend(record.get() if isinstance(record, DeferredCallRecord) else record for record in records)
-
-
 class Tour:
     def __init__(self, console: Console, live: bool, records: Path) -> None:
         self.console = console
         self.live = live
         self.records_path = records
-        self.records = _KeptRecorder(records)
+        self.records = CapturedRecords(records)
         self.failures: list[str] = []
         if live:
             sdk, bad_key_sdk = anthropic.Anthropic(), anthropic.Anthropic(api_key="not-a-real-key")
@@ -69,14 +57,14 @@ class Tour:
 
     def step(self, title: str, run: Callable[[], None]) -> None:
         self.console.rule(f"[bold]{title}")
-        self.records.kept.clear()
+        self.records.clear()
         try:
             run()
         except Exception as err:  # a step that blows up is a failed step, reported, not a traceback
             self.check(False, f"{title}: unexpected {type(err).__name__}: {err}")
 
     def show_records(self) -> None:
-        attempts = [r for r in self.records.kept if isinstance(r, AttemptRecord)]
+        attempts = self.records.attempts
         table = Table("attempt", "retry#", "status", "request_id", "keel class", "ms", title="attempt records")
         for a in attempts:
             status = str(a.status) if a.status is not None else "-"
@@ -89,7 +77,7 @@ class Tour:
                 f"{a.latency_ms:.1f}",
             )
         self.console.print(table)
-        for call in (r for r in self.records.kept if isinstance(r, CallRecord)):
+        for call in self.records.calls:
             cost = f"${call.cost_usd:.6f}" if call.cost_usd is not None else "unknown price"
             ttft = f", ttft {call.ttft_ms:.0f} ms" if call.ttft_ms is not None else ""
             self.console.print(
@@ -166,7 +154,7 @@ class Tour:
         )
         self.show_records()
         self.console.print(f"  final answer: {reply.text!r}")
-        statuses = [r.status for r in self.records.kept if isinstance(r, AttemptRecord)]
+        statuses = [r.status for r in self.records.attempts]
         expected = [200] if self.live else [529, 529, 200]
         self.check(statuses == expected, f"the SDK retried the overloaded (retryable) responses: {statuses}")
 

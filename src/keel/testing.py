@@ -34,7 +34,7 @@ import anthropic
 import pytest
 
 from keel._client import AsyncClient, Client
-from keel._records import AttemptRecord, CallRecord, DeferredCallRecord, Emitted, Recorder
+from keel._records import CapturedRecords
 from keel.emulator import Emulator, EmulatorConfig, async_client, client
 from keel.emulator.cassette import CassetteError
 from keel.emulator.replay import DEFAULT_IGNORED, OnMiss
@@ -180,37 +180,6 @@ async def keel_async_anthropic(
         sdk = async_client(keel_emulator, _strict_response_validation=True)
     yield sdk
     await sdk.close()
-
-
-class CapturedRecords(Recorder):
-    """A `Recorder` that also keeps every record in memory, in the order they were emitted (and logs them, as any
-    recorder does). What `keel_records` gives a test.
-
-    Attributes:
-        records: every attempt and call record so far.
-        calls: the call records.
-        attempts: the attempt records.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._kept: list[Emitted] = []
-
-    def emit(self, *records: Emitted) -> None:
-        super().emit(*records)
-        self._kept.extend(records)
-
-    @property
-    def records(self) -> list[AttemptRecord | CallRecord]:
-        return [item.get() if isinstance(item, DeferredCallRecord) else item for item in self._kept]
-
-    @property
-    def calls(self) -> list[CallRecord]:
-        return [record for record in self.records if isinstance(record, CallRecord)]
-
-    @property
-    def attempts(self) -> list[AttemptRecord]:
-        return [record for record in self.records if isinstance(record, AttemptRecord)]
 
 
 @pytest.fixture
