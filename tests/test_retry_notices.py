@@ -3,8 +3,10 @@ call recovers, and the lines `keel run` / `keel batch run` show from them while 
 
 from __future__ import annotations
 
+import io
 import logging
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from keel_helpers import SIDES, Side, ask, keel_client, stream_on
 
 import keel
 from keel import RetryPolicy
-from keel._retry_notices import sdk_retries_noticed
+from keel._retry_notices import handled_at_info, sdk_retries_noticed
 from keel.emulator import Emulator
 
 MODEL = "claude-haiku-5-5"
@@ -34,15 +36,8 @@ class _Kept(logging.Handler):
 def notices() -> Iterator[list[dict[str, object]]]:
     """The `keel.retrying` notices given while the test runs (the SDK's retries included)."""
     kept = _Kept()
-    logger = logging.getLogger("keel.retrying")
-    logger.addHandler(kept)
-    logger.setLevel(logging.INFO)
-    try:
-        with sdk_retries_noticed():
-            yield kept.notices
-    finally:
-        logger.removeHandler(kept)
-        logger.setLevel(logging.NOTSET)
+    with handled_at_info("keel.retrying", kept), sdk_retries_noticed():
+        yield kept.notices
 
 
 def test_each_retry_is_one_notice_with_its_class_request_id_attempt_and_wait_then_one_recovered(
@@ -137,3 +132,24 @@ def test_an_attempt_without_a_response_is_noticed_as_such(
         ("timeout", None, 2),
     ]
     assert "retrying: timeout (no response), attempt 1 failed, next in" in str(retrying[0]["line"])
+
+
+def test_retries_close_together_are_one_line_that_counts_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from keel import _jobcli
+
+    monkeypatch.setattr(_jobcli, "RETRY_LINE_GAP", 0.2)
+    out = io.StringIO()
+    notify = logging.getLogger("keel.retrying")
+    with _jobcli.retries_shown(Console(file=out, width=200), "run"):
+        for attempt in (1, 2, 3):  # the first is shown, the next two held
+            notify.info(f"retrying: attempt {attempt}", extra={"keel": {"event": "retrying"}})
+        time.sleep(0.25)
+        notify.info("retrying: attempt 4", extra={"keel": {"event": "retrying"}})  # shown, with the two held
+        notify.info("recovered: attempt 5", extra={"keel": {"event": "recovered"}})
+    assert out.getvalue().splitlines() == [
+        "keel run: retrying: attempt 1",
+        "keel run: retrying: attempt 4 (and 2 more retries)",
+        "keel run: recovered: attempt 5",
+    ]
