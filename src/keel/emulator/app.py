@@ -282,10 +282,7 @@ class Emulator:
             batch_create=batch_create,
         )
         if call.fault is not None:
-            call.fault.check_reset()
-            error = call.fault.status_error()
-            if error is not None:
-                raise error
+            call.fault.raise_before_answering()
 
     async def _request_body(self, request: Request, call: _Call) -> tuple[Any, str]:
         """Read and decode the body, note model and stream for the log, apply any fault; return body, version."""

@@ -102,10 +102,14 @@ class Fault:
             headers["x-should-retry"] = "true" if self.should_retry else "false"
         return headers
 
-    def check_reset(self) -> None:
-        """Raise `ConnectionResetFault` when this fault resets the connection instead of answering."""
+    def raise_before_answering(self) -> None:
+        """Raise what this fault does instead of serving the request, if anything: `ConnectionResetFault` when it
+        resets the connection, else its error response (`status_error`)."""
         if self.connection_reset:
             raise ConnectionResetFault(self.describe())
+        error = self.status_error()
+        if error is not None:
+            raise error
 
     def status_error(self) -> ApiError | None:
         """The error response this fault answers with, in the API's shape; None when it sets no `status`. A plain

@@ -232,10 +232,7 @@ class _Relay:
                 int(attempt) if attempt.isdigit() else 0,
             )
             if self.fault is not None:
-                self.fault.check_reset()
-                injected = self.fault.status_error()
-                if injected is not None:
-                    raise injected
+                self.fault.raise_before_answering()
             await self._forward(body, request)
         except ApiError as err:
             await self._answer_error(err)
