@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from . import _jsonl as jsonl
-from ._error_map import ErrorClass, by_name
+from ._error_map import by_name
+from ._error_text import yes_no
 from ._records import AttemptRecord, CallRecord
 from ._usage import USAGE_FIELDS, Usage
 
@@ -705,12 +706,14 @@ def find_calls(
 # --- rendering -------------------------------------------------------------------------------------
 
 
-def error_row(name: str) -> ErrorClass | None:
-    """The error map's row of a recorded class name; None for a name it does not know (a record of another version)."""
+def error_verdict(name: str) -> tuple[str, str]:
+    """Whether keel retries a recorded error class ("yes"/"no") and what to do about it, from the error map; "—" for
+    both when the map does not know the name (a record of another version)."""
     try:
-        return by_name(name)
+        row = by_name(name)
     except KeyError:
-        return None
+        return "—", "—"
+    return yes_no(row.retryable), row.action.value
 
 
 def format_ms(value: float | None) -> str:
@@ -779,9 +782,7 @@ def render_summary(summary: Summary, console: Console) -> None:
         for column in ("error_class", "calls", "retryable", "action"):
             failures.add_column(column, justify="right" if column == "calls" else "left")
         for name, count in ranked(summary.failures).items():
-            row = error_row(name)
-            retryable = "—" if row is None else ("yes" if row.retryable else "no")
-            failures.add_row(name, f"{count:,}", retryable, "—" if row is None else row.action.value)
+            failures.add_row(name, f"{count:,}", *error_verdict(name))
         console.print(failures)
     console.print(_attempts_table(summary))
     timing = Table(title="Latency of successful calls (ms)", title_justify="left")

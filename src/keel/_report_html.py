@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from html import escape
 
-from ._report import ModelTotals, Percentiles, Summary, error_row, format_cost, format_ms, iso, ranked
+from ._report import ModelTotals, Percentiles, Summary, error_verdict, format_cost, format_ms, iso, ranked
 from ._svg import INK, MUTED, PALETTE, Marker, Series, distribution, horizontal_bars, stacked_columns
 
 __all__ = ["render_html"]
@@ -278,10 +278,9 @@ def _outcomes(summary: Summary, colors: dict[str, str]) -> str:
     failures = ranked(summary.failures)
     rows = []
     for name, count in failures.items():
-        row = error_row(name)
-        retryable = "—" if row is None else ("yes" if row.retryable else "no")
+        retryable, action = error_verdict(name)
         tag = f'<span class="tag" style="background:{colors.get(name, MUTED)}">{escape(name)}</span>'
-        rows.append([tag, f"{count:,}", retryable, escape("—" if row is None else row.action.value)])
+        rows.append([tag, f"{count:,}", retryable, escape(action)])
     table = (
         _table("failures-table", ["error class", "calls", "keel retries it", "what to do"], rows, numeric_from=1, to=2)
         if rows
