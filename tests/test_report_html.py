@@ -18,7 +18,8 @@ import pytest
 from report_helpers import Traffic, make_traffic, nearest_rank
 from typer.testing import CliRunner
 
-from keel._report import FAILURES_KEPT, Timeline, summarize
+from keel import _error_map
+from keel._report import FAILURES_KEPT, Timeline, error_verdict, summarize
 from keel._report_html import render_html
 from keel.cli import app
 from keel.emulator import Emulator
@@ -164,6 +165,8 @@ def test_the_page_shows_the_records_percentiles_counts_tokens_and_failures(traff
     assert spend["total", ""][2].text == f"{len(calls):,}"
 
     (failed,) = [c for c in calls if c.error_class is not None]
+    (failure,) = rows(dom.find("table", id="failures-table"))
+    assert [cell.text for cell in failure] == ["spend_cap", "1", "no", _error_map.SPEND_CAP.action.value]
     block = dom.find("details", data_class="spend_cap")
     (row,) = rows(block.find("table"))
     assert row[1].text == failed.request_id and row[2].text == failed.call_id
@@ -366,3 +369,9 @@ def test_chromium_draws_every_chart_of_the_page(traffic: Traffic, tmp_path: Path
         assert svg.attrs["data-drawn"] == str(marks), f"{name}: {svg.attrs['data-drawn']} of {marks} marks drawn"
         width, height = (int(side) for side in svg.attrs["data-size"].split("x"))
         assert width > 200 and height > 40, f"{name} is {width}x{height}"
+
+
+def test_a_failure_class_the_error_map_does_not_know_is_shown_without_a_verdict() -> None:
+    assert error_verdict("overloaded") == ("yes", _error_map.OVERLOADED.action.value)
+    assert error_verdict("spend_cap") == ("no", _error_map.SPEND_CAP.action.value)
+    assert error_verdict("a_class_of_a_later_version") == ("—", "—")
