@@ -67,7 +67,8 @@ def stop_cards() -> Iterator[Card]:
     retries = [row.retry for row in table]
     todos = [row.todo for row in table]
     for row in table:
-        about = f"stop_reason {row.kind}" if row.kind not in ("interrupted", "unknown") else f"outcome {row.kind}"
+        not_a_stop_reason = row.outcome in (_stop.Interrupted, _stop.UnknownStop)  # keel's outcomes, not the API's
+        about = f"outcome {row.kind}" if not_a_stop_reason else f"stop_reason {row.kind}"
         yield Card(
             "stop reasons",
             f"{about} ({row.meaning}) Send the same request again?",
